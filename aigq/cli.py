@@ -1,0 +1,190 @@
+"""The ``aigq`` command line: ``aigq dev up|down|status`` and ``aigq replay``.
+
+Settings are read from the environment here, in the command being run, never at import time.
+Every project error is printed as one red line with exit status 1.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from aigq import __version__
+from aigq.datasets.sources import open_source
+from aigq.datasets.synthetic import SyntheticConfig
+from aigq.dev.stack import DevSettings, DevStack
+from aigq.errors import AigqError
+from aigq.logging import configure_logging
+from aigq.settings import KafkaSettings, RedisSettings, TopicSettings, load
+from streams.replay import KafkaSink, ReplaySettings, parse_speed
+from streams.replay import replay as run_replay
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+app = typer.Typer(help="aigq-nearline: fresh personalised hint queries from event streams.")
+dev_app = typer.Typer(help="The local development stack: tansu broker, Redis, topics.")
+app.add_typer(dev_app, name="dev")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _fails_cleanly(command: Callable[P, R]) -> Callable[P, R]:
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except AigqError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            raise typer.Exit(1) from exc
+
+    return wrapper
+
+
+@app.callback()
+def _root(
+    log_level: Annotated[str, typer.Option(envvar="AIGQ_LOG_LEVEL", help="DEBUG..ERROR")] = "INFO",
+) -> None:
+    configure_logging(log_level)
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    console.print(__version__)
+
+
+def _dev_stack() -> DevStack:
+    return DevStack(load(KafkaSettings), load(RedisSettings), load(TopicSettings), load(DevSettings))
+
+
+@dev_app.command("up")
+@_fails_cleanly
+def dev_up() -> None:
+    """Start the broker (and Redis if none answers), create the topics. Safe to rerun."""
+    stack = _dev_stack()
+    state = stack.up()
+    started = ", ".join(state.started) if state.started else "nothing (already running)"
+    console.print(f"[green]dev stack up[/]; started: {started}")
+    _print_state(stack)
+
+
+@dev_app.command("down")
+@_fails_cleanly
+def dev_down() -> None:
+    """Stop what `aigq dev up` started; leave everything else alone."""
+    stack = _dev_stack()
+    stopped = stack.down()
+    console.print(f"stopped: {', '.join(stopped) if stopped else 'nothing of ours was running'}")
+
+
+@dev_app.command("status")
+@_fails_cleanly
+def dev_status() -> None:
+    """Show the broker, Redis and topics; exit 1 if the broker or Redis is down."""
+    stack = _dev_stack()
+    if not _print_state(stack):
+        raise typer.Exit(1)
+
+
+def _print_state(stack: DevStack) -> bool:
+    state = stack.status()
+    table = Table(title="aigq dev stack", show_lines=False)
+    for column in ("service", "address", "state", "owner", "log"):
+        table.add_column(column)
+    for svc in (state.broker, state.redis):
+        owner = f"aigq (pid {svc.pid})" if svc.pid else ("external" if svc.reachable else "-")
+        table.add_row(
+            svc.name,
+            svc.address,
+            f"[green]up[/] {svc.detail}" if svc.reachable else "[red]down[/]",
+            owner,
+            str(svc.log) if svc.pid and svc.log else "",
+        )
+    console.print(table)
+    if state.topics:
+        topics = Table(title="topics")
+        topics.add_column("topic")
+        topics.add_column("partitions", justify="right")
+        for topic in state.topics:
+            mark = " (created now)" if topic.created else ""
+            topics.add_row(topic.name, f"{topic.partitions or 'missing'}{mark}")
+        console.print(topics)
+    console.print(f"state dir: {stack.dev.state_dir.resolve()}")
+    return state.broker.reachable and state.redis.reachable
+
+
+@app.command()
+@_fails_cleanly
+def replay(
+    source: Annotated[str, typer.Argument(help="aol, bestbuy or synthetic")],
+    path: Annotated[
+        Path | None, typer.Option(help="file or folder to read (default: under the data dir)")
+    ] = None,
+    topic_prefix: Annotated[
+        str | None, typer.Option(help="topics are <prefix>.<kind> (default AIGQ_TOPICS_PREFIX)")
+    ] = None,
+    speed: Annotated[str, typer.Option(help="'max', or N x log time (60: 1 min/s)")] = "max",
+    limit: Annotated[int | None, typer.Option(min=1, help="stop after N events")] = None,
+    users: Annotated[int, typer.Option(min=1, help="synthetic: number of users")] = 200,
+    days: Annotated[int, typer.Option(min=1, help="synthetic: days of activity")] = 7,
+    seed: Annotated[int, typer.Option(help="synthetic: random seed")] = 0,
+) -> None:
+    """Produce a source's events to Kafka, keyed by user, in time order; print events/s."""
+    kafka = load(KafkaSettings)
+    topics = load(TopicSettings, **({"prefix": topic_prefix} if topic_prefix else {}))
+    settings = load(ReplaySettings)
+    try:
+        pace = parse_speed(speed)
+        synthetic = SyntheticConfig(users=users, days=days, seed=seed)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    items = open_source(source, path, settings.data_dir, synthetic)
+
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]:>9,.0f} ev/s"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not console.is_terminal,
+    )
+    with progress, KafkaSink(kafka, settings) as sink:
+        task = progress.add_task(f"replay {source}", total=limit, rate=0.0)
+        report = run_replay(
+            items,
+            sink,
+            topics,
+            speed=pace,
+            limit=limit,
+            on_progress=lambda r: progress.update(task, completed=r.events, rate=r.events_per_s),
+            progress_every=settings.progress_every,
+        )
+        progress.update(task, completed=report.events, rate=report.events_per_s)
+    report.failed = sink.failed
+
+    table = Table(title=f"replay {source} → {kafka.bootstrap_servers}")
+    table.add_column("topic")
+    table.add_column("records", justify="right")
+    for kind, count in sorted(report.produced.items()):
+        table.add_row(topics.name(kind), f"{count:,}")  # type: ignore[arg-type]
+    console.print(table)
+    console.print(
+        f"{report.events:,} events in {report.elapsed_s:.2f} s = "
+        f"[bold]{report.events_per_s:,.0f} events/s[/]; malformed lines: {report.malformed:,} "
+        f"(sent to {topics.name('dead_letter')}); failed sends: {report.failed:,}"
+    )
+    if report.failed:
+        raise AigqError(f"{report.failed} sends were not acknowledged; first: {sink.first_error}")
+
+
+def main() -> None:
+    app()

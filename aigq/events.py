@@ -1,0 +1,164 @@
+"""Typed event records: what flows through the Kafka topics.
+
+Four event kinds share one envelope (``type``, ``user_id``, ``ts``):
+
+- ``search``: the user typed and submitted a query.
+- ``click``: the user clicked an item; the item travels with a short text surrogate
+  (``item_text``, a title or the words of a URL) and its category path, root first.
+- ``hint_exposure``: the online service showed hint queries (each with its recall source and
+  0-based position) under one ``request_id``.
+- ``hint_click``: the user clicked one of those hint queries.
+
+Rules every record follows:
+
+- ``ts`` is UTC epoch **milliseconds**, a JSON integer between 1990-01-01 and 2100-01-01; a
+  value in seconds is rejected with a hint rather than silently read as 1970.
+- Text is stripped of surrounding whitespace; empty text, NUL characters and oversized fields
+  are rejected naming the field (the limits are the ``MAX_*`` constants below).
+- **Unknown fields are ignored, by explicit choice**: a newer producer may add optional fields
+  without breaking an older consumer. Schemas evolve only by adding optional fields.
+
+Records are frozen pydantic models; :mod:`aigq.codec` turns them into bytes and back.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, TypeAlias
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StringConstraints,
+    field_validator,
+)
+
+MIN_TS_MS = 631_152_000_000  # 1990-01-01T00:00:00Z
+MAX_TS_MS = 4_102_444_800_000  # 2100-01-01T00:00:00Z
+MAX_ID_CHARS = 256
+MAX_QUERY_CHARS = 1_024
+MAX_ITEM_TEXT_CHARS = 4_096
+MAX_CATEGORY_DEPTH = 16
+MAX_CATEGORY_CHARS = 128
+MAX_SHOWN_QUERIES = 64
+MAX_CONTEXT_ENTRIES = 32
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("contains a NUL character")
+    return value
+
+
+def _check_ts(value: int) -> int:
+    if MIN_TS_MS <= value < MAX_TS_MS:
+        return value
+    if MIN_TS_MS // 1000 <= value < MAX_TS_MS // 1000:
+        raise ValueError(f"{value} looks like epoch seconds; timestamps are UTC epoch milliseconds")
+    raise ValueError(
+        f"{value} is not UTC epoch milliseconds between 1990-01-01 and 2100-01-01 "
+        f"({MIN_TS_MS}..{MAX_TS_MS - 1})"
+    )
+
+
+def _text(max_chars: int) -> object:
+    return StringConstraints(strip_whitespace=True, min_length=1, max_length=max_chars)
+
+
+Id = Annotated[str, _text(MAX_ID_CHARS), AfterValidator(_no_nul)]
+QueryText = Annotated[str, _text(MAX_QUERY_CHARS), AfterValidator(_no_nul)]
+ItemText = Annotated[str, _text(MAX_ITEM_TEXT_CHARS), AfterValidator(_no_nul)]
+CategoryName = Annotated[str, _text(MAX_CATEGORY_CHARS), AfterValidator(_no_nul)]
+TimestampMs = Annotated[StrictInt, AfterValidator(_check_ts)]
+Position = Annotated[StrictInt, Field(ge=0, lt=MAX_SHOWN_QUERIES)]
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore", str_strict=True)
+
+
+class _Envelope(_Record):
+    user_id: Id
+    ts: TimestampMs
+
+
+class SearchEvent(_Envelope):
+    """The user submitted ``query``. ``context`` carries small free-form tags (page, device)."""
+
+    type: Literal["search"] = "search"
+    query: QueryText
+    session_id: Id | None = None
+    context: Annotated[dict[Id, Id], Field(max_length=MAX_CONTEXT_ENTRIES)] | None = None
+
+
+class ClickEvent(_Envelope):
+    """The user clicked ``item_id``; ``item_text`` is its text surrogate, ``category`` root first."""
+
+    type: Literal["click"] = "click"
+    item_id: Id
+    item_text: ItemText
+    category: Annotated[tuple[CategoryName, ...], Field(max_length=MAX_CATEGORY_DEPTH)] = ()
+    session_id: Id | None = None
+
+
+class ShownQuery(_Record):
+    """One hint query as shown: its text, the recall source that produced it, its position."""
+
+    query: QueryText
+    source: Id
+    position: Position
+
+
+class HintExposureEvent(_Envelope):
+    """Hint queries shown to the user under one ``request_id``."""
+
+    type: Literal["hint_exposure"] = "hint_exposure"
+    request_id: Id
+    shown: Annotated[tuple[ShownQuery, ...], Field(min_length=1, max_length=MAX_SHOWN_QUERIES)]
+
+    @field_validator("shown")
+    @classmethod
+    def _positions_unique(cls, shown: tuple[ShownQuery, ...]) -> tuple[ShownQuery, ...]:
+        positions = [s.position for s in shown]
+        if len(set(positions)) != len(positions):
+            raise ValueError(f"positions must be unique, got {positions}")
+        return shown
+
+
+class HintClickEvent(_Envelope):
+    """The user clicked the hint ``query`` shown at ``position`` under ``request_id``."""
+
+    type: Literal["hint_click"] = "hint_click"
+    request_id: Id
+    query: QueryText
+    source: Id
+    position: Position
+
+
+Event: TypeAlias = Annotated[
+    SearchEvent | ClickEvent | HintExposureEvent | HintClickEvent, Field(discriminator="type")
+]
+EventType = Literal["search", "click", "hint_exposure", "hint_click"]
+EVENT_TYPES: tuple[EventType, ...] = ("search", "click", "hint_exposure", "hint_click")
+
+
+class DeadLetter(_Record):
+    """A record that could not be used, kept whole with the reason, so that nothing is lost.
+
+    ``origin`` says where it came from (``aol:1012899.txt:17``, ``topic aigq.search/3@1200``),
+    ``payload`` is the raw text (cut to ``MAX_DEAD_LETTER_PAYLOAD`` characters, flagged by
+    ``truncated``), ``ts`` is when it was dead-lettered.
+    """
+
+    type: Literal["dead_letter"] = "dead_letter"
+    origin: str
+    reason: str
+    field: str | None = None
+    payload: str
+    truncated: bool = False
+    ts: StrictInt
+
+
+MAX_DEAD_LETTER_PAYLOAD = 512 * 1024

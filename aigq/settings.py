@@ -1,0 +1,210 @@
+"""Shared settings: Kafka, Redis and topic names.
+
+One frozen pydantic-settings object per component, each under its own ``AIGQ_<COMPONENT>_``
+environment prefix. Nothing here reads the environment at import time: a ``main()`` calls
+:func:`load` once and passes the objects down.
+
+=========================  ===========================================================
+variable                   meaning
+=========================  ===========================================================
+AIGQ_KAFKA_BOOTSTRAP_SERVERS  comma-separated ``host:port`` list (dev broker: 127.0.0.1:9092)
+AIGQ_KAFKA_SECURITY_PROTOCOL  PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL
+AIGQ_KAFKA_SASL_MECHANISM     PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512
+AIGQ_KAFKA_SASL_USERNAME / AIGQ_KAFKA_SASL_PASSWORD (secret)
+AIGQ_KAFKA_SSL_CAFILE / _SSL_CERTFILE / _SSL_KEYFILE / _SSL_PASSWORD (secret)
+AIGQ_REDIS_URL                ``redis://host:port/db`` or ``rediss://`` for TLS
+AIGQ_REDIS_PASSWORD (secret) / AIGQ_REDIS_SSL_CA_CERTS
+AIGQ_TOPICS_PREFIX            topic names are ``<prefix>.<kind>`` (default ``aigq``)
+AIGQ_TOPICS_PARTITIONS        partitions for topics that ``aigq dev up`` creates
+=========================  ===========================================================
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal, Self, TypeVar
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from aigq.errors import ConfigError
+from aigq.events import EVENT_TYPES, EventType
+
+S = TypeVar("S", bound=BaseSettings)
+
+TopicKind = EventType | Literal["dead_letter"]
+_TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
+
+
+def load(cls: type[S], **overrides: Any) -> S:
+    """Build a settings object from the environment (and ``overrides``), or raise ConfigError.
+
+    The error names the environment variable, e.g. ``AIGQ_KAFKA_SECURITY_PROTOCOL: ...``.
+    """
+    try:
+        return cls(**overrides)
+    except ValidationError as exc:
+        prefix = str(cls.model_config.get("env_prefix", ""))
+        lines = []
+        for err in exc.errors(include_url=False):
+            field = "_".join(str(p) for p in err["loc"]).upper()
+            name = f"{prefix}{field}" if field else cls.__name__
+            lines.append(f"{name}: {err['msg'].removeprefix('Value error, ')}")
+        raise ConfigError("; ".join(lines)) from exc
+
+
+def _frozen(prefix: str) -> SettingsConfigDict:
+    return SettingsConfigDict(env_prefix=prefix, frozen=True, extra="forbid")
+
+
+def split_host_port(address: str, default_port: int) -> tuple[str, int]:
+    """``"host:port"`` (or ``"[::1]:port"``) to ``(host, port)``; raise ValueError if malformed."""
+    parsed = urlsplit(f"//{address.strip()}")
+    try:
+        port = parsed.port or default_port
+    except ValueError as exc:
+        raise ValueError(f"bad port in {address!r}") from exc
+    if not parsed.hostname:
+        raise ValueError(f"no host in {address!r}")
+    return parsed.hostname, port
+
+
+def is_loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+class KafkaSettings(BaseSettings):
+    """How every component reaches Kafka (any cluster in production, tansu locally)."""
+
+    model_config = _frozen("AIGQ_KAFKA_")
+
+    bootstrap_servers: str = Field("127.0.0.1:9092", description="comma-separated host:port")
+    client_id: str = "aigq"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ssl_password: SecretStr | None = None
+    request_timeout_ms: int = Field(30_000, ge=1_000)
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _servers(cls, value: str) -> str:
+        servers = [s.strip() for s in value.split(",") if s.strip()]
+        if not servers:
+            raise ValueError("at least one host:port is needed")
+        for server in servers:
+            split_host_port(server, 9092)
+        return ",".join(servers)
+
+    @field_validator("ssl_cafile", "ssl_certfile", "ssl_keyfile")
+    @classmethod
+    def _file_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"{value} is not a readable file")
+        return value
+
+    @model_validator(mode="after")
+    def _security_is_complete(self) -> Self:
+        if self.security_protocol.startswith("SASL_") and not (
+            self.sasl_mechanism and self.sasl_username and self.sasl_password
+        ):
+            raise ValueError(
+                f"{self.security_protocol} needs AIGQ_KAFKA_SASL_MECHANISM, "
+                "AIGQ_KAFKA_SASL_USERNAME and AIGQ_KAFKA_SASL_PASSWORD"
+            )
+        if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
+            raise ValueError("AIGQ_KAFKA_SSL_CERTFILE and AIGQ_KAFKA_SSL_KEYFILE go together")
+        return self
+
+    @property
+    def servers(self) -> list[tuple[str, int]]:
+        return [split_host_port(s, 9092) for s in self.bootstrap_servers.split(",")]
+
+    def kafka_python_config(self) -> dict[str, Any]:
+        """Keyword arguments for kafka-python's producer, consumer and admin clients."""
+        config: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers.split(","),
+            "client_id": self.client_id,
+            "security_protocol": self.security_protocol,
+            "request_timeout_ms": self.request_timeout_ms,
+        }
+        if self.sasl_mechanism:
+            config["sasl_mechanism"] = self.sasl_mechanism
+            config["sasl_plain_username"] = self.sasl_username
+            config["sasl_plain_password"] = (
+                self.sasl_password.get_secret_value() if self.sasl_password else None
+            )
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            path = getattr(self, name)
+            if path is not None:
+                config[name] = str(path)
+        if self.ssl_password is not None:
+            config["ssl_password"] = self.ssl_password.get_secret_value()
+        return config
+
+
+class RedisSettings(BaseSettings):
+    """Where the u2q/x2q cache lives. ``rediss://`` turns TLS on."""
+
+    model_config = _frozen("AIGQ_REDIS_")
+
+    url: str = "redis://127.0.0.1:6379/0"
+    password: SecretStr | None = None
+    ssl_ca_certs: Path | None = None
+    socket_timeout_s: float = Field(5.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(f"scheme must be redis://, rediss:// or unix://, got {value!r}")
+        if parts.scheme != "unix" and not parts.hostname:
+            raise ValueError(f"no host in {value!r}")
+        return value
+
+    @property
+    def tls(self) -> bool:
+        return urlsplit(self.url).scheme == "rediss"
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        parts = urlsplit(self.url)
+        return parts.hostname or "", parts.port or 6379
+
+    def redacted_url(self) -> str:
+        """The URL with any inline password replaced, safe to print and log."""
+        parts = urlsplit(self.url)
+        if parts.password is None:
+            return self.url
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return parts._replace(netloc=netloc).geturl()
+
+
+class TopicSettings(BaseSettings):
+    """Topic names (``<prefix>.<kind>``) and the layout ``aigq dev up`` creates them with."""
+
+    model_config = _frozen("AIGQ_TOPICS_")
+
+    prefix: str = "aigq"
+    partitions: int = Field(8, ge=1, le=1024)
+    replication_factor: int = Field(1, ge=1)
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not _TOPIC_NAME.match(value):
+            raise ValueError(f"{value!r} is not a valid Kafka topic prefix ([A-Za-z0-9._-]+)")
+        return value
+
+    def name(self, kind: TopicKind) -> str:
+        return f"{self.prefix}.{kind}"
+
+    def all_names(self) -> list[str]:
+        return [self.name(k) for k in (*EVENT_TYPES, "dead_letter")]

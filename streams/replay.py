@@ -1,0 +1,184 @@
+"""Replay an event source into Kafka: backfill, demos and benchmarks.
+
+``replay()`` is the pure loop (source items in, records to a sink out, paced by log time);
+:class:`KafkaSink` is the kafka-python producer behind it. Events are keyed by ``user_id`` and
+sent by one producer with one request in flight, so each user's events keep their order on
+their partition even when a send is retried. Malformed source lines become dead letters with
+their reason: counted, reported, never fatal.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol, Self
+
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from aigq.codec import dead_letter, encode, event_key
+from aigq.datasets import Malformed, SourceItem
+from aigq.errors import ServiceError
+from aigq.settings import KafkaSettings, TopicSettings
+
+
+class ReplaySettings(BaseSettings):
+    """Producer tuning for replay (``AIGQ_REPLAY_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="AIGQ_REPLAY_", frozen=True, extra="forbid")
+
+    data_dir: Path = Field(Path("../shared/data"), description="holds aol/ and bestbuy/")
+    acks: Literal["0", "1", "all"] = "all"
+    linger_ms: int = Field(20, ge=0, description="wait this long to fill a batch")
+    batch_size: int = Field(512 * 1024, ge=1024, description="bytes per partition batch")
+    buffer_memory: int = Field(128 * 1024 * 1024, ge=1024 * 1024)
+    compression: Literal["none", "gzip"] = "none"
+    progress_every: int = Field(5_000, ge=1, description="events between progress callbacks")
+
+
+class Sink(Protocol):
+    def send(self, topic: str, key: bytes | None, value: bytes) -> None: ...
+    def flush(self) -> None: ...
+
+
+@dataclass
+class ReplayReport:
+    produced: Counter[str] = field(default_factory=Counter)  # per topic
+    malformed: int = 0
+    failed: int = 0  # sends the broker never acknowledged
+    elapsed_s: float = 0.0
+    last_ts: int | None = None
+
+    @property
+    def events(self) -> int:
+        return sum(self.produced.values()) - self.produced.get("dead_letter", 0)
+
+    @property
+    def events_per_s(self) -> float:
+        return self.events / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+def parse_speed(text: str) -> float | None:
+    """``"max"`` → None (no pacing); ``"60"`` → 60.0 (one log minute per wall second)."""
+    if text.strip().lower() == "max":
+        return None
+    try:
+        speed = float(text)
+    except ValueError:
+        raise ValueError(f"speed must be 'max' or a positive number, got {text!r}") from None
+    if not speed > 0 or speed == float("inf"):
+        raise ValueError(f"speed must be 'max' or a positive number, got {text!r}")
+    return speed
+
+
+@dataclass
+class Pacer:
+    """Maps log time to wall time at ``speed``x; ``speed=None`` never waits."""
+
+    speed: float | None
+    _origin: tuple[int, float] | None = None  # (first event ts ms, wall clock s at it)
+
+    def delay(self, ts_ms: int, now_s: float) -> float:
+        """Seconds to wait before sending an event stamped ``ts_ms``, if the wall clock is now_s."""
+        if self.speed is None:
+            return 0.0
+        if self._origin is None:
+            self._origin = (ts_ms, now_s)
+            return 0.0
+        first_ts, first_wall = self._origin
+        due = first_wall + (ts_ms - first_ts) / 1000.0 / self.speed
+        return max(0.0, due - now_s)
+
+
+def replay(
+    items: Iterable[SourceItem],
+    sink: Sink,
+    topics: TopicSettings,
+    speed: float | None = None,
+    limit: int | None = None,
+    on_progress: Callable[[ReplayReport], None] | None = None,
+    progress_every: int = 5_000,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> ReplayReport:
+    """Send ``items`` to ``sink`` until exhausted or ``limit`` events are sent."""
+    report = ReplayReport()
+    pacer = Pacer(speed)
+    dead_topic = topics.name("dead_letter")
+    names = {kind: topics.name(kind) for kind in ("search", "click", "hint_exposure", "hint_click")}
+    started = clock()
+    for item in items:
+        if limit is not None and report.events >= limit:
+            break
+        if isinstance(item, Malformed):
+            report.malformed += 1
+            sink.send(dead_topic, None, encode(dead_letter(item.origin, item.raw, item.reason)))
+            report.produced["dead_letter"] += 1
+            continue
+        wait = pacer.delay(item.ts, clock())
+        if wait > 0:
+            sleep(wait)
+        topic = names[item.type]
+        sink.send(topic, event_key(item), encode(item))
+        report.produced[item.type] += 1
+        report.last_ts = item.ts
+        if on_progress is not None and report.events % progress_every == 0:
+            report.elapsed_s = clock() - started
+            on_progress(report)
+    sink.flush()
+    report.elapsed_s = clock() - started
+    return report
+
+
+class KafkaSink:
+    """kafka-python producer as a :class:`Sink`; counts sends the broker did not acknowledge."""
+
+    def __init__(self, kafka: KafkaSettings, settings: ReplaySettings) -> None:
+        try:
+            self._producer = KafkaProducer(
+                **kafka.kafka_python_config(),
+                acks=settings.acks if settings.acks == "all" else int(settings.acks),
+                linger_ms=settings.linger_ms,
+                batch_size=settings.batch_size,
+                buffer_memory=settings.buffer_memory,
+                compression_type=None if settings.compression == "none" else settings.compression,
+                # One request in flight keeps each partition's order through retries; the
+                # broker may not support idempotent producers (tansu does not).
+                max_in_flight_requests_per_connection=1,
+                retries=5,
+            )
+        except KafkaError as exc:
+            raise ServiceError(f"Kafka at {kafka.bootstrap_servers} does not answer: {exc}") from exc
+        self.failed = 0
+        self.first_error: str | None = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def send(self, topic: str, key: bytes | None, value: bytes) -> None:
+        try:
+            self._producer.send(topic, key=key, value=value).add_errback(self._on_error)
+        except KafkaError as exc:
+            raise ServiceError(f"cannot send to {topic}: {exc}") from exc
+
+    def _on_error(self, exc: BaseException) -> None:
+        self.failed += 1
+        if self.first_error is None:
+            self.first_error = repr(exc)
+
+    def flush(self) -> None:
+        try:
+            self._producer.flush()
+        except KafkaError as exc:
+            raise ServiceError(f"flush failed: {exc}") from exc
+
+    def close(self) -> None:
+        self._producer.close()

@@ -1,0 +1,82 @@
+"""Shared fixtures: a real throwaway tansu broker and the real Redis.
+
+The broker is started once per test session on a free loopback port through the project's own
+dev stack (``DevStack.up``), with its PID file in a temporary folder, and stopped at the end.
+Redis is the one answering at ``AIGQ_REDIS_URL`` (default 127.0.0.1:6379), started by the dev
+stack only when none answers; tests use database 15 and delete their keys.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from aigq.dev.probe import free_port
+from aigq.dev.stack import DevSettings, DevStack
+from aigq.settings import KafkaSettings, RedisSettings, TopicSettings
+from cache.client import open_redis
+
+REDIS_TEST_DB = 15
+
+
+def _redis_url() -> str:
+    base = os.environ.get("AIGQ_REDIS_URL", "redis://127.0.0.1:6379/0")
+    return base.rsplit("/", 1)[0] + f"/{REDIS_TEST_DB}"
+
+
+@pytest.fixture(scope="session")
+def dev_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
+    """A running stack: our own broker on a free port, Redis, and the default topics."""
+    stack = DevStack(
+        kafka=KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}"),
+        redis=RedisSettings(url=_redis_url()),
+        topics=TopicSettings(prefix=f"test{uuid.uuid4().hex[:6]}", partitions=4),
+        dev=DevSettings(state_dir=tmp_path_factory.mktemp("aigq-state")),
+    )
+    stack.up()
+    yield stack
+    stack.down()
+
+
+@pytest.fixture(scope="session")
+def kafka(dev_stack: DevStack) -> KafkaSettings:
+    return dev_stack.kafka
+
+
+@pytest.fixture
+def topics(dev_stack: DevStack) -> TopicSettings:
+    """A fresh topic prefix per test, so tests never read each other's records."""
+    return TopicSettings(prefix=f"t{uuid.uuid4().hex[:10]}", partitions=4)
+
+
+@pytest.fixture(scope="session")
+def redis_settings(dev_stack: DevStack) -> RedisSettings:
+    return dev_stack.redis
+
+
+@pytest.fixture
+async def redis(redis_settings: RedisSettings) -> AsyncIterator[tuple[Redis, str]]:
+    """A client on the test database and a unique key prefix; the prefix's keys are deleted."""
+    prefix = f"test:{uuid.uuid4().hex}:"
+    client = open_redis(redis_settings)
+    try:
+        yield client, prefix
+    finally:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+
+
+@pytest.fixture
+def data_dir() -> Path:
+    """The real logs beside the checkout (../shared/data); tests that need them skip without."""
+    path = Path(__file__).resolve().parents[2] / "shared" / "data"
+    if not (path / "aol").is_dir():
+        pytest.skip(f"real data not found at {path}")
+    return path
