@@ -62,7 +62,9 @@ def version() -> None:
 
 
 def _dev_stack() -> DevStack:
-    return DevStack(load(KafkaSettings), load(RedisSettings), load(TopicSettings), load(DevSettings))
+    return DevStack(
+        load(KafkaSettings), load(RedisSettings), load(TopicSettings), load(DevSettings)
+    )
 
 
 @dev_app.command("up")

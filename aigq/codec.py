@@ -56,7 +56,10 @@ def _event_error(exc: ValidationError, tag: object) -> EventError:
     if first["type"] == "union_tag_not_found":
         loc, reason = ["type"], f"missing; expected one of {', '.join(EVENT_TYPES)}"
     elif first["type"] == "union_tag_invalid":
-        loc, reason = ["type"], f"unknown event type {tag!r}; expected one of {', '.join(EVENT_TYPES)}"
+        loc, reason = (
+            ["type"],
+            f"unknown event type {tag!r}; expected one of {', '.join(EVENT_TYPES)}",
+        )
     if len(exc.errors()) > 1:
         reason += f" (and {len(exc.errors()) - 1} more errors)"
     return EventError(".".join(loc) or "<root>", reason)

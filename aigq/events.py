@@ -76,7 +76,7 @@ Position = Annotated[StrictInt, Field(ge=0, lt=MAX_SHOWN_QUERIES)]
 
 
 class _Record(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore", str_strict=True)
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
 
 class _Envelope(_Record):
@@ -94,7 +94,10 @@ class SearchEvent(_Envelope):
 
 
 class ClickEvent(_Envelope):
-    """The user clicked ``item_id``; ``item_text`` is its text surrogate, ``category`` root first."""
+    """The user clicked ``item_id``; ``item_text`` is its short text surrogate.
+
+    ``category`` is the item's category path, root first (empty when unknown).
+    """
 
     type: Literal["click"] = "click"
     item_id: Id

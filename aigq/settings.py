@@ -207,4 +207,5 @@ class TopicSettings(BaseSettings):
         return f"{self.prefix}.{kind}"
 
     def all_names(self) -> list[str]:
-        return [self.name(k) for k in (*EVENT_TYPES, "dead_letter")]
+        kinds: tuple[TopicKind, ...] = (*EVENT_TYPES, "dead_letter")
+        return [self.name(k) for k in kinds]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -12,7 +14,7 @@ from aigq.settings import RedisSettings
 def open_redis(settings: RedisSettings) -> Redis:
     """A pooled ``redis.asyncio`` client; use it as ``async with`` or call ``aclose()``."""
     password = settings.password.get_secret_value() if settings.password else None
-    extra: dict[str, object] = {}
+    extra: dict[str, Any] = {}
     if settings.tls and settings.ssl_ca_certs is not None:
         extra["ssl_ca_certs"] = str(settings.ssl_ca_certs)
     return Redis.from_url(

@@ -17,27 +17,30 @@ if [ ! -x .venv/bin/python ]; then
 fi
 PIP=(.venv/bin/python -m pip --disable-pip-version-check)
 
+# pip's notes about local index folders that do not exist are noise, not news.
+quiet() { "$@" 2> >(grep -v "^WARNING: Location" >&2); }
+
 if ! .venv/bin/python -c 'import torch' 2>/dev/null; then
   log "installing torch==2.13.0 (CPU build)"
   if [ -n "${AIGQ_TORCH_INDEX_URL:-}" ]; then
-    "${PIP[@]}" install -q torch==2.13.0 --index-url "$AIGQ_TORCH_INDEX_URL"
+    quiet "${PIP[@]}" install -q torch==2.13.0 --index-url "$AIGQ_TORCH_INDEX_URL"
   else
-    "${PIP[@]}" install -q torch==2.13.0
+    quiet "${PIP[@]}" install -q torch==2.13.0
   fi
-fi
-# A CUDA build on a machine without a GPU is gigabytes of dead weight: refuse it.
-if [ "${AIGQ_ALLOW_CUDA_TORCH:-0}" != 1 ] && ! command -v nvidia-smi >/dev/null; then
-  .venv/bin/python -c 'import sys, torch; sys.exit(
-      f"torch {torch.__version__} is a CUDA build on a CPU machine; remove .venv and set "
-      "AIGQ_TORCH_INDEX_URL to a CPU wheel index" if torch.version.cuda else 0)'
 fi
 
 stamp=.venv/.aigq-installed
 want="$(cat pyproject.toml | sha1sum | cut -c1-12) $EXTRAS"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   log "installing aigq-nearline[$EXTRAS]"
-  "${PIP[@]}" install -q -e ".[$EXTRAS]" 2> >(grep -v "^WARNING: Location" >&2)
+  quiet "${PIP[@]}" install -q -e ".[$EXTRAS]"
   echo "$want" >"$stamp"
+fi
+# A CUDA build on a machine without a GPU is gigabytes of dead weight: refuse it.
+if [ "${AIGQ_ALLOW_CUDA_TORCH:-0}" != 1 ] && ! command -v nvidia-smi >/dev/null; then
+  .venv/bin/python -c 'import sys, torch; sys.exit(
+      f"torch {torch.__version__} is a CUDA build on a CPU machine; remove .venv and set "
+      "AIGQ_TORCH_INDEX_URL to a CPU wheel index" if torch.version.cuda else 0)'
 fi
 
 redis_answers() {

@@ -153,7 +153,9 @@ class KafkaSink:
                 retries=5,
             )
         except KafkaError as exc:
-            raise ServiceError(f"Kafka at {kafka.bootstrap_servers} does not answer: {exc}") from exc
+            raise ServiceError(
+                f"Kafka at {kafka.bootstrap_servers} does not answer: {exc}"
+            ) from exc
         self.failed = 0
         self.first_error: str | None = None
 

@@ -8,7 +8,24 @@ from urllib.parse import unquote, urlsplit
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 # Path segments that say nothing about the page's topic.
 _NOISE = frozenset(
-    "www html htm shtml php asp aspx jsp cgi cfm index default home http https com".split()
+    [
+        "www",
+        "html",
+        "htm",
+        "shtml",
+        "php",
+        "asp",
+        "aspx",
+        "jsp",
+        "cgi",
+        "cfm",
+        "index",
+        "default",
+        "home",
+        "http",
+        "https",
+        "com",
+    ]
 )
 MAX_PATH_WORDS = 12
 
@@ -28,8 +45,6 @@ def url_text(url: str) -> str:
     parts = urlsplit(url.strip())
     host = (parts.hostname or "").lower().removeprefix("www.")
     words = [
-        w
-        for w in _WORD.findall(unquote(parts.path).lower())
-        if w not in _NOISE and not w.isdigit()
+        w for w in _WORD.findall(unquote(parts.path).lower()) if w not in _NOISE and not w.isdigit()
     ][:MAX_PATH_WORDS]
     return " ".join([host, *words]).strip()

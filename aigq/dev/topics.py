@@ -33,7 +33,9 @@ def _admin(kafka: KafkaSettings, timeout_s: float) -> KafkaAdminClient:
             time.sleep(0.2)
 
 
-def describe_topics(kafka: KafkaSettings, names: list[str], timeout_s: float = 10) -> list[TopicState]:
+def describe_topics(
+    kafka: KafkaSettings, names: list[str], timeout_s: float = 10
+) -> list[TopicState]:
     admin = _admin(kafka, timeout_s)
     try:
         return _describe(admin, names)
