@@ -7,6 +7,7 @@ Every project error is printed as one red line with exit status 1.
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, ParamSpec, TypeVar
@@ -17,14 +18,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from aigq import __version__
-from aigq.datasets.sources import open_source
+from aigq.datasets.sources import SOURCE_NAMES
 from aigq.datasets.synthetic import SyntheticConfig
 from aigq.dev.stack import DevSettings, DevStack
 from aigq.errors import AigqError
 from aigq.logging import configure_logging
 from aigq.settings import KafkaSettings, RedisSettings, TopicSettings, load
-from streams.replay import KafkaSink, ReplaySettings, parse_speed
-from streams.replay import replay as run_replay
+from streams.replay import ReplaySettings, parse_speed
+from streams.replay_workers import ReplayJob, SourceSpec, default_workers, replay_with_workers
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -100,7 +101,7 @@ def _print_state(stack: DevStack) -> bool:
     state = stack.status()
     table = Table(title="aigq dev stack", show_lines=False)
     for column in ("service", "address", "state", "owner", "log"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for svc in (state.broker, state.redis):
         owner = f"aigq (pid {svc.pid})" if svc.pid else ("external" if svc.reachable else "-")
         table.add_row(
@@ -135,20 +136,29 @@ def replay(
     ] = None,
     speed: Annotated[str, typer.Option(help="'max', or N x log time (60: 1 min/s)")] = "max",
     limit: Annotated[int | None, typer.Option(min=1, help="stop after N events")] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="producer processes (default: cores, at most 4)")
+    ] = None,
     users: Annotated[int, typer.Option(min=1, help="synthetic: number of users")] = 200,
     days: Annotated[int, typer.Option(min=1, help="synthetic: days of activity")] = 7,
     seed: Annotated[int, typer.Option(help="synthetic: random seed")] = 0,
 ) -> None:
     """Produce a source's events to Kafka, keyed by user, in time order; print events/s."""
-    kafka = load(KafkaSettings)
-    topics = load(TopicSettings, **({"prefix": topic_prefix} if topic_prefix else {}))
     settings = load(ReplaySettings)
+    topics = load(TopicSettings, **({"prefix": topic_prefix} if topic_prefix else {}))
     try:
-        pace = parse_speed(speed)
-        synthetic = SyntheticConfig(users=users, days=days, seed=seed)
+        job = ReplayJob(
+            source=SourceSpec(source, path, settings.data_dir, SyntheticConfig(users, days, seed)),
+            kafka=load(KafkaSettings),
+            settings=settings,
+            topics=topics,
+            speed=parse_speed(speed),
+            limit=limit,
+        )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    items = open_source(source, path, settings.data_dir, synthetic)
+    if source not in SOURCE_NAMES:
+        raise typer.BadParameter(f"unknown source {source!r}; expected one of {SOURCE_NAMES}")
 
     progress = Progress(
         TextColumn("[bold]{task.description}"),
@@ -159,21 +169,18 @@ def replay(
         console=console,
         disable=not console.is_terminal,
     )
-    with progress, KafkaSink(kafka, settings) as sink:
+    started = time.monotonic()
+    with progress:
         task = progress.add_task(f"replay {source}", total=limit, rate=0.0)
-        report = run_replay(
-            items,
-            sink,
-            topics,
-            speed=pace,
-            limit=limit,
-            on_progress=lambda r: progress.update(task, completed=r.events, rate=r.events_per_s),
-            progress_every=settings.progress_every,
-        )
-        progress.update(task, completed=report.events, rate=report.events_per_s)
-    report.failed = sink.failed
 
-    table = Table(title=f"replay {source} → {kafka.bootstrap_servers}")
+        def show(sent: int) -> None:
+            rate = sent / max(time.monotonic() - started, 1e-9)
+            progress.update(task, completed=sent, rate=rate)
+
+        report, first_error = replay_with_workers(job, workers or default_workers(), show)
+        show(report.events)
+
+    table = Table(title=f"replay {source} → {job.kafka.bootstrap_servers}")
     table.add_column("topic")
     table.add_column("records", justify="right")
     for kind, count in sorted(report.produced.items()):
@@ -181,11 +188,12 @@ def replay(
     console.print(table)
     console.print(
         f"{report.events:,} events in {report.elapsed_s:.2f} s = "
-        f"[bold]{report.events_per_s:,.0f} events/s[/]; malformed lines: {report.malformed:,} "
+        f"[bold]{report.events_per_s:,.0f} events/s[/] ({workers or default_workers()} "
+        f"producers); malformed lines: {report.malformed:,} "
         f"(sent to {topics.name('dead_letter')}); failed sends: {report.failed:,}"
     )
     if report.failed:
-        raise AigqError(f"{report.failed} sends were not acknowledged; first: {sink.first_error}")
+        raise AigqError(f"{report.failed} sends were not acknowledged; first: {first_error}")
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ their reason: counted, reported, never fatal.
 from __future__ import annotations
 
 import time
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ class ReplaySettings(BaseSettings):
     acks: Literal["0", "1", "all"] = "all"
     linger_ms: int = Field(20, ge=0, description="wait this long to fill a batch")
     batch_size: int = Field(512 * 1024, ge=1024, description="bytes per partition batch")
-    buffer_memory: int = Field(128 * 1024 * 1024, ge=1024 * 1024)
+    max_block_ms: int = Field(60_000, ge=100, description="how long send() may wait for room")
     compression: Literal["none", "gzip"] = "none"
     progress_every: int = Field(5_000, ge=1, description="events between progress callbacks")
 
@@ -95,6 +96,22 @@ class Pacer:
         return max(0.0, due - now_s)
 
 
+@dataclass(frozen=True)
+class Shard:
+    """Worker ``index`` of ``count`` sends only the users that hash to it (and, for worker 0,
+    the dead letters). The hash is CRC-32 of the user id: stable across processes and runs."""
+
+    index: int = 0
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.index < self.count:
+            raise ValueError(f"shard {self.index} of {self.count} does not exist")
+
+    def owns(self, user_id: str) -> bool:
+        return self.count == 1 or zlib.crc32(user_id.encode()) % self.count == self.index
+
+
 def replay(
     items: Iterable[SourceItem],
     sink: Sink,
@@ -105,26 +122,35 @@ def replay(
     progress_every: int = 5_000,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    shard: Shard = Shard(),
 ) -> ReplayReport:
-    """Send ``items`` to ``sink`` until exhausted or ``limit`` events are sent."""
+    """Send ``items`` to ``sink`` until exhausted or ``limit`` events of the stream are read.
+
+    With a ``shard``, every worker walks the same stream but sends only its own users, so the
+    workers together send exactly the first ``limit`` events, paced by the same log clock.
+    """
     report = ReplayReport()
     pacer = Pacer(speed)
     dead_topic = topics.name("dead_letter")
     names = {kind: topics.name(kind) for kind in ("search", "click", "hint_exposure", "hint_click")}
+    seen = 0  # events of the whole stream, this shard's or not
     started = clock()
     for item in items:
-        if limit is not None and report.events >= limit:
-            break
         if isinstance(item, Malformed):
-            report.malformed += 1
-            sink.send(dead_topic, None, encode(dead_letter(item.origin, item.raw, item.reason)))
-            report.produced["dead_letter"] += 1
+            if shard.index == 0 and (limit is None or seen < limit):
+                report.malformed += 1
+                sink.send(dead_topic, None, encode(dead_letter(item.origin, item.raw, item.reason)))
+                report.produced["dead_letter"] += 1
+            continue
+        if limit is not None and seen >= limit:
+            break
+        seen += 1
+        if not shard.owns(item.user_id):
             continue
         wait = pacer.delay(item.ts, clock())
         if wait > 0:
             sleep(wait)
-        topic = names[item.type]
-        sink.send(topic, event_key(item), encode(item))
+        sink.send(names[item.type], event_key(item), encode(item))
         report.produced[item.type] += 1
         report.last_ts = item.ts
         if on_progress is not None and report.events % progress_every == 0:
@@ -145,12 +171,16 @@ class KafkaSink:
                 acks=settings.acks if settings.acks == "all" else int(settings.acks),
                 linger_ms=settings.linger_ms,
                 batch_size=settings.batch_size,
-                buffer_memory=settings.buffer_memory,
+                max_block_ms=settings.max_block_ms,
                 compression_type=None if settings.compression == "none" else settings.compression,
-                # One request in flight keeps each partition's order through retries; the
-                # broker may not support idempotent producers (tansu does not).
+                # kafka-python 3 turns idempotence on by default; tansu (and some managed
+                # clusters) refuse it, so replay is at-least-once. One request in flight keeps
+                # each partition's order through retries without it.
+                enable_idempotence=False,
                 max_in_flight_requests_per_connection=1,
                 retries=5,
+                # The client's own per-send sensors cost more CPU than the sends themselves.
+                metrics_enabled=False,
             )
         except KafkaError as exc:
             raise ServiceError(

@@ -19,11 +19,9 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from aigq.datasets.base import Malformed, SourceItem, merge_by_time, reason_of
-from aigq.datasets.text import url_host, url_text
+from aigq.datasets.text import url_parts
 from aigq.errors import DatasetError
 from aigq.events import ClickEvent, SearchEvent
-
-_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
 def iter_aol(path: Path, max_users: int | None = None) -> Iterator[SourceItem]:
@@ -87,21 +85,28 @@ def parse_user_lines(
         else:
             clicks += 1
             last_ts = max(last_ts, search_ts + clicks)
+            host, text = url_parts(line)
             try:
                 yield ClickEvent(
                     user_id=user_id,
                     ts=last_ts,
                     item_id=line.strip(),
-                    item_text=url_text(line),
-                    category=(url_host(line),) if url_host(line) else (),
+                    item_text=text,
+                    category=(host,) if host else (),
                 )
             except ValidationError as exc:
                 yield Malformed(where, line, reason_of(exc), last_ts)
 
 
 def _parse_time(stamp: str) -> int | None:
+    """``YYYY-MM-DD HH:MM:SS`` (read as UTC) to epoch ms; None when it is anything else."""
+    stamp = stamp.strip()
+    # fromisoformat is C and ~10x faster than strptime, but also takes other ISO shapes:
+    # the length and separator checks keep it to the log's one format.
+    if len(stamp) != 19 or stamp[10] != " ":
+        return None
     try:
-        moment = datetime.strptime(stamp.strip(), _TIME_FORMAT).replace(tzinfo=UTC)
+        moment = datetime.fromisoformat(stamp).replace(tzinfo=UTC)
     except ValueError:
         return None
     return int(moment.timestamp()) * 1000

@@ -32,12 +32,16 @@ MAX_PATH_WORDS = 12
 
 def url_host(url: str) -> str:
     """The URL's host without a leading ``www.``; empty when the URL has none."""
-    host = (urlsplit(url.strip()).hostname or "").lower()
-    return host.removeprefix("www.")
+    return url_parts(url)[0]
 
 
 def url_text(url: str) -> str:
-    """``"newsobserver.com sports nba playoffs"``: the host, then the path's words.
+    """``"newsobserver.com sports nba playoffs"``: the host, then the path's words."""
+    return url_parts(url)[1]
+
+
+def url_parts(url: str) -> tuple[str, str]:
+    """``(host, text)`` of a URL from one parse: :func:`url_host` and :func:`url_text` together.
 
     Words are lower-cased, URL-unescaped, stripped of file extensions and numbers alone, and
     capped at :data:`MAX_PATH_WORDS` so a long tracking URL stays a short surrogate.
@@ -47,4 +51,4 @@ def url_text(url: str) -> str:
     words = [
         w for w in _WORD.findall(unquote(parts.path).lower()) if w not in _NOISE and not w.isdigit()
     ][:MAX_PATH_WORDS]
-    return " ".join([host, *words]).strip()
+    return host, " ".join([host, *words]).strip()

@@ -1,0 +1,121 @@
+"""The replay loop with a plain list as its sink: keys, topics, dead letters, limits, pacing."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from aigq.codec import decode
+from aigq.datasets import Malformed
+from aigq.datasets.synthetic import SyntheticConfig, generate
+from aigq.events import ClickEvent, SearchEvent
+from aigq.settings import TopicSettings
+from streams.replay import Pacer, parse_speed, replay
+
+TS = 1_767_225_600_000
+TOPICS = TopicSettings(prefix="r")
+
+
+class ListSink:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None, bytes]] = []
+        self.flushes = 0
+
+    def send(self, topic: str, key: bytes | None, value: bytes) -> None:
+        self.sent.append((topic, key, value))
+
+    def flush(self) -> None:
+        self.flushes += 1
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_events_go_to_their_kind_topic_keyed_by_user() -> None:
+    sink = ListSink()
+    items = list(generate(SyntheticConfig(users=5, days=2)))
+    report = replay(items, sink, TOPICS)
+    assert report.events == len(items) == len(sink.sent)
+    assert sink.flushes == 1
+    for (topic, key, value), item in zip(sink.sent, items, strict=True):
+        assert not isinstance(item, Malformed)
+        assert topic == f"r.{item.type}"
+        assert key == item.user_id.encode()
+        assert decode(value) == item
+    assert sum(report.produced.values()) == len(items)
+    assert report.last_ts == items[-1].ts
+
+
+def test_malformed_items_become_dead_letters_and_do_not_count_as_events() -> None:
+    sink = ListSink()
+    items = [
+        SearchEvent(user_id="u", ts=TS, query="q"),
+        Malformed("aol:1.txt:3", "bad\tline", "bad timestamp 'x'", TS),
+        ClickEvent(user_id="u", ts=TS + 1, item_id="i", item_text="t"),
+    ]
+    report = replay(items, sink, TOPICS)
+    assert (report.events, report.malformed, report.produced["dead_letter"]) == (2, 1, 1)
+    topic, key, value = sink.sent[1]
+    letter = orjson.loads(value)
+    assert (topic, key) == ("r.dead_letter", None)
+    assert letter["origin"] == "aol:1.txt:3"
+    assert letter["payload"] == "bad\tline"
+    assert letter["reason"] == "bad timestamp 'x'"
+
+
+def test_limit_counts_events_only() -> None:
+    sink = ListSink()
+    items = [SearchEvent(user_id="u", ts=TS + i, query=f"q{i}") for i in range(10)]
+    items.insert(2, Malformed("x", "", "bad", TS))  # type: ignore[arg-type]
+    report = replay(items, sink, TOPICS, limit=4)
+    assert report.events == 4
+    assert report.malformed == 1
+
+
+def test_pacing_follows_log_time_at_the_given_speed() -> None:
+    clock = FakeClock()
+    items = [SearchEvent(user_id="u", ts=TS + ms, query="q") for ms in (0, 60_000, 60_000, 180_000)]
+    report = replay(items, ListSink(), TOPICS, speed=60.0, clock=clock, sleep=clock.sleep)
+    # 60x: one log minute per wall second; equal timestamps do not wait.
+    assert clock.slept == pytest.approx([1.0, 2.0])
+    assert report.elapsed_s == pytest.approx(3.0)
+
+
+def test_pacer_does_not_wait_when_behind() -> None:
+    pacer = Pacer(speed=1.0)
+    assert pacer.delay(TS, now_s=0.0) == 0.0
+    assert pacer.delay(TS + 1_000, now_s=5.0) == 0.0  # already late
+    assert pacer.delay(TS + 10_000, now_s=5.0) == pytest.approx(5.0)
+    assert Pacer(speed=None).delay(TS + 10**9, now_s=0.0) == 0.0
+
+
+def test_progress_callback_sees_growing_counts() -> None:
+    seen: list[int] = []
+    items = [SearchEvent(user_id="u", ts=TS + i, query="q") for i in range(25)]
+    replay(
+        items, ListSink(), TOPICS, on_progress=lambda r: seen.append(r.events), progress_every=10
+    )
+    assert seen == [10, 20]
+
+
+@pytest.mark.parametrize(
+    ("text", "speed"), [("max", None), (" MAX ", None), ("60", 60.0), ("0.5", 0.5)]
+)
+def test_parse_speed(text: str, speed: float | None) -> None:
+    assert parse_speed(text) == speed
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "fast", "inf", "nan", ""])
+def test_parse_speed_rejects(text: str) -> None:
+    with pytest.raises(ValueError, match="speed must be"):
+        parse_speed(text)
