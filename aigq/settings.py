@@ -4,19 +4,18 @@ One frozen pydantic-settings object per component, each under its own ``AIGQ_<CO
 environment prefix. Nothing here reads the environment at import time: a ``main()`` calls
 :func:`load` once and passes the objects down.
 
-=========================  ===========================================================
-variable                   meaning
-=========================  ===========================================================
-AIGQ_KAFKA_BOOTSTRAP_SERVERS  comma-separated ``host:port`` list (dev broker: 127.0.0.1:9092)
-AIGQ_KAFKA_SECURITY_PROTOCOL  PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL
-AIGQ_KAFKA_SASL_MECHANISM     PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512
-AIGQ_KAFKA_SASL_USERNAME / AIGQ_KAFKA_SASL_PASSWORD (secret)
-AIGQ_KAFKA_SSL_CAFILE / _SSL_CERTFILE / _SSL_KEYFILE / _SSL_PASSWORD (secret)
-AIGQ_REDIS_URL                ``redis://host:port/db`` or ``rediss://`` for TLS
-AIGQ_REDIS_PASSWORD (secret) / AIGQ_REDIS_SSL_CA_CERTS
-AIGQ_TOPICS_PREFIX            topic names are ``<prefix>.<kind>`` (default ``aigq``)
-AIGQ_TOPICS_PARTITIONS        partitions for topics that ``aigq dev up`` creates
-=========================  ===========================================================
+Variables (the README lists them all)::
+
+    AIGQ_KAFKA_BOOTSTRAP_SERVERS  comma-separated ``host:port`` list (dev broker: 127.0.0.1:9092)
+    AIGQ_KAFKA_SECURITY_PROTOCOL  PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL
+    AIGQ_KAFKA_SASL_MECHANISM     PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512
+    AIGQ_KAFKA_SASL_USERNAME / AIGQ_KAFKA_SASL_PASSWORD (secret)
+    AIGQ_KAFKA_SSL_CAFILE / _SSL_CERTFILE / _SSL_KEYFILE / _SSL_PASSWORD (secret)
+    AIGQ_KAFKA_BOOTSTRAP_TIMEOUT_MS  how long a client tries to reach a broker before failing
+    AIGQ_REDIS_URL                ``redis://host:port/db`` or ``rediss://`` for TLS
+    AIGQ_REDIS_PASSWORD (secret) / AIGQ_REDIS_SSL_CA_CERTS
+    AIGQ_TOPICS_PREFIX            topic names are ``<prefix>.<kind>`` (default ``aigq``)
+    AIGQ_TOPICS_PARTITIONS        partitions for topics that ``aigq dev up`` creates
 """
 
 from __future__ import annotations
@@ -91,6 +90,7 @@ class KafkaSettings(BaseSettings):
     ssl_keyfile: Path | None = None
     ssl_password: SecretStr | None = None
     request_timeout_ms: int = Field(30_000, ge=1_000)
+    bootstrap_timeout_ms: int = Field(30_000, ge=100, description="give up reaching a broker")
 
     @field_validator("bootstrap_servers")
     @classmethod
@@ -133,6 +133,7 @@ class KafkaSettings(BaseSettings):
             "client_id": self.client_id,
             "security_protocol": self.security_protocol,
             "request_timeout_ms": self.request_timeout_ms,
+            "bootstrap_timeout_ms": self.bootstrap_timeout_ms,
         }
         if self.sasl_mechanism:
             config["sasl_mechanism"] = self.sasl_mechanism

@@ -25,6 +25,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from aigq.codec import dead_letter, encode, event_key
 from aigq.datasets import Malformed, SourceItem
 from aigq.errors import ServiceError
+from aigq.kafka_clients import build
 from aigq.settings import KafkaSettings, TopicSettings
 
 
@@ -165,27 +166,24 @@ class KafkaSink:
     """kafka-python producer as a :class:`Sink`; counts sends the broker did not acknowledge."""
 
     def __init__(self, kafka: KafkaSettings, settings: ReplaySettings) -> None:
-        try:
-            self._producer = KafkaProducer(
-                **kafka.kafka_python_config(),
-                acks=settings.acks if settings.acks == "all" else int(settings.acks),
-                linger_ms=settings.linger_ms,
-                batch_size=settings.batch_size,
-                max_block_ms=settings.max_block_ms,
-                compression_type=None if settings.compression == "none" else settings.compression,
-                # kafka-python 3 turns idempotence on by default; tansu (and some managed
-                # clusters) refuse it, so replay is at-least-once. One request in flight keeps
-                # each partition's order through retries without it.
-                enable_idempotence=False,
-                max_in_flight_requests_per_connection=1,
-                retries=5,
-                # The client's own per-send sensors cost more CPU than the sends themselves.
-                metrics_enabled=False,
-            )
-        except KafkaError as exc:
-            raise ServiceError(
-                f"Kafka at {kafka.bootstrap_servers} does not answer: {exc}"
-            ) from exc
+        self._producer = build(
+            KafkaProducer,
+            f"Kafka at {kafka.bootstrap_servers}",
+            **kafka.kafka_python_config(),
+            acks=settings.acks if settings.acks == "all" else int(settings.acks),
+            linger_ms=settings.linger_ms,
+            batch_size=settings.batch_size,
+            max_block_ms=settings.max_block_ms,
+            compression_type=None if settings.compression == "none" else settings.compression,
+            # kafka-python 3 turns idempotence on by default; tansu (and some managed
+            # clusters) refuse it, so replay is at-least-once. One request in flight keeps
+            # each partition's order through retries without it.
+            enable_idempotence=False,
+            max_in_flight_requests_per_connection=1,
+            retries=5,
+            # The client's own per-send sensors cost more CPU than the sends themselves.
+            metrics_enabled=False,
+        )
         self.failed = 0
         self.first_error: str | None = None
 

@@ -9,15 +9,19 @@ stack only when none answers; tests use database 15 and delete their keys.
 from __future__ import annotations
 
 import os
+import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
+from kafka import KafkaConsumer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
 from redis.asyncio import Redis
 
 from aigq.dev.probe import free_port
 from aigq.dev.stack import DevSettings, DevStack
+from aigq.dev.topics import ensure_topics
 from aigq.settings import KafkaSettings, RedisSettings, TopicSettings
 from cache.client import open_redis
 
@@ -33,7 +37,9 @@ def _redis_url() -> str:
 def dev_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
     """A running stack: our own broker on a free port, Redis, and the default topics."""
     stack = DevStack(
-        kafka=KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}"),
+        kafka=KafkaSettings(
+            bootstrap_servers=f"127.0.0.1:{free_port()}", bootstrap_timeout_ms=10_000
+        ),
         redis=RedisSettings(url=_redis_url()),
         topics=TopicSettings(prefix=f"test{uuid.uuid4().hex[:6]}", partitions=4),
         dev=DevSettings(state_dir=tmp_path_factory.mktemp("aigq-state")),
@@ -50,8 +56,10 @@ def kafka(dev_stack: DevStack) -> KafkaSettings:
 
 @pytest.fixture
 def topics(dev_stack: DevStack) -> TopicSettings:
-    """A fresh topic prefix per test, so tests never read each other's records."""
-    return TopicSettings(prefix=f"t{uuid.uuid4().hex[:10]}", partitions=4)
+    """A fresh, created set of topics per test, so tests never read each other's records."""
+    fresh = TopicSettings(prefix=f"t{uuid.uuid4().hex[:10]}", partitions=4)
+    ensure_topics(dev_stack.kafka, fresh.all_names(), fresh.partitions, 1)
+    return fresh
 
 
 @pytest.fixture(scope="session")
@@ -80,3 +88,40 @@ def data_dir() -> Path:
     if not (path / "aol").is_dir():
         pytest.skip(f"real data not found at {path}")
     return path
+
+
+ReadTopics = Callable[[list[str], int], list[ConsumerRecord]]
+
+
+@pytest.fixture
+def read_topics(kafka: KafkaSettings) -> ReadTopics:
+    """``read(names, expected)``: every record of those topics from the start.
+
+    Reads until ``expected`` records arrived (or 30 s passed), then one more second, so a test
+    also sees records beyond what it expected. Partitions are assigned, not joined as a group.
+    """
+
+    def read(names: list[str], expected: int) -> list[ConsumerRecord]:
+        consumer = KafkaConsumer(
+            **kafka.kafka_python_config(), enable_auto_commit=False, group_id=None
+        )
+        try:
+            parts = [
+                TopicPartition(name, partition)
+                for name in names
+                for partition in sorted(consumer.partitions_for_topic(name) or ())
+            ]
+            consumer.assign(parts)
+            consumer.seek_to_beginning()
+            records: list[ConsumerRecord] = []
+            deadline = time.monotonic() + 30
+            while len(records) < expected and time.monotonic() < deadline:
+                for batch in consumer.poll(timeout_ms=500).values():
+                    records.extend(batch)
+            for batch in consumer.poll(timeout_ms=1_000).values():
+                records.extend(batch)
+            return records
+        finally:
+            consumer.close()
+
+    return read

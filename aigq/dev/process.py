@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,23 +51,30 @@ class ManagedProcess:
         return None
 
     def start(self, argv: list[str]) -> int:
-        """Start ``argv`` in its own session, output to the log file; record and return its PID."""
+        """Start ``argv`` in its own session, output to the log file; record and return its PID.
+
+        ``posix_spawn`` rather than ``subprocess.Popen``: the process is meant to outlive this
+        one (a Popen dropped while its process runs is a ResourceWarning), and ``_alive``
+        reaps it if it is our child when it exits.
+        """
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        out = os.O_WRONLY | os.O_CREAT | os.O_APPEND
         try:
-            with self.log_file.open("ab") as log:
-                proc = subprocess.Popen(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,  # outlives the CLI; not killed by its Ctrl-C
-                )
+            pid = os.posix_spawnp(
+                argv[0],
+                argv,
+                os.environ,
+                file_actions=[
+                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                    (os.POSIX_SPAWN_OPEN, 1, str(self.log_file), out, 0o644),
+                    (os.POSIX_SPAWN_DUP2, 1, 2),
+                ],
+                setsid=True,  # outlives the CLI; not killed by its Ctrl-C
+            )
         except OSError as exc:
             raise DevStackError(f"cannot start {self.name} ({argv[0]}): {exc}") from exc
-        self.pid_file.write_bytes(
-            orjson.dumps({"pid": proc.pid, "started_ms": int(time.time() * 1000)})
-        )
-        return proc.pid
+        self.pid_file.write_bytes(orjson.dumps({"pid": pid, "started_ms": int(time.time() * 1000)}))
+        return pid
 
     def exited_early(self) -> str | None:
         """If the recorded process already died, the tail of its log; else None."""

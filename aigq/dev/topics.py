@@ -10,6 +10,7 @@ from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from aigq.errors import ServiceError
+from aigq.kafka_clients import build
 from aigq.settings import KafkaSettings
 
 
@@ -24,12 +25,14 @@ def _admin(kafka: KafkaSettings, timeout_s: float) -> KafkaAdminClient:
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            return KafkaAdminClient(**kafka.kafka_python_config())
-        except KafkaError as exc:  # the broker may still be starting
+            return build(
+                KafkaAdminClient,
+                f"Kafka at {kafka.bootstrap_servers}",
+                **kafka.kafka_python_config(),
+            )
+        except ServiceError:  # the broker may still be starting
             if time.monotonic() >= deadline:
-                raise ServiceError(
-                    f"Kafka at {kafka.bootstrap_servers} does not answer: {exc}"
-                ) from exc
+                raise
             time.sleep(0.2)
 
 
