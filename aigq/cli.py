@@ -20,7 +20,7 @@ from rich.table import Table
 from aigq import __version__
 from aigq.datasets.sources import SOURCE_NAMES
 from aigq.datasets.synthetic import SyntheticConfig
-from aigq.dev.stack import DevSettings, DevStack
+from aigq.dev.stack import DevSettings, DevStack, StackState
 from aigq.errors import AigqError
 from aigq.logging import configure_logging
 from aigq.settings import KafkaSettings, RedisSettings, TopicSettings, load
@@ -76,7 +76,7 @@ def dev_up() -> None:
     state = stack.up()
     started = ", ".join(state.started) if state.started else "nothing (already running)"
     console.print(f"[green]dev stack up[/]; started: {started}")
-    _print_state(stack)
+    _print_state(stack, state)
 
 
 @dev_app.command("down")
@@ -97,11 +97,14 @@ def dev_status() -> None:
         raise typer.Exit(1)
 
 
-def _print_state(stack: DevStack) -> bool:
-    state = stack.status()
-    table = Table(title="aigq dev stack", show_lines=False)
-    for column in ("service", "address", "state", "owner", "log"):
-        table.add_column(column, overflow="fold")
+def _print_state(stack: DevStack, state: StackState | None = None) -> bool:
+    state = state or stack.status()
+    table = Table(title="aigq dev stack")
+    table.add_column("service")
+    table.add_column("address", no_wrap=True)  # copied into other commands: never folded
+    table.add_column("state", overflow="fold")
+    table.add_column("owner", overflow="fold")
+    logs = []
     for svc in (state.broker, state.redis):
         owner = f"aigq (pid {svc.pid})" if svc.pid else ("external" if svc.reachable else "-")
         table.add_row(
@@ -109,9 +112,12 @@ def _print_state(stack: DevStack) -> bool:
             svc.address,
             f"[green]up[/] {svc.detail}" if svc.reachable else "[red]down[/]",
             owner,
-            str(svc.log) if svc.pid and svc.log else "",
         )
+        if svc.pid and svc.log:
+            logs.append(f"{svc.name} log: {svc.log}")
     console.print(table)
+    for line in logs:
+        console.print(line, highlight=False, soft_wrap=True)
     if state.topics:
         topics = Table(title="topics")
         topics.add_column("topic")
@@ -120,7 +126,7 @@ def _print_state(stack: DevStack) -> bool:
             mark = " (created now)" if topic.created else ""
             topics.add_row(topic.name, f"{topic.partitions or 'missing'}{mark}")
         console.print(topics)
-    console.print(f"state dir: {stack.dev.state_dir.resolve()}")
+    console.print(f"state dir: {stack.dev.state_dir.resolve()}", highlight=False, soft_wrap=True)
     return state.broker.reachable and state.redis.reachable
 
 

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from redis.asyncio import Redis
@@ -67,7 +68,7 @@ def redis_settings(dev_stack: DevStack) -> RedisSettings:
     return dev_stack.redis
 
 
-@pytest.fixture
+@pytest_asyncio.fixture
 async def redis(redis_settings: RedisSettings) -> AsyncIterator[tuple[Redis, str]]:
     """A client on the test database and a unique key prefix; the prefix's keys are deleted."""
     prefix = f"test:{uuid.uuid4().hex}:"

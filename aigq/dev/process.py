@@ -39,10 +39,11 @@ class ManagedProcess:
         try:
             record = orjson.loads(self.pid_file.read_bytes())
             pid = int(record["pid"])
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return None
         except (OSError, ValueError, KeyError, TypeError, orjson.JSONDecodeError):
-            self.pid_file.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                self.pid_file.unlink(missing_ok=True)
             return None
         cmdline = _cmdline(pid)
         if _alive(pid) and (cmdline is None or self.marker in cmdline):

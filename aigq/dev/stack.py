@@ -21,7 +21,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from aigq.dev.probe import port_open, wait_until
 from aigq.dev.process import ManagedProcess
-from aigq.dev.topics import TopicState, describe_topics, ensure_topics
+from aigq.dev.topics import TopicState, ensure_topics
+from aigq.dev.topics import describe_topics as describe
 from aigq.errors import DevStackError, ServiceError
 from aigq.settings import KafkaSettings, RedisSettings, TopicSettings, is_loopback
 from cache.client import server_version
@@ -88,15 +89,15 @@ class DevStack:
             started.append("broker")
         if self._start_redis():
             started.append("redis")
-        ensure_topics(
+        topics = ensure_topics(
             self.kafka,
             self.topics.all_names(),
             self.topics.partitions,
             self.topics.replication_factor,
             timeout_s=self.dev.start_timeout_s,
         )
-        state = self.status()
-        return StackState(state.broker, state.redis, state.topics, started)
+        state = self.status(describe_topics=False)
+        return StackState(state.broker, state.redis, topics, started)
 
     def down(self) -> list[str]:
         """Stop what ``up`` started (by PID file); return the names stopped."""
@@ -106,7 +107,7 @@ class DevStack:
                 stopped.append(name)
         return stopped
 
-    def status(self) -> StackState:
+    def status(self, describe_topics: bool = True) -> StackState:
         host, port = self.broker_address()
         broker_up = port_open(host, port)
         broker = ServiceState(
@@ -127,8 +128,8 @@ class DevStack:
             self.redis_process.log_file,
         )
         topics: list[TopicState] = []
-        if broker_up:
-            topics = describe_topics(self.kafka, self.topics.all_names())
+        if broker_up and describe_topics:
+            topics = describe(self.kafka, self.topics.all_names())
         return StackState(broker, redis, topics)
 
     def _start_broker(self) -> bool:
