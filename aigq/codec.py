@@ -7,7 +7,9 @@ naming the offending field.
 
 from __future__ import annotations
 
+import base64
 import time
+from typing import Literal
 
 import orjson
 from pydantic import TypeAdapter, ValidationError
@@ -66,9 +68,19 @@ def _event_error(exc: ValidationError, tag: object) -> EventError:
 
 
 def dead_letter(origin: str, payload: bytes | str, error: EventError | str) -> DeadLetter:
-    """Wrap an unusable payload with its reason, cut to a size Kafka accepts."""
-    text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else payload
-    truncated = len(text) > MAX_DEAD_LETTER_PAYLOAD
+    """Wrap an unusable payload with its reason, cut to a size Kafka accepts.
+
+    Text is kept as text; bytes that are not UTF-8 are kept exactly, as base64
+    (``encoding="base64"``), so no payload is ever altered on its way to the dead letters.
+    """
+    encoding: Literal["utf-8", "base64"] = "utf-8"
+    if isinstance(payload, bytes):
+        try:
+            text = payload.decode("utf-8")
+        except UnicodeDecodeError:
+            text, encoding = base64.b64encode(payload).decode("ascii"), "base64"
+    else:
+        text = payload
     if isinstance(error, EventError):
         reason, field = error.reason, error.field
     else:
@@ -78,6 +90,7 @@ def dead_letter(origin: str, payload: bytes | str, error: EventError | str) -> D
         reason=reason,
         field=field,
         payload=text[:MAX_DEAD_LETTER_PAYLOAD],
-        truncated=truncated,
+        encoding=encoding,
+        truncated=len(text) > MAX_DEAD_LETTER_PAYLOAD,
         ts=int(time.time() * 1000),
     )

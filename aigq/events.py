@@ -151,8 +151,9 @@ class DeadLetter(_Record):
     """A record that could not be used, kept whole with the reason, so that nothing is lost.
 
     ``origin`` says where it came from (``aol:1012899.txt:17``, ``topic aigq.search/3@1200``),
-    ``payload`` is the raw text (cut to ``MAX_DEAD_LETTER_PAYLOAD`` characters, flagged by
-    ``truncated``), ``ts`` is when it was dead-lettered.
+    ``payload`` is the raw text, or the raw bytes as base64 when they are not UTF-8
+    (``encoding``), cut to ``MAX_DEAD_LETTER_PAYLOAD`` characters (flagged by ``truncated``);
+    ``ts`` is when it was dead-lettered.
     """
 
     type: Literal["dead_letter"] = "dead_letter"
@@ -160,6 +161,7 @@ class DeadLetter(_Record):
     reason: str
     field: str | None = None
     payload: str
+    encoding: Literal["utf-8", "base64"] = "utf-8"
     truncated: bool = False
     ts: StrictInt
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import orjson
@@ -207,3 +208,11 @@ def test_dead_letter_cuts_huge_payloads_and_flags_it() -> None:
     assert len(letter.payload) == MAX_DEAD_LETTER_PAYLOAD
     assert letter.truncated
     assert letter.field is None
+
+
+def test_dead_letter_keeps_non_utf8_bytes_exactly() -> None:
+    raw = b'{"type": "search", "query": "\xff\xfe caf\xe9"}'
+    letter = dead_letter("topic aigq.search/1@9", raw, "not UTF-8")
+    assert letter.encoding == "base64"
+    assert base64.b64decode(letter.payload) == raw
+    assert dead_letter("x", b"ok text", "r").encoding == "utf-8"

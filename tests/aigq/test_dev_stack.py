@@ -15,7 +15,7 @@ from aigq.dev.probe import free_port, port_open, wait_until
 from aigq.dev.process import ManagedProcess
 from aigq.dev.stack import DevSettings, DevStack
 from aigq.errors import DevStackError
-from aigq.settings import KafkaSettings, TopicSettings
+from aigq.settings import KafkaSettings, RedisSettings, TopicSettings
 
 pytestmark = pytest.mark.integration
 
@@ -137,3 +137,23 @@ def test_managed_process_start_log_and_stop(tmp_path: Path) -> None:
     assert "started" in process.log_file.read_text()
     with pytest.raises(DevStackError, match="cannot start"):
         process.start([str(tmp_path / "no-such-binary")])
+
+
+def test_up_starts_redis_when_none_answers_and_down_stops_it(
+    own_stack: DevStack, tmp_path: Path
+) -> None:
+    port = free_port()
+    stack = DevStack(
+        own_stack.kafka,
+        RedisSettings(url=f"redis://127.0.0.1:{port}/0", password="s3cret"),
+        own_stack.topics,
+        DevSettings(state_dir=tmp_path / "with-redis"),
+    )
+    try:
+        state = stack.up()
+        assert state.started == ["broker", "redis"]
+        assert state.redis.reachable and state.redis.pid is not None
+        assert state.redis.detail.startswith("redis ")
+    finally:
+        assert stack.down() == ["broker", "redis"]
+    assert not port_open("127.0.0.1", port)
