@@ -16,10 +16,12 @@ Variables (the README lists them all)::
     AIGQ_REDIS_PASSWORD (secret) / AIGQ_REDIS_SSL_CA_CERTS
     AIGQ_TOPICS_PREFIX            topic names are ``<prefix>.<kind>`` (default ``aigq``)
     AIGQ_TOPICS_PARTITIONS        partitions for topics that ``aigq dev up`` creates
+    AIGQ_WEB_BIND / AIGQ_WEB_PORT  the Faust web server (loopback by default)
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Any, Literal, Self, TypeVar
@@ -210,3 +212,31 @@ class TopicSettings(BaseSettings):
     def all_names(self) -> list[str]:
         kinds: tuple[TopicKind, ...] = (*EVENT_TYPES, "dead_letter")
         return [self.name(k) for k in kinds]
+
+
+class WebSettings(BaseSettings):
+    """Where a worker's Faust web server (health, readiness, tables) listens.
+
+    Loopback by default: Faust itself binds 0.0.0.0, which would put a worker's tables on the
+    network unless asked not to.
+    """
+
+    model_config = _frozen("AIGQ_WEB_")
+
+    bind: str = Field("127.0.0.1", description="address to listen on (0.0.0.0: every interface)")
+    port: int = Field(6066, ge=1, le=65535, description="Faust web port")
+
+    @field_validator("bind")
+    @classmethod
+    def _bind(cls, value: str) -> str:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            if value != "localhost":
+                raise ValueError(f"{value!r} is not an IP address or 'localhost'") from None
+        return value
+
+    def faust_options(self) -> dict[str, Any]:
+        """Keyword arguments for ``faust.App`` that put its web server where these say."""
+        host = "localhost" if self.bind in ("0.0.0.0", "::") else self.bind
+        return {"web_bind": self.bind, "web_port": self.port, "web_host": host}

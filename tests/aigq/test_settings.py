@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 
 from aigq.errors import ConfigError
-from aigq.settings import KafkaSettings, RedisSettings, TopicSettings, load, split_host_port
+from aigq.settings import (
+    KafkaSettings,
+    RedisSettings,
+    TopicSettings,
+    WebSettings,
+    load,
+    split_host_port,
+)
 
 
 def test_defaults_point_at_the_local_stack() -> None:
@@ -92,3 +99,19 @@ def test_redis_password_is_redacted_and_tls_follows_the_scheme() -> None:
 def test_bad_addresses(address: str) -> None:
     with pytest.raises(ValueError, match=r"port|host"):
         split_host_port(address, 9092)
+
+
+def test_web_server_binds_loopback_unless_told_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    web = load(WebSettings)
+    assert web.faust_options() == {
+        "web_bind": "127.0.0.1",
+        "web_port": 6066,
+        "web_host": "127.0.0.1",
+    }
+    monkeypatch.setenv("AIGQ_WEB_BIND", "0.0.0.0")
+    monkeypatch.setenv("AIGQ_WEB_PORT", "7000")
+    assert load(WebSettings).faust_options()["web_bind"] == "0.0.0.0"
+    assert load(WebSettings).faust_options()["web_port"] == 7000
+    monkeypatch.setenv("AIGQ_WEB_BIND", "every interface")
+    with pytest.raises(ConfigError, match="AIGQ_WEB_BIND"):
+        load(WebSettings)
