@@ -62,18 +62,7 @@ def replay_with_workers(
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     if workers == 1:
-        with KafkaSink(job.kafka, job.settings) as sink:
-            report = replay(
-                job.source.open(),
-                sink,
-                job.topics,
-                job.speed,
-                job.limit,
-                on_progress=(lambda r: on_progress(r.events)) if on_progress else None,
-                progress_every=job.settings.progress_every,
-            )
-        report.failed = sink.failed
-        return report, sink.first_error
+        return run_shard(job, Shard(), (lambda r: on_progress(r.events)) if on_progress else None)
 
     context = multiprocessing.get_context("spawn")  # no fork of a process that has threads
     sent = context.Array("q", workers, lock=False)  # one writer per slot: no lock needed
@@ -128,6 +117,25 @@ class _Result:
     error: str | None = None  # the worker could not run at all
 
 
+def run_shard(
+    job: ReplayJob, shard: Shard, on_progress: Callable[[ReplayReport], None] | None = None
+) -> tuple[ReplayReport, str | None]:
+    """One producer's part of the job; the report and the first unacknowledged send, if any."""
+    with KafkaSink(job.kafka, job.settings) as sink:
+        report = replay(
+            job.source.open(),
+            sink,
+            job.topics,
+            job.speed,
+            job.limit,
+            on_progress=on_progress,
+            progress_every=max(1, job.settings.progress_every // shard.count),
+            shard=shard,
+        )
+    report.failed = sink.failed
+    return report, sink.first_error
+
+
 def _work(
     job: ReplayJob,
     shard: Shard,
@@ -138,19 +146,8 @@ def _work(
         sent[shard.index] = report.events
 
     try:
-        with KafkaSink(job.kafka, job.settings) as sink:
-            report = replay(
-                job.source.open(),
-                sink,
-                job.topics,
-                job.speed,
-                job.limit,
-                on_progress=progress,
-                progress_every=max(1, job.settings.progress_every // shard.count),
-                shard=shard,
-            )
-        report.failed = sink.failed
+        report, first_error = run_shard(job, shard, progress)
         progress(report)
-        results.put(_Result(shard.index, report, sink.first_error))
+        results.put(_Result(shard.index, report, first_error))
     except AigqError as exc:
         results.put(_Result(shard.index, None, error=str(exc)))
