@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from collections import Counter, defaultdict
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -16,6 +17,7 @@ from aigq.cli import app
 from aigq.codec import decode
 from aigq.datasets import Malformed
 from aigq.datasets.synthetic import SyntheticConfig, generate
+from aigq.errors import AigqError
 from aigq.settings import KafkaSettings, TopicSettings
 from streams.replay import ReplaySettings
 from streams.replay_workers import ReplayJob, SourceSpec, replay_with_workers
@@ -125,3 +127,12 @@ def test_unreachable_broker_is_one_clear_line_and_exit_1() -> None:
     assert result.returncode == 1
     assert "error: Kafka at 127.0.0.1:1 does not answer" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_worker_that_fails_is_reported_by_the_parent(
+    kafka: KafkaSettings, topics: TopicSettings, tmp_path: Path
+) -> None:
+    spec = SourceSpec("aol", tmp_path / "missing", tmp_path, SYNTHETIC)
+    job = ReplayJob(spec, kafka, ReplaySettings(), topics, speed=None, limit=None)
+    with pytest.raises(AigqError, match="neither a folder nor a file"):
+        replay_with_workers(job, workers=2)
