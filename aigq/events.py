@@ -167,3 +167,29 @@ class DeadLetter(_Record):
 
 
 MAX_DEAD_LETTER_PAYLOAD = 512 * 1024
+
+
+TriggerReason = Literal["cold_start", "drift", "new_category", "novel_search", "stale"]
+BehaviourKind = Literal["search", "click", "hint_click"]
+
+
+class RegenerationRequest(_Record):
+    """A user's interests changed enough to generate fresh hint queries (``<prefix>.regenerate``).
+
+    ``version`` is the user's session version when the trigger fired: a generator writes its
+    result only over an older one. ``recent`` holds the session's last behaviours, oldest
+    first, as ``(ts, kind, text, category)``; ``profile`` its strongest interest features
+    (``t:<word>`` / ``c:<category>``) with weights summing to 1. ``event_ts`` is the event time
+    of the behaviour that fired it, ``created_ts`` the wall time it was emitted (both UTC ms).
+    """
+
+    type: Literal["regeneration_request"] = "regeneration_request"
+    user_id: Id
+    version: Annotated[StrictInt, Field(ge=1)]
+    reason: TriggerReason
+    shift: Annotated[float, Field(ge=0.0, le=1.0)]
+    event_ts: TimestampMs
+    created_ts: TimestampMs
+    fingerprint: str
+    recent: tuple[tuple[StrictInt, BehaviourKind, str, str], ...]
+    profile: tuple[tuple[str, float], ...]

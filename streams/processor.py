@@ -1,0 +1,217 @@
+"""The session agent's logic without Faust: raw records in; state, requests, dead letters out.
+
+:class:`SessionProcessor` is what the Faust agent calls for every record. It keeps the sessions
+it touched in memory and marks them dirty; ``drain()`` hands back, once per flush interval,
+each dirty session's bytes (one changelog write per user, however many events it had), the
+regeneration requests that fired (the latest per user; the cost governor picks among users)
+and the dead letters. Nothing here awaits or touches the network, so it is tested with plain
+lists.
+
+The message path is kept thin on purpose: ``orjson.loads`` and a few type checks on the fields
+the state needs. Only a record that fails them is run through the full pydantic schema, to
+name the bad field in its dead letter.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from aigq.codec import dead_letter, decode, encode
+from aigq.errors import EventError
+from aigq.events import (
+    MAX_CATEGORY_CHARS,
+    MAX_CATEGORY_DEPTH,
+    MAX_ID_CHARS,
+    MAX_ITEM_TEXT_CHARS,
+    MAX_QUERY_CHARS,
+    MAX_TS_MS,
+    MIN_TS_MS,
+    ClickEvent,
+    HintClickEvent,
+    SearchEvent,
+)
+from streams.session import Session, SessionConfig, top_features
+from streams.triggers import CostGovernor, Decision, TriggerPolicy, step
+
+Loader = Callable[[str], bytes | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Fields:
+    """What the session needs of one event."""
+
+    kind: str
+    user_id: str
+    ts: int
+    text: str
+    category: tuple[str, ...] | list[str]
+
+
+def _text(obj: dict[str, Any], name: str, limit: int) -> str | None:
+    value = obj.get(name)
+    if type(value) is not str or len(value) > limit or "\x00" in value:
+        return None
+    value = value.strip()
+    return value or None
+
+
+def fast_fields(obj: Any) -> Fields | None:
+    """The fields of a well-formed event, or None when anything is off (then ask pydantic why).
+
+    Accepts a subset of what :mod:`aigq.events` accepts: whatever passes here passes there.
+    """
+    if type(obj) is not dict:
+        return None
+    kind, ts = obj.get("type"), obj.get("ts")
+    user = _text(obj, "user_id", MAX_ID_CHARS)
+    if user is None or type(ts) is not int or not MIN_TS_MS <= ts < MAX_TS_MS:
+        return None
+    if kind == "search":
+        query = _text(obj, "query", MAX_QUERY_CHARS)
+        return None if query is None else Fields(kind, user, ts, query, ())
+    if kind == "click":
+        text, category = _text(obj, "item_text", MAX_ITEM_TEXT_CHARS), obj.get("category", [])
+        if text is None or _text(obj, "item_id", MAX_ID_CHARS) is None:
+            return None
+        if type(category) is not list or len(category) > MAX_CATEGORY_DEPTH:
+            return None
+        names = []
+        for name in category:
+            if type(name) is not str or len(name) > MAX_CATEGORY_CHARS or "\x00" in name:
+                return None
+            name = name.strip()
+            if not name:
+                return None
+            names.append(name)
+        return Fields(kind, user, ts, text, names)
+    return None  # hint exposures and hint clicks are rarer: the schema checks them
+
+
+def full_fields(data: bytes) -> Fields:
+    """The schema's verdict on a record the fast path did not take; raises EventError."""
+    event = decode(data)
+    if isinstance(event, SearchEvent | HintClickEvent):
+        return Fields(event.type, event.user_id, event.ts, event.query, ())
+    if isinstance(event, ClickEvent):
+        return Fields(event.type, event.user_id, event.ts, event.item_text, event.category)
+    return Fields(event.type, event.user_id, event.ts, "", ())
+
+
+@dataclass
+class Drained:
+    """What one flush writes: state per user, requests (already governed), dead letters."""
+
+    states: dict[str, bytes] = field(default_factory=dict)
+    requests: list[tuple[str, bytes]] = field(default_factory=list)  # (user_id, record)
+    dead_letters: list[bytes] = field(default_factory=list)
+    governed: int = 0
+
+
+class SessionProcessor:
+    """Applies records to per-user sessions; see the module doc."""
+
+    def __init__(
+        self,
+        config: SessionConfig,
+        policy: TriggerPolicy,
+        load: Loader,
+        governor: CostGovernor | None = None,
+        max_event_bytes: int = 64 * 1024,
+        generate: bool = True,
+        wall_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+    ) -> None:
+        self.config, self.policy, self._load = config, policy, load
+        self.governor = governor or CostGovernor(0)
+        self.max_event_bytes = max_event_bytes
+        self.generate = generate
+        self._wall_ms = wall_ms
+        self.sessions: dict[str, Session] = {}
+        self.dirty: set[str] = set()
+        self.pending: dict[str, tuple[float, bytes]] = {}  # user -> (shift, request)
+        self.dead: list[bytes] = []
+        self.outcomes: Counter[str] = Counter()  # decisions by outcome, plus replayed/dead_letter
+
+    def session(self, user_id: str) -> Session:
+        session = self.sessions.get(user_id)
+        if session is None:
+            stored = self._load(user_id)
+            session = Session.from_bytes(stored) if stored is not None else Session(user_id)
+            self.sessions[user_id] = session
+        return session
+
+    def process(self, topic: str, partition: int, offset: int, value: bytes | None) -> None:
+        """Apply one source record (its raw value) found at ``topic``/``partition``@``offset``."""
+        origin = f"{topic}/{partition}@{offset}"
+        if value is None:
+            return self._dead(origin, b"", "record has no value")
+        if len(value) > self.max_event_bytes:
+            reason = f"payload is {len(value)} bytes; the limit is {self.max_event_bytes}"
+            return self._dead(origin, value[: self.max_event_bytes], reason)
+        try:
+            fields = fast_fields(orjson.loads(value))
+        except orjson.JSONDecodeError:
+            fields = None
+        if fields is None:
+            try:
+                fields = full_fields(value)
+            except EventError as exc:
+                return self._dead(origin, value, exc)
+        session = self.session(fields.user_id)
+        if session.offsets.get(topic, -1) >= offset:
+            self.outcomes["replayed"] += 1  # applied before a crash: already in this state
+            return None
+        session.offsets[topic] = offset
+        decision = step(
+            session, self.config, self.policy, fields.kind, fields.ts, fields.text, fields.category
+        )
+        self.dirty.add(fields.user_id)
+        self.outcomes[decision.outcome] += 1
+        if decision.fired and self.generate:
+            self.pending[fields.user_id] = (decision.shift, self._request(session, decision))
+        return None
+
+    def _request(self, session: Session, decision: Decision) -> bytes:
+        return orjson.dumps(
+            {
+                "type": "regeneration_request",
+                "user_id": session.user_id,
+                "version": session.version,
+                "reason": decision.outcome,
+                "shift": round(decision.shift, 6),
+                "event_ts": session.trigger_ts,
+                "created_ts": self._wall_ms(),
+                "fingerprint": session.trigger_fp,
+                "recent": session.recent,
+                "profile": top_features(session.profile, 16),
+            }
+        )
+
+    def _dead(self, origin: str, value: bytes, error: EventError | str) -> None:
+        self.outcomes["dead_letter"] += 1
+        self.dead.append(encode(dead_letter(origin, value, error)))
+
+    def drain(self) -> Drained:
+        """Everything to write since the last drain; the processor starts clean again."""
+        out = Drained(states={user: self.sessions[user].to_bytes() for user in self.dirty})
+        candidates = list(self.pending.items())
+        kept, dropped = self.governor.admit(candidates, lambda c: c[1][0])
+        out.requests = [(user, record) for user, (_, record) in kept]
+        out.governed = len(dropped)
+        self.outcomes["governed"] += len(dropped)
+        out.dead_letters, self.dead = self.dead, []
+        self.dirty.clear()
+        self.pending.clear()
+        return out
+
+    def forget(self, keep: Callable[[str], bool] | None = None) -> None:
+        """Drop clean sessions from memory (all, or those ``keep`` rejects): after a rebalance,
+        or to bound memory. Dirty ones stay until drained."""
+        for user in [u for u in self.sessions if u not in self.dirty]:
+            if keep is None or not keep(user):
+                del self.sessions[user]

@@ -1,0 +1,194 @@
+"""Rolling per-user session state, and how one event changes it: pure functions on plain data.
+
+A :class:`Session` holds what the trigger policy and the prompt builder need of a user:
+
+- ``recent``: the last N behaviours (searches, clicks, hint clicks) inside a time window, oldest
+  first, each ``[ts, kind, text, category]``;
+- ``profile``: a time-decayed interest profile over features ``t:<term>`` (query and title
+  words) and ``c:<category>`` (category path levels, or a URL's host). Weights are stored
+  *scaled*: an event at time ``ts`` adds ``2 ** ((ts - profile_ts) / half_life)``, which is the
+  same as decaying every older weight by the half-life, without touching them. Rankings and
+  cosine similarities do not care about the common scale; the scale is folded back in
+  (``profile_ts`` moves) before it grows large;
+- ``version``: how many events were applied (monotonic); ``counts`` by kind; ``offsets``: the
+  last applied offset per source topic, so a replayed event is recognised and skipped;
+- ``trigger_ts`` / ``trigger_fp`` / ``trigger_profile``: when the last regeneration was triggered
+  and a fingerprint and snapshot of the profile it used (drift is measured against it).
+
+Everything is event-time based, so the state is a pure function of the events applied.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import orjson
+
+from aigq.events import EventType
+
+BEHAVIOURS = ("search", "click", "hint_click")
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+# Words that say nothing about an interest.
+_STOP_WORDS = (
+    "a an and the of for in on to with by at from or is are be my your how what where who"
+    " www com net org http https html htm"
+)
+_STOP = frozenset(_STOP_WORDS.split())
+MAX_TEXT_CHARS = 120  # a behaviour's text as kept in the state (and sent to the generator)
+_RESCALE_AT = 1e12  # fold the scale back in before floats lose precision
+
+
+@dataclass(frozen=True, slots=True)
+class SessionConfig:
+    """How much of a user's past the session keeps."""
+
+    max_recent: int = 20
+    """the last N behaviours kept"""
+    window_ms: int = 7 * 86_400_000
+    """behaviours older than this (before the user's latest event) are dropped"""
+    half_life_ms: int = 86_400_000
+    """interest profile half-life in event time"""
+    max_features: int = 64
+    """profile features kept (the weakest are pruned beyond 1.5x this)"""
+    snapshot_features: int = 24
+    """profile features kept as the snapshot a trigger is measured against"""
+
+    def __post_init__(self) -> None:
+        for name in ("max_recent", "window_ms", "half_life_ms", "max_features"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 1 <= self.snapshot_features <= self.max_features:
+            raise ValueError("snapshot_features must be in 1..max_features")
+
+
+@dataclass(slots=True)
+class Session:
+    user_id: str
+    version: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    offsets: dict[str, int] = field(default_factory=dict)
+    recent: list[list[Any]] = field(default_factory=list)
+    profile: dict[str, float] = field(default_factory=dict)
+    profile_ts: int = 0
+    last_ts: int = 0
+    trigger_ts: int | None = None
+    trigger_fp: str = ""
+    trigger_profile: dict[str, float] = field(default_factory=dict)
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(self)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Session:
+        return cls(**orjson.loads(data))
+
+    def snapshot(self) -> dict[str, Any]:
+        """What a regeneration request carries: the recent behaviours and the top features."""
+        return {"recent": self.recent, "profile": top_features(self.profile, 16)}
+
+
+def features(kind: str, text: str, category: Sequence[str]) -> dict[str, float]:
+    """The profile features of one behaviour and their weights.
+
+    A search or hint click is about its words; a click is mostly about its category path (every
+    level, the leaf strongest) and a little about its title words.
+    """
+    out: dict[str, float] = {}
+    word_weight = 1.0 if kind != "click" else 0.3
+    for word in _WORD.findall(text.lower()):
+        if len(word) > 1 and word not in _STOP and not word.isdigit():
+            out[f"t:{word}"] = word_weight
+    depth = len(category)
+    for level, name in enumerate(category, start=1):
+        out[f"c:{name.lower()}"] = level / depth
+    return out
+
+
+def category_of(category: Sequence[str]) -> str:
+    """The category a behaviour counts under for novelty: its path, ``>``-joined."""
+    return ">".join(category)
+
+
+def apply_event(
+    session: Session,
+    config: SessionConfig,
+    kind: EventType,
+    ts: int,
+    text: str,
+    category: Sequence[str],
+) -> None:
+    """Fold one event into the session, in place. ``text`` is the query or the item's text."""
+    session.version += 1
+    session.counts[kind] = session.counts.get(kind, 0) + 1
+    session.last_ts = max(session.last_ts, ts)
+    if kind not in BEHAVIOURS:
+        return
+    _add_recent(session, config, [ts, kind, text[:MAX_TEXT_CHARS], category_of(category)])
+    _add_profile(session, config, ts, features(kind, text, category))
+
+
+def _add_recent(session: Session, config: SessionConfig, behaviour: list[Any]) -> None:
+    recent = session.recent
+    recent.append(behaviour)
+    if len(recent) > 1 and behaviour[0] < recent[-2][0]:  # out of order: keep time order
+        recent.sort(key=lambda b: b[0])
+    horizon = session.last_ts - config.window_ms
+    cut = max(len(recent) - config.max_recent, 0)
+    while cut < len(recent) and recent[cut][0] < horizon:
+        cut += 1
+    if cut:
+        del recent[:cut]
+
+
+def _add_profile(session: Session, config: SessionConfig, ts: int, add: dict[str, float]) -> None:
+    if not session.profile:
+        session.profile_ts = ts
+    scale = 2.0 ** ((ts - session.profile_ts) / config.half_life_ms)
+    if scale > _RESCALE_AT:
+        session.profile = {k: w / scale for k, w in session.profile.items()}
+        session.profile_ts, scale = ts, 1.0
+    profile = session.profile
+    for feature, weight in add.items():
+        profile[feature] = profile.get(feature, 0.0) + weight * scale
+    if len(profile) > config.max_features * 3 // 2:
+        session.profile = dict(top_features(profile, config.max_features))
+
+
+def top_features(profile: dict[str, float], n: int) -> list[tuple[str, float]]:
+    """The ``n`` strongest features, strongest first, weights normalised to sum to 1."""
+    top = sorted(profile.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
+    total = sum(w for _, w in top) or 1.0
+    return [(k, w / total) for k, w in top]
+
+
+def cosine_distance(a: dict[str, float], b: dict[str, float]) -> float:
+    """1 - cosine similarity; 1.0 when either is empty."""
+    if not a or not b:
+        return 1.0
+    small, large = (a, b) if len(a) <= len(b) else (b, a)
+    dot = sum(w * large.get(k, 0.0) for k, w in small.items())
+    norm = math.sqrt(sum(w * w for w in a.values()) * sum(w * w for w in b.values()))
+    return max(0.0, 1.0 - dot / norm) if norm else 1.0
+
+
+def fingerprint(snapshot: dict[str, float]) -> str:
+    """A short stable id of a profile snapshot's strongest features (order-insensitive)."""
+    keys = sorted(k for k, _ in sorted(snapshot.items(), key=lambda kv: -kv[1])[:8])
+    return hashlib.blake2b("\n".join(keys).encode(), digest_size=8).hexdigest()
+
+
+def mark_triggered(session: Session, config: SessionConfig, ts: int) -> None:
+    """Record that a regeneration was triggered at event time ``ts`` from the current profile."""
+    snapshot = dict(top_features(session.profile, config.snapshot_features))
+    session.trigger_ts = ts
+    session.trigger_profile = snapshot
+    session.trigger_fp = fingerprint(snapshot)
+
+
+def as_dict(session: Session) -> dict[str, Any]:
+    return asdict(session)
