@@ -36,7 +36,7 @@ from aigq.events import (
     HintClickEvent,
     SearchEvent,
 )
-from streams.session import Session, SessionConfig, top_features
+from streams.session import Session, SessionConfig
 from streams.triggers import CostGovernor, Decision, TriggerPolicy, step
 
 Loader = Callable[[str], bytes | None]
@@ -187,8 +187,7 @@ class SessionProcessor:
                 "event_ts": session.trigger_ts,
                 "created_ts": self._wall_ms(),
                 "fingerprint": session.trigger_fp,
-                "recent": session.recent,
-                "profile": top_features(session.profile, 16),
+                **session.snapshot(),
             }
         )
 

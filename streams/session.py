@@ -24,7 +24,8 @@ import hashlib
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -78,7 +79,16 @@ class Session:
     last_ts: int = 0
     trigger_ts: int | None = None
     trigger_fp: str = ""
-    trigger_profile: dict[str, float] = field(default_factory=dict)
+    trigger_profile: dict[str, float] = field(default_factory=dict)  # unit length (L2)
+    norm2: float = 0.0  # sum of squared profile weights, kept up to date
+    dot: float = 0.0  # profile . trigger_profile, kept up to date
+
+    @property
+    def shift(self) -> float:
+        """Cosine distance between the profile now and at the last trigger (1.0: none yet)."""
+        if not self.trigger_profile or self.norm2 <= 0.0:
+            return 1.0
+        return min(1.0, max(0.0, 1.0 - self.dot / math.sqrt(self.norm2)))
 
     def to_bytes(self) -> bytes:
         return orjson.dumps(self)
@@ -89,7 +99,7 @@ class Session:
 
     def snapshot(self) -> dict[str, Any]:
         """What a regeneration request carries: the recent behaviours and the top features."""
-        return {"recent": self.recent, "profile": top_features(self.profile, 16)}
+        return {"recent": self.recent, "profile": top_features(self.trigger_profile, 16)}
 
 
 def features(kind: str, text: str, category: Sequence[str]) -> dict[str, float]:
@@ -146,22 +156,43 @@ def _add_recent(session: Session, config: SessionConfig, behaviour: list[Any]) -
 
 
 def _add_profile(session: Session, config: SessionConfig, ts: int, add: dict[str, float]) -> None:
+    # The norm and the dot product with the trigger snapshot move with each touched feature,
+    # so drift costs O(features of this event), not O(profile).
     if not session.profile:
         session.profile_ts = ts
     scale = 2.0 ** ((ts - session.profile_ts) / config.half_life_ms)
     if scale > _RESCALE_AT:
         session.profile = {k: w / scale for k, w in session.profile.items()}
+        session.norm2 /= scale * scale
+        session.dot /= scale
         session.profile_ts, scale = ts, 1.0
-    profile = session.profile
+    profile, snapshot = session.profile, session.trigger_profile
+    norm2, dot = session.norm2, session.dot
     for feature, weight in add.items():
-        profile[feature] = profile.get(feature, 0.0) + weight * scale
+        old = profile.get(feature, 0.0)
+        new = old + weight * scale
+        profile[feature] = new
+        norm2 += new * new - old * old
+        dot += snapshot.get(feature, 0.0) * (new - old)
+    session.norm2, session.dot = norm2, dot
     if len(profile) > config.max_features * 3 // 2:
-        session.profile = dict(top_features(profile, config.max_features))
+        session.profile = dict(_strongest(profile, config.max_features))
+        _recompute(session)
+
+
+def _strongest(weights: dict[str, float], n: int) -> list[tuple[str, float]]:
+    return sorted(weights.items(), key=itemgetter(1), reverse=True)[:n]
+
+
+def _recompute(session: Session) -> None:
+    profile = session.profile
+    session.norm2 = sum(w * w for w in profile.values())
+    session.dot = sum(u * profile.get(k, 0.0) for k, u in session.trigger_profile.items())
 
 
 def top_features(profile: dict[str, float], n: int) -> list[tuple[str, float]]:
     """The ``n`` strongest features, strongest first, weights normalised to sum to 1."""
-    top = sorted(profile.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
+    top = _strongest(profile, n)
     total = sum(w for _, w in top) or 1.0
     return [(k, w / total) for k, w in top]
 
@@ -178,17 +209,15 @@ def cosine_distance(a: dict[str, float], b: dict[str, float]) -> float:
 
 def fingerprint(snapshot: dict[str, float]) -> str:
     """A short stable id of a profile snapshot's strongest features (order-insensitive)."""
-    keys = sorted(k for k, _ in sorted(snapshot.items(), key=lambda kv: -kv[1])[:8])
+    keys = sorted(k for k, _ in _strongest(snapshot, 8))
     return hashlib.blake2b("\n".join(keys).encode(), digest_size=8).hexdigest()
 
 
 def mark_triggered(session: Session, config: SessionConfig, ts: int) -> None:
     """Record that a regeneration was triggered at event time ``ts`` from the current profile."""
-    snapshot = dict(top_features(session.profile, config.snapshot_features))
+    top = _strongest(session.profile, config.snapshot_features)
+    length = math.sqrt(sum(w * w for _, w in top)) or 1.0
     session.trigger_ts = ts
-    session.trigger_profile = snapshot
-    session.trigger_fp = fingerprint(snapshot)
-
-
-def as_dict(session: Session) -> dict[str, Any]:
-    return asdict(session)
+    session.trigger_profile = {k: w / length for k, w in top}
+    session.trigger_fp = fingerprint(session.trigger_profile)
+    session.dot = length  # sum of w * (w / length) over the snapshot's features

@@ -33,7 +33,6 @@ from streams.session import (
     SessionConfig,
     apply_event,
     category_of,
-    cosine_distance,
     mark_triggered,
 )
 
@@ -53,7 +52,7 @@ class TriggerPolicy:
     """cosine distance from the last trigger's profile that counts as drift"""
     stale_after_ms: int = 6 * 3_600_000
     """an active user's hint queries are refreshed at least this often"""
-    debounce_ms: int = 60_000
+    debounce_ms: int = 300_000
     """no two triggers of one user closer than this"""
 
     def __post_init__(self) -> None:
@@ -121,7 +120,7 @@ def step(
     apply_event(session, config, kind, ts, text, category)
 
     last = session.trigger_ts
-    shift = cosine_distance(session.profile, session.trigger_profile)
+    shift = session.shift
     if last is None:
         signal, shift = "cold_start", 1.0
     elif shift >= policy.drift_threshold:
