@@ -23,9 +23,10 @@ from aigq.datasets.synthetic import SyntheticConfig
 from aigq.dev.stack import DevSettings, DevStack, StackState
 from aigq.errors import AigqError
 from aigq.logging import configure_logging
-from aigq.settings import KafkaSettings, RedisSettings, TopicSettings, load
+from aigq.settings import KafkaSettings, RedisSettings, TopicSettings, WebSettings, load
 from streams.replay import ReplaySettings, parse_speed
 from streams.replay_workers import ReplayJob, SourceSpec, default_workers, replay_with_workers
+from streams.settings import StreamSettings
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -200,6 +201,20 @@ def replay(
     )
     if report.failed:
         raise AigqError(f"{report.failed} sends were not acknowledged; first: {first_error}")
+
+
+@app.command()
+@_fails_cleanly
+def worker() -> None:
+    """Run the session agents: session state, interest-change triggers, regeneration requests.
+
+    Configured by AIGQ_KAFKA_*, AIGQ_TOPICS_*, AIGQ_WEB_* and AIGQ_STREAM_*; stops on SIGTERM.
+    """
+    from streams.worker import SessionWorker  # Faust is heavy: import it only to run it
+
+    SessionWorker(
+        load(KafkaSettings), load(TopicSettings), load(WebSettings), load(StreamSettings)
+    ).run()
 
 
 def main() -> None:

@@ -1,0 +1,57 @@
+"""Settings of the streaming worker (``AIGQ_STREAM_*``): the app, its state, the trigger policy."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streams.session import SessionConfig
+from streams.triggers import CostGovernor, TriggerPolicy
+
+
+class StreamSettings(BaseSettings):
+    """One object for the worker; the pure parts get their own small configs from it."""
+
+    model_config = SettingsConfigDict(env_prefix="AIGQ_STREAM_", frozen=True, extra="forbid")
+
+    app_id: str = Field("aigq-sessions", description="consumer group and changelog topic prefix")
+    store: Literal["auto", "memory", "rocksdb"] = Field(
+        "auto", description="table store; auto: RocksDB when rocksdict is installed"
+    )
+    data_dir: str = Field(".aigq/worker", description="where Faust keeps RocksDB tables")
+    flush_interval_s: float = Field(1.0, gt=0, le=60, description="state writes per user at most")
+    max_hot_sessions: int = Field(200_000, ge=1_000, description="sessions kept in memory")
+    max_event_bytes: int = Field(64 * 1024, ge=256, description="larger records: dead letters")
+    session_timeout_s: float = Field(30.0, ge=1, description="consumer group session timeout")
+    generate: bool = Field(True, description="emit regeneration requests (off: rebuild only)")
+
+    max_recent: int = Field(20, ge=1, description="behaviours kept per user")
+    window_s: int = Field(7 * 86_400, ge=1, description="behaviours older than this are dropped")
+    half_life_s: int = Field(86_400, ge=1, description="interest profile half-life")
+
+    near_duplicate: float = Field(0.6, gt=0, le=1, description="word Jaccard of a repeat search")
+    drift_threshold: float = Field(0.6, gt=0, le=1, description="cosine distance that is drift")
+    stale_after_s: int = Field(6 * 3_600, ge=1, description="refresh an active user this often")
+    debounce_s: int = Field(300, ge=0, description="no two triggers of a user closer than this")
+    max_regenerations_per_s: float = Field(0, ge=0, description="global cap; 0: none")
+    regeneration_burst: float | None = Field(None, gt=0, description="default: one second's")
+
+    def session_config(self) -> SessionConfig:
+        return SessionConfig(
+            max_recent=self.max_recent,
+            window_ms=self.window_s * 1000,
+            half_life_ms=self.half_life_s * 1000,
+        )
+
+    def trigger_policy(self) -> TriggerPolicy:
+        return TriggerPolicy(
+            near_duplicate=self.near_duplicate,
+            drift_threshold=self.drift_threshold,
+            stale_after_ms=self.stale_after_s * 1000,
+            debounce_ms=self.debounce_s * 1000,
+        )
+
+    def governor(self) -> CostGovernor:
+        return CostGovernor(self.max_regenerations_per_s, self.regeneration_burst)

@@ -1,0 +1,276 @@
+"""``aigq worker``: the Faust app that keeps per-user session state and emits regeneration requests.
+
+The agent is a thin loop: it takes batches of raw records (no per-event Record objects), hands
+each to the :class:`~streams.processor.SessionProcessor` and keeps the events un-acked. A timer
+flushes every ``flush_interval_s``:
+
+1. the processor's dirty sessions go to the changelog-backed table, one write per user;
+2. the governed regeneration requests and the dead letters are produced;
+3. only once the broker has acknowledged all of that are the flushed events acked, in the order
+   they arrived, so Faust never commits a source offset whose effects are not durable.
+
+A crash therefore replays at most the events since the last flush; each session records the
+last offset it applied per topic, so those that did reach the state are skipped (exact counts),
+and requests are at-least-once (a generator's compare-and-set on the session version makes a
+repeat a no-op).
+
+Two Faust details this depends on (faust-streaming 0.15): acks must reach Faust in offset order
+per partition (``Consumer._new_offset`` can commit past an un-acked offset otherwise), and its
+pre-commit producer flush gives up after 100 ms, so the changelog futures are awaited here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import ssl
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import faust
+from faust.tables.table import Table
+from faust.types import TP
+
+from aigq.errors import ConfigError
+from aigq.events import EVENT_TYPES
+from aigq.logging import get_logger
+from aigq.metrics import Metrics
+from aigq.settings import KafkaSettings, TopicSettings, WebSettings
+from streams.processor import SessionProcessor
+from streams.settings import StreamSettings
+
+log = get_logger(__name__)
+TABLE_NAME = "sessions"
+
+
+class TrackingTable(Table[bytes, bytes]):
+    """A Table whose changelog sends can be awaited: Faust's own flush is not a barrier."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sent: list[Awaitable[Any]] = []
+
+    def send_changelog(self, *args: Any, **kwargs: Any) -> Any:
+        future = super().send_changelog(*args, **kwargs)
+        self.sent.append(future)
+        return future
+
+
+def faust_broker_options(kafka: KafkaSettings) -> dict[str, Any]:
+    """``faust.App`` keyword arguments that reach the cluster ``kafka`` describes."""
+    options: dict[str, Any] = {
+        "broker": ";".join(f"kafka://{host}:{port}" for host, port in kafka.servers),
+        "broker_request_timeout": kafka.request_timeout_ms / 1000,
+    }
+    context: ssl.SSLContext | None = None
+    if kafka.security_protocol in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(
+            cafile=str(kafka.ssl_cafile) if kafka.ssl_cafile else None
+        )
+        if kafka.ssl_certfile and kafka.ssl_keyfile:
+            password = kafka.ssl_password.get_secret_value() if kafka.ssl_password else None
+            context.load_cert_chain(str(kafka.ssl_certfile), str(kafka.ssl_keyfile), password)
+    if kafka.security_protocol.startswith("SASL_"):
+        assert kafka.sasl_mechanism and kafka.sasl_username and kafka.sasl_password
+        options["broker_credentials"] = faust.SASLCredentials(
+            username=kafka.sasl_username,
+            password=kafka.sasl_password.get_secret_value(),
+            mechanism=kafka.sasl_mechanism,
+            ssl_context=context,
+        )
+    elif context is not None:
+        options["broker_credentials"] = faust.SSLCredentials(context)
+    return options
+
+
+class SessionWorker:
+    """The Faust app, its topics and table, and the flush that ties them together."""
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        topics: TopicSettings,
+        web: WebSettings,
+        settings: StreamSettings,
+        metrics: Metrics | None = None,
+        on_flushed: Callable[[SessionWorker], None] | None = None,
+    ) -> None:
+        if settings.store == "rocksdb":
+            raise ConfigError(
+                "AIGQ_STREAM_STORE=rocksdb: Faust's RocksDB store files a key under the partition "
+                "of the event being processed, which coalesced flushes do not have; use memory"
+            )
+        self.settings = settings
+        self.topics = topics
+        self.metrics = metrics or Metrics()
+        datadir = Path(settings.data_dir) / settings.app_id
+        datadir.mkdir(parents=True, exist_ok=True)
+        self.on_flushed = on_flushed
+        self.app = faust.App(
+            settings.app_id,
+            **faust_broker_options(kafka),
+            store="memory://",
+            datadir=str(datadir),
+            topic_partitions=topics.partitions,
+            topic_replication_factor=topics.replication_factor,
+            broker_session_timeout=settings.session_timeout_s,
+            # tansu reports a partition's end offset as the start of its last record batch + 1:
+            # one-record batches keep table recovery exact there (and cost little elsewhere,
+            # since each user's state is written at most once per flush).
+            producer_max_batch_size=16,
+            consumer_auto_offset_reset="earliest",
+            table_standby_replicas=0,
+            web_enabled=True,
+            **web.faust_options(),
+            Table=TrackingTable,
+        )
+        self.source = self.app.topic(
+            *(topics.name(kind) for kind in EVENT_TYPES),
+            key_serializer="raw",
+            value_serializer="raw",
+        )
+        self.table: TrackingTable = self.app.Table(  # type: ignore[assignment]
+            TABLE_NAME,
+            partitions=topics.partitions,
+            use_partitioner=True,  # written from a timer, keyed by the user id's bytes
+            key_type=bytes,
+            value_type=bytes,
+        )
+        self.processor = SessionProcessor(
+            settings.session_config(),
+            settings.trigger_policy(),
+            load=self._load,
+            governor=settings.governor(),
+            max_event_bytes=settings.max_event_bytes,
+            generate=settings.generate,
+        )
+        self.unacked: list[Any] = []  # events applied but not yet flushed, in arrival order
+        self.processed = 0
+        self.ready = False
+        self._stream: Any = None
+        self._flush_lock = asyncio.Lock()
+        self._reported: Counter[str] = Counter()
+        self._applied: dict[TP, int] = {}  # next offset to read, per source partition
+        self._define()
+
+    def _load(self, user_id: str) -> bytes | None:
+        value: bytes | None = self.table.get(user_id.encode())
+        return value
+
+    def _define(self) -> None:
+        app, settings = self.app, self.settings
+
+        @app.agent(self.source, name="sessions")
+        async def sessions(stream: Any) -> None:
+            self._stream = stream
+            process = self.processor.process
+            async for events in stream.noack_take(10_000, within=settings.flush_interval_s):
+                for event in events:
+                    message = event.message
+                    process(message.topic, message.partition, message.offset, message.value)
+                    self._applied[message.tp] = message.offset + 1
+                self.unacked.extend(events)
+                self.processed += len(events)
+
+        @app.timer(settings.flush_interval_s)  # type: ignore[untyped-decorator]
+        async def flush_timer() -> None:
+            await self.flush()
+
+        @app.task  # type: ignore[untyped-decorator]
+        async def mark_ready() -> None:  # tasks start after table recovery
+            self.ready = True
+
+        @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+        async def on_revoked(sender: Any, revoked: set[TP], **kwargs: Any) -> None:
+            await self.flush()  # Faust waits for our acks before giving partitions away
+            self.processor.forget()
+            for tp in revoked:
+                self._applied.pop(tp, None)
+
+        @app.page("/health")
+        async def health(view: Any, request: Any) -> Any:
+            return view.json({"alive": True, "processed": self.processed})
+
+        @app.page("/ready")
+        async def ready(view: Any, request: Any) -> Any:
+            ok = self.ready and not app.rebalancing
+            return view.json({"ready": ok}, status=200 if ok else 503)
+
+        @app.page("/metrics")
+        async def metrics(view: Any, request: Any) -> Any:
+            self.report_lag()
+            return view.bytes(self.metrics.exposition(), content_type="text/plain; version=0.0.4")
+
+    async def flush(self) -> None:
+        """Write what the processor holds, wait for the broker, then ack (see the module doc)."""
+        async with self._flush_lock:
+            started = time.perf_counter()
+            drained = self.processor.drain()
+            events, self.unacked = self.unacked, []
+            table, producer = self.table, self.app.producer
+            first = len(table.sent)
+            for user, state in drained.states.items():
+                table[user.encode()] = state
+            futures: list[Awaitable[Any]] = table.sent[first:]
+            del table.sent[first:]
+            regenerate, dead = self.topics.name("regenerate"), self.topics.name("dead_letter")
+            for user, request in drained.requests:
+                futures.append(
+                    await producer.send(regenerate, user.encode(), request, None, None, None)
+                )
+            for letter in drained.dead_letters:
+                futures.append(await producer.send(dead, None, letter, None, None, None))
+            if futures:
+                await asyncio.gather(*futures)
+            if events:
+                ack = self._stream.ack
+                for event in events:
+                    await ack(event)
+            self._report(len(events), len(drained.states), time.perf_counter() - started)
+        if self.on_flushed is not None:
+            self.on_flushed(self)
+
+    def _report(self, events: int, states: int, seconds: float) -> None:
+        m = self.metrics
+        m.counter("stream_events_total", "source records applied").inc(events)
+        m.counter("stream_state_writes_total", "session states written to the table").inc(states)
+        m.histogram("stream_flush_seconds", "time to make one flush durable").observe(seconds)
+        decisions = m.counter("stream_decisions_total", "records by outcome", ["outcome"])
+        for outcome, count in self.processor.outcomes.items():
+            delta = count - self._reported[outcome]
+            if delta:
+                decisions.labels(outcome=outcome).inc(delta)
+                self._reported[outcome] = count
+        if len(self.processor.sessions) > self.settings.max_hot_sessions:
+            self.processor.forget()
+
+    def report_lag(self) -> None:
+        """Consumer lag per source partition: the broker's end offset minus what was applied."""
+        gauge = self.metrics.gauge("stream_consumer_lag", "records not yet applied", ["partition"])
+        consumer = self.app.consumer
+        sources = {self.topics.name(kind) for kind in EVENT_TYPES}
+        for tp in consumer.assignment():
+            if tp.topic in sources:
+                end = consumer.highwater(tp)
+                if end is not None:
+                    gauge.labels(partition=f"{tp.topic}/{tp.partition}").set(
+                        max(end - self._applied.get(tp, 0), 0)
+                    )
+
+    def run(self) -> None:
+        """Run until SIGTERM/SIGINT (blocking; Faust owns the event loop)."""
+        worker = faust.Worker(self.app, loglevel="WARNING", redirect_stdouts=False)
+        try:
+            worker.execute_from_commandline()
+        except SystemExit as exc:  # mode's worker always ends in SystemExit
+            if exc.code not in (0, None):
+                raise
+
+    @staticmethod
+    def stop() -> None:
+        """Ask the running worker (this process) to stop cleanly: commit, flush, exit 0."""
+        os.kill(os.getpid(), signal.SIGTERM)
