@@ -34,6 +34,8 @@ R = TypeVar("R")
 app = typer.Typer(help="aigq-nearline: fresh personalised hint queries from event streams.")
 dev_app = typer.Typer(help="The local development stack: tansu broker, Redis, topics.")
 app.add_typer(dev_app, name="dev")
+bench_app = typer.Typer(help="Benchmarks that print figures measured side by side in one run.")
+app.add_typer(bench_app, name="bench")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -215,6 +217,40 @@ def worker() -> None:
     SessionWorker(
         load(KafkaSettings), load(TopicSettings), load(WebSettings), load(StreamSettings)
     ).run()
+
+
+@bench_app.command("stream")
+@_fails_cleanly
+def bench_stream(
+    events: Annotated[int, typer.Option(min=1_000, help="events to produce and consume")] = 200_000,
+    users: Annotated[int, typer.Option(min=1, help="synthetic users")] = 2_000,
+    partitions: Annotated[int, typer.Option(min=1, help="partitions per topic")] = 8,
+    variant: Annotated[
+        list[str] | None, typer.Option(help="run only these (aiokafka, faust_count, ...)")
+    ] = None,
+) -> None:
+    """Our session agent against a raw consumer, a counting and a per-event-table Faust agent."""
+    from streams.bench import VARIANTS, run_bench
+
+    chosen = tuple(variant or VARIANTS)
+    unknown = set(chosen) - set(VARIANTS)
+    if unknown:
+        raise typer.BadParameter(f"unknown variants {sorted(unknown)}; expected {VARIANTS}")
+    results = {r.variant: r for r in run_bench(events, users, partitions, chosen)}
+    table = Table(title=f"aigq bench stream: {events:,} events, {partitions} partitions")
+    table.add_column("consumer")
+    table.add_column("events/s", justify="right")
+    for name, result in results.items():
+        table.add_row(name, f"{result.rate:,.0f}")
+    console.print(table)
+    ours = results.get("sessions")
+    for base, goal in (("faust_count", 0.8), ("faust_table", 2.5), ("aiokafka", None)):
+        if ours is not None and base in results and results[base].rate > 0:
+            ratio = ours.rate / results[base].rate
+            verdict = ""
+            if goal is not None:
+                verdict = f" (goal >= {goal}: {'met' if ratio >= goal else 'NOT met'})"
+            console.print(f"sessions / {base}: [bold]{ratio:.2f}[/]{verdict}", highlight=False)
 
 
 def main() -> None:

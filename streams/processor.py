@@ -30,6 +30,7 @@ from aigq.events import (
     MAX_ID_CHARS,
     MAX_ITEM_TEXT_CHARS,
     MAX_QUERY_CHARS,
+    MAX_SHOWN_QUERIES,
     MAX_TS_MS,
     MIN_TS_MS,
     ClickEvent,
@@ -90,7 +91,37 @@ def fast_fields(obj: Any) -> Fields | None:
                 return None
             names.append(name)
         return Fields(kind, user, ts, text, names)
-    return None  # hint exposures and hint clicks are rarer: the schema checks them
+    if kind == "hint_click":
+        query, request = (
+            _text(obj, "query", MAX_QUERY_CHARS),
+            _text(obj, "request_id", MAX_ID_CHARS),
+        )
+        position = obj.get("position")
+        if query is None or request is None or _text(obj, "source", MAX_ID_CHARS) is None:
+            return None
+        if type(position) is not int or not 0 <= position < MAX_SHOWN_QUERIES:
+            return None
+        return Fields(kind, user, ts, query, ())
+    if kind == "hint_exposure":
+        shown = obj.get("shown")
+        if _text(obj, "request_id", MAX_ID_CHARS) is None or type(shown) is not list:
+            return None
+        if not 0 < len(shown) <= MAX_SHOWN_QUERIES:
+            return None
+        positions = set()
+        for entry in shown:
+            if type(entry) is not dict:
+                return None
+            position = entry.get("position")
+            if type(position) is not int or not 0 <= position < MAX_SHOWN_QUERIES:
+                return None
+            if _text(entry, "query", MAX_QUERY_CHARS) is None:
+                return None
+            if _text(entry, "source", MAX_ID_CHARS) is None:
+                return None
+            positions.add(position)
+        return Fields(kind, user, ts, "", ()) if len(positions) == len(shown) else None
+    return None
 
 
 def full_fields(data: bytes) -> Fields:

@@ -20,6 +20,7 @@ Everything is event-time based, so the state is a pure function of the events ap
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import math
 import re
@@ -144,9 +145,10 @@ def apply_event(
 
 def _add_recent(session: Session, config: SessionConfig, behaviour: list[Any]) -> None:
     recent = session.recent
-    recent.append(behaviour)
-    if len(recent) > 1 and behaviour[0] < recent[-2][0]:  # out of order: keep time order
-        recent.sort(key=lambda b: b[0])
+    if recent and behaviour[0] < recent[-1][0]:  # out of order (another topic): keep time order
+        bisect.insort_right(recent, behaviour, key=itemgetter(0))
+    else:
+        recent.append(behaviour)
     horizon = session.last_ts - config.window_ms
     cut = max(len(recent) - config.max_recent, 0)
     while cut < len(recent) and recent[cut][0] < horizon:

@@ -19,6 +19,7 @@ global :class:`CostGovernor` keeps the largest shifts when there is no budget fo
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import time
@@ -76,6 +77,7 @@ class Decision:
 NO_SIGNAL = Decision("no_signal")
 
 
+@functools.lru_cache(maxsize=65_536)  # recent queries are compared again and again
 def words(text: str) -> frozenset[str]:
     return frozenset(_WORD.findall(text.lower()))
 

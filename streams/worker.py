@@ -16,7 +16,7 @@ repeat a no-op).
 
 Two Faust details this depends on (faust-streaming 0.15): acks must reach Faust in offset order
 per partition (``Consumer._new_offset`` can commit past an un-acked offset otherwise), and its
-pre-commit producer flush gives up after 100 ms, so the changelog futures are awaited here.
+pre-commit producer flush gives up after 100 ms, so the changelog sends are awaited here.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import faust
-from faust.tables.table import Table
 from faust.types import TP
 
 from aigq.errors import ConfigError
@@ -45,19 +44,6 @@ from streams.settings import StreamSettings
 
 log = get_logger(__name__)
 TABLE_NAME = "sessions"
-
-
-class TrackingTable(Table[bytes, bytes]):
-    """A Table whose changelog sends can be awaited: Faust's own flush is not a barrier."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.sent: list[Awaitable[Any]] = []
-
-    def send_changelog(self, *args: Any, **kwargs: Any) -> Any:
-        future = super().send_changelog(*args, **kwargs)
-        self.sent.append(future)
-        return future
 
 
 def faust_broker_options(kafka: KafkaSettings) -> dict[str, Any]:
@@ -126,17 +112,16 @@ class SessionWorker:
             table_standby_replicas=0,
             web_enabled=True,
             **web.faust_options(),
-            Table=TrackingTable,
         )
         self.source = self.app.topic(
             *(topics.name(kind) for kind in EVENT_TYPES),
             key_serializer="raw",
             value_serializer="raw",
         )
-        self.table: TrackingTable = self.app.Table(  # type: ignore[assignment]
+        self.table = self.app.Table(
             TABLE_NAME,
             partitions=topics.partitions,
-            use_partitioner=True,  # written from a timer, keyed by the user id's bytes
+            use_partitioner=True,  # never written from inside an event (see flush)
             key_type=bytes,
             value_type=bytes,
         )
@@ -149,7 +134,9 @@ class SessionWorker:
             generate=settings.generate,
         )
         self.unacked: list[Any] = []  # events applied but not yet flushed, in arrival order
-        self.processed = 0
+        self.processed = 0  # records applied
+        self.flushed = 0  # records applied, made durable and acked
+        self.started_at: float | None = None  # monotonic time of the first record
         self.ready = False
         self._stream: Any = None
         self._flush_lock = asyncio.Lock()
@@ -168,7 +155,11 @@ class SessionWorker:
         async def sessions(stream: Any) -> None:
             self._stream = stream
             process = self.processor.process
-            async for events in stream.noack_take(10_000, within=settings.flush_interval_s):
+            # Batches of what arrived within 50 ms: the flush, not the batch, sets the pace.
+            within = min(0.05, settings.flush_interval_s)
+            async for events in stream.noack_take(10_000, within=within):
+                if self.started_at is None:
+                    self.started_at = time.monotonic()
                 for event in events:
                     message = event.message
                     process(message.topic, message.partition, message.offset, message.value)
@@ -211,12 +202,17 @@ class SessionWorker:
             started = time.perf_counter()
             drained = self.processor.drain()
             events, self.unacked = self.unacked, []
-            table, producer = self.table, self.app.producer
-            first = len(table.sent)
+            producer, store = self.app.producer, self.table.data
+            changelog = self.table.changelog_topic.get_topic_name()
+            # State goes straight to the table's store and its changelog through the producer,
+            # not Table.__setitem__: that path queues in Faust's 100-message send buffer, which
+            # stalls consumption while full and gives no future to wait on. The key is the user
+            # id's bytes, partitioned by murmur2 like the source records: same partition.
+            futures: list[Awaitable[Any]] = []
             for user, state in drained.states.items():
-                table[user.encode()] = state
-            futures: list[Awaitable[Any]] = table.sent[first:]
-            del table.sent[first:]
+                key = user.encode()
+                store[key] = state
+                futures.append(await producer.send(changelog, key, state, None, None, None))
             regenerate, dead = self.topics.name("regenerate"), self.topics.name("dead_letter")
             for user, request in drained.requests:
                 futures.append(
@@ -230,6 +226,7 @@ class SessionWorker:
                 ack = self._stream.ack
                 for event in events:
                     await ack(event)
+                self.flushed += len(events)
             self._report(len(events), len(drained.states), time.perf_counter() - started)
         if self.on_flushed is not None:
             self.on_flushed(self)
