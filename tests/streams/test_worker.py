@@ -1,0 +1,204 @@
+"""The session worker against the real broker: SIGKILL recovery, dead letters, endpoints."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from aigq.codec import encode
+from aigq.datasets import Malformed
+from aigq.datasets.synthetic import SyntheticConfig, generate
+from aigq.dev.probe import free_port, wait_until
+from aigq.events import RegenerationRequest
+from aigq.settings import KafkaSettings, TopicSettings
+from streams.replay import KafkaSink, ReplaySettings, replay
+from streams.session import Session
+
+pytestmark = pytest.mark.integration
+WORLD = SyntheticConfig(users=60, days=6, seed=21)
+
+
+class Worker:
+    """``python -m aigq worker`` in a subprocess of its own, with its HTTP port."""
+
+    def __init__(self, kafka: KafkaSettings, topics: TopicSettings, app_id: str, tmp: Path) -> None:
+        self.port = free_port()
+        self.env = {
+            **os.environ,
+            "AIGQ_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+            "AIGQ_TOPICS_PREFIX": topics.prefix,
+            "AIGQ_TOPICS_PARTITIONS": str(topics.partitions),
+            "AIGQ_STREAM_APP_ID": app_id,
+            "AIGQ_STREAM_DATA_DIR": str(tmp),
+            "AIGQ_STREAM_SESSION_TIMEOUT_S": "6",
+            "AIGQ_STREAM_MAX_EVENT_BYTES": "2048",
+            "AIGQ_WEB_PORT": str(self.port),
+        }
+        self.log = tmp / f"worker-{self.port}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "aigq", "worker"], env=self.env, stdout=log, stderr=log
+            )
+
+    def get(self, path: str) -> tuple[int, Any]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=2) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+        except OSError:
+            return 0, None
+
+    def processed(self) -> int:
+        status, body = self.get("/health")
+        return int(orjson.loads(body)["processed"]) if status == 200 else 0
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout=30)
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[list[Worker]]:
+    made: list[Worker] = []
+    yield made
+    for worker in made:
+        if worker.proc is not None and worker.proc.poll() is None:
+            worker.proc.kill()
+            worker.proc.wait()
+
+
+def _produce(kafka: KafkaSettings, topics: TopicSettings, items: list[Any]) -> None:
+    with KafkaSink(kafka, ReplaySettings(linger_ms=5)) as sink:
+        replay(items, sink, topics)
+
+
+def _latest_states(kafka: KafkaSettings, topic: str) -> tuple[dict[str, Session], bool]:
+    """The last state per user in a changelog, and whether versions only ever grew."""
+    consumer = KafkaConsumer(**kafka.kafka_python_config(), enable_auto_commit=False)
+    try:
+        parts = [
+            TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        consumer.assign(parts)
+        consumer.seek_to_beginning()
+        ends = consumer.end_offsets(parts)
+        states: dict[str, Session] = {}
+        monotonic = True
+        deadline = time.monotonic() + 20
+        while any(consumer.position(tp) < ends[tp] for tp in parts) and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=300).values():
+                for record in records:
+                    session = Session.from_bytes(record.value)
+                    before = states.get(session.user_id)
+                    monotonic &= before is None or session.version >= before.version
+                    states[session.user_id] = session
+        return states, monotonic
+    finally:
+        consumer.close()
+
+
+def _expected_counts(items: list[Any]) -> dict[str, Counter[str]]:
+    counts: dict[str, Counter[str]] = defaultdict(Counter)
+    for item in items:
+        if not isinstance(item, Malformed):
+            counts[item.user_id][item.type] += 1
+    return counts
+
+
+def test_sigkill_mid_stream_then_restart_loses_and_doubles_nothing(
+    kafka: KafkaSettings, topics: TopicSettings, workers: list[Worker], tmp_path: Path
+) -> None:
+    items = list(generate(WORLD))
+    total = sum(not isinstance(i, Malformed) for i in items)
+    half = len(items) // 2
+    app_id = f"recovery-{uuid.uuid4().hex[:6]}"
+    changelog = f"{app_id}-sessions-changelog"
+
+    _produce(kafka, topics, items[:half])
+    first = Worker(kafka, topics, app_id, tmp_path)
+    workers.append(first)
+    first.start()
+    # Kill it for real while it is busy: some of the first half applied, not necessarily flushed.
+    assert wait_until(lambda: first.processed() > 500, timeout_s=60), first.log.read_text()[-2000:]
+    _produce(kafka, topics, items[half:])
+    assert first.stop(signal.SIGKILL) == -signal.SIGKILL
+
+    second = Worker(kafka, topics, app_id, tmp_path)
+    workers.append(second)
+    second.start()
+
+    def caught_up() -> bool:
+        states, _ = _latest_states(kafka, changelog)
+        return sum(s.version for s in states.values()) >= total
+
+    assert wait_until(caught_up, timeout_s=90, every_s=1.0), second.log.read_text()[-2000:]
+    states, monotonic = _latest_states(kafka, changelog)
+    expected = _expected_counts(items)
+    assert monotonic
+    assert set(states) == set(expected)
+    for user, session in states.items():
+        assert Counter(session.counts) == expected[user], user
+        assert session.version == sum(expected[user].values())
+    assert second.stop() == 0
+
+
+def test_worker_endpoints_requests_and_dead_letters(
+    kafka: KafkaSettings,
+    topics: TopicSettings,
+    workers: list[Worker],
+    tmp_path: Path,
+    read_topics: Any,
+) -> None:
+    items = list(generate(SyntheticConfig(users=8, days=2, seed=5)))
+    users = {i.user_id for i in items if not isinstance(i, Malformed)}
+    _produce(kafka, topics, items)
+    producer = KafkaProducer(**kafka.kafka_python_config(), enable_idempotence=False)
+    bad = [b"{not json", b"\xff\xfe", orjson.dumps({"type": "search", "user_id": "u", "ts": 5})]
+    bad.append(encode(items[0]).replace(b"}", b', "padding": "' + b"x" * 4096 + b'"}'))
+    for value in bad:
+        producer.send(topics.name("search"), key=b"bad", value=value)
+    producer.flush()
+    producer.close()
+
+    worker = Worker(kafka, topics, f"endpoints-{uuid.uuid4().hex[:6]}", tmp_path)
+    workers.append(worker)
+    worker.start()
+    assert wait_until(lambda: worker.get("/ready")[0] == 200, timeout_s=60), worker.log.read_text()
+    letters = read_topics([topics.name("dead_letter")], len(bad))
+    reasons = sorted(orjson.loads(r.value)["reason"] for r in letters)
+    assert len(reasons) == len(bad)
+    assert any("not valid JSON" in r for r in reasons)
+    assert any("epoch milliseconds" in r for r in reasons)
+    assert any("the limit is 2048" in r for r in reasons)
+    origins = {orjson.loads(r.value)["origin"].split("@")[0] for r in letters}
+    assert all(o.startswith(topics.name("search") + "/") for o in origins)
+
+    requests = read_topics([topics.name("regenerate")], len(users))
+    requested = {RegenerationRequest.model_validate_json(r.value).user_id for r in requests}
+    assert requested == users  # every user's first behaviour is a cold start
+
+    status, body = worker.get("/metrics")
+    text = body.decode()
+    assert status == 200
+    assert f'aigq_stream_decisions_total{{outcome="cold_start"}} {len(users)}.0' in text
+    assert 'aigq_stream_decisions_total{outcome="dead_letter"} 4.0' in text
+    assert "aigq_stream_consumer_lag{" in text
+    assert worker.stop() == 0
