@@ -41,10 +41,17 @@ class ReplaySettings(BaseSettings):
     max_block_ms: int = Field(60_000, ge=100, description="how long send() may wait for room")
     compression: Literal["none", "gzip"] = "none"
     progress_every: int = Field(5_000, ge=1, description="events between progress callbacks")
+    timestamps: Literal["event", "now"] = Field(
+        "event",
+        description="record timestamps: the event's time (lookups by event time work; old logs "
+        "meet time-based retention at once on a real cluster) or the time of sending",
+    )
 
 
 class Sink(Protocol):
-    def send(self, topic: str, key: bytes | None, value: bytes) -> None: ...
+    def send(
+        self, topic: str, key: bytes | None, value: bytes, timestamp_ms: int | None = None
+    ) -> None: ...
     def flush(self) -> None: ...
 
 
@@ -124,11 +131,14 @@ def replay(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     shard: Shard = Shard(),
+    event_time: bool = True,
 ) -> ReplayReport:
     """Send ``items`` to ``sink`` until exhausted or ``limit`` events of the stream are read.
 
     With a ``shard``, every worker walks the same stream but sends only its own users, so the
     workers together send exactly the first ``limit`` events, paced by the same log clock.
+    With ``event_time`` each record's Kafka timestamp is its event's ``ts`` (so offsets can be
+    looked up by event time, as ``aigq backfill`` does); else the broker's clock.
     """
     report = ReplayReport()
     pacer = Pacer(speed)
@@ -151,7 +161,8 @@ def replay(
         wait = pacer.delay(item.ts, clock())
         if wait > 0:
             sleep(wait)
-        sink.send(names[item.type], event_key(item), encode(item))
+        stamp = item.ts if event_time else None
+        sink.send(names[item.type], event_key(item), encode(item), stamp)
         report.produced[item.type] += 1
         report.last_ts = item.ts
         if on_progress is not None and report.events % progress_every == 0:
@@ -193,9 +204,12 @@ class KafkaSink:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def send(self, topic: str, key: bytes | None, value: bytes) -> None:
+    def send(
+        self, topic: str, key: bytes | None, value: bytes, timestamp_ms: int | None = None
+    ) -> None:
         try:
-            self._producer.send(topic, key=key, value=value).add_errback(self._on_error)
+            future = self._producer.send(topic, key=key, value=value, timestamp_ms=timestamp_ms)
+            future.add_errback(self._on_error)
         except KafkaError as exc:
             raise ServiceError(f"cannot send to {topic}: {exc}") from exc
 

@@ -131,6 +131,7 @@ def run_shard(
             on_progress=on_progress,
             progress_every=max(1, job.settings.progress_every // shard.count),
             shard=shard,
+            event_time=job.settings.timestamps == "event",
         )
     report.failed = sink.failed
     return report, sink.first_error

@@ -10,6 +10,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from streams.session import SessionConfig
 from streams.triggers import CostGovernor, TriggerPolicy
 
+TABLE_NAME = "sessions"  # the worker's table; its changelog is <app_id>-sessions-changelog
+
 
 class StreamSettings(BaseSettings):
     """One object for the worker; the pure parts get their own small configs from it."""

@@ -41,10 +41,9 @@ from aigq.logging import get_logger
 from aigq.metrics import Metrics
 from aigq.settings import KafkaSettings, TopicSettings, WebSettings
 from streams.processor import SessionProcessor
-from streams.settings import StreamSettings
+from streams.settings import TABLE_NAME, StreamSettings
 
 log = get_logger(__name__)
-TABLE_NAME = "sessions"
 
 
 def faust_broker_options(kafka: KafkaSettings) -> dict[str, Any]:

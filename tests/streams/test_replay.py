@@ -19,10 +19,14 @@ TOPICS = TopicSettings(prefix="r")
 class ListSink:
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes | None, bytes]] = []
+        self.stamps: list[int | None] = []
         self.flushes = 0
 
-    def send(self, topic: str, key: bytes | None, value: bytes) -> None:
+    def send(
+        self, topic: str, key: bytes | None, value: bytes, timestamp_ms: int | None = None
+    ) -> None:
         self.sent.append((topic, key, value))
+        self.stamps.append(timestamp_ms)
 
     def flush(self) -> None:
         self.flushes += 1
@@ -54,6 +58,9 @@ def test_events_go_to_their_kind_topic_keyed_by_user() -> None:
         assert decode(value) == item
     assert sum(report.produced.values()) == len(items)
     assert report.last_ts == items[-1].ts
+    assert sink.stamps == [item.ts for item in items]  # record timestamps are event times
+    replay(items, no_stamps := ListSink(), TOPICS, event_time=False)
+    assert set(no_stamps.stamps) == {None}
 
 
 def test_malformed_items_become_dead_letters_and_do_not_count_as_events() -> None:
