@@ -18,6 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
 import orjson
@@ -37,8 +38,8 @@ from aigq.events import (
     HintClickEvent,
     SearchEvent,
 )
-from streams.session import Session, SessionConfig
-from streams.triggers import CostGovernor, Decision, TriggerPolicy, step
+from streams.session import Session, SessionConfig, top_features
+from streams.triggers import CostGovernor, TriggerPolicy, step
 
 Loader = Callable[[str], bytes | None]
 
@@ -134,6 +135,20 @@ def full_fields(data: bytes) -> Fields:
     return Fields(event.type, event.user_id, event.ts, "", ())
 
 
+@dataclass(frozen=True, slots=True)
+class Trigger:
+    """A fired trigger, kept until the flush turns it into a regeneration request."""
+
+    user_id: str
+    version: int
+    reason: str
+    shift: float
+    ts: int
+    fingerprint: str
+    recent: list[list[Any]]
+    profile: dict[str, float]
+
+
 @dataclass
 class Drained:
     """What one flush writes: state per user, requests (already governed), dead letters."""
@@ -164,7 +179,7 @@ class SessionProcessor:
         self._wall_ms = wall_ms
         self.sessions: dict[str, Session] = {}
         self.dirty: set[str] = set()
-        self.pending: dict[str, tuple[float, bytes]] = {}  # user -> (shift, request)
+        self.pending: dict[str, Trigger] = {}  # the latest fired trigger per user
         self.dead: list[bytes] = []
         self.outcomes: Counter[str] = Counter()  # decisions by outcome, plus replayed/dead_letter
 
@@ -178,12 +193,11 @@ class SessionProcessor:
 
     def process(self, topic: str, partition: int, offset: int, value: bytes | None) -> None:
         """Apply one source record (its raw value) found at ``topic``/``partition``@``offset``."""
-        origin = f"{topic}/{partition}@{offset}"
         if value is None:
-            return self._dead(origin, b"", "record has no value")
+            return self._dead(topic, partition, offset, b"", "record has no value")
         if len(value) > self.max_event_bytes:
             reason = f"payload is {len(value)} bytes; the limit is {self.max_event_bytes}"
-            return self._dead(origin, value[: self.max_event_bytes], reason)
+            return self._dead(topic, partition, offset, value[: self.max_event_bytes], reason)
         try:
             fields = fast_fields(orjson.loads(value))
         except orjson.JSONDecodeError:
@@ -192,7 +206,7 @@ class SessionProcessor:
             try:
                 fields = full_fields(value)
             except EventError as exc:
-                return self._dead(origin, value, exc)
+                return self._dead(topic, partition, offset, value, exc)
         session = self.session(fields.user_id)
         if session.offsets.get(topic, -1) >= offset:
             self.outcomes["replayed"] += 1  # applied before a crash: already in this state
@@ -204,34 +218,47 @@ class SessionProcessor:
         self.dirty.add(fields.user_id)
         self.outcomes[decision.outcome] += 1
         if decision.fired and self.generate:
-            self.pending[fields.user_id] = (decision.shift, self._request(session, decision))
+            # What the request needs, as of now; its bytes are built at the flush, and only
+            # for the user's latest trigger that the governor lets through.
+            self.pending[fields.user_id] = Trigger(
+                session.user_id,
+                session.version,
+                decision.outcome,
+                decision.shift,
+                ts=session.trigger_ts or fields.ts,
+                fingerprint=session.trigger_fp,
+                recent=session.recent.copy(),  # entries are never changed, only dropped
+                profile=session.trigger_profile,  # replaced, never changed, by a trigger
+            )
         return None
 
-    def _request(self, session: Session, decision: Decision) -> bytes:
+    def _request(self, trigger: Trigger) -> bytes:
         return orjson.dumps(
             {
                 "type": "regeneration_request",
-                "user_id": session.user_id,
-                "version": session.version,
-                "reason": decision.outcome,
-                "shift": round(decision.shift, 6),
-                "event_ts": session.trigger_ts,
+                "user_id": trigger.user_id,
+                "version": trigger.version,
+                "reason": trigger.reason,
+                "shift": round(trigger.shift, 6),
+                "event_ts": trigger.ts,
                 "created_ts": self._wall_ms(),
-                "fingerprint": session.trigger_fp,
-                **session.snapshot(),
+                "fingerprint": trigger.fingerprint,
+                "recent": trigger.recent,
+                "profile": top_features(trigger.profile, 16),
             }
         )
 
-    def _dead(self, origin: str, value: bytes, error: EventError | str) -> None:
+    def _dead(
+        self, topic: str, partition: int, offset: int, value: bytes, error: EventError | str
+    ) -> None:
         self.outcomes["dead_letter"] += 1
-        self.dead.append(encode(dead_letter(origin, value, error)))
+        self.dead.append(encode(dead_letter(f"{topic}/{partition}@{offset}", value, error)))
 
     def drain(self) -> Drained:
         """Everything to write since the last drain; the processor starts clean again."""
         out = Drained(states={user: self.sessions[user].to_bytes() for user in self.dirty})
-        candidates = list(self.pending.items())
-        kept, dropped = self.governor.admit(candidates, lambda c: c[1][0])
-        out.requests = [(user, record) for user, (_, record) in kept]
+        kept, dropped = self.governor.admit(list(self.pending.values()), attrgetter("shift"))
+        out.requests = [(trigger.user_id, self._request(trigger)) for trigger in kept]
         out.governed = len(dropped)
         self.outcomes["governed"] += len(dropped)
         out.dead_letters, self.dead = self.dead, []

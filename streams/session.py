@@ -98,10 +98,6 @@ class Session:
     def from_bytes(cls, data: bytes) -> Session:
         return cls(**orjson.loads(data))
 
-    def snapshot(self) -> dict[str, Any]:
-        """What a regeneration request carries: the recent behaviours and the top features."""
-        return {"recent": self.recent, "profile": top_features(self.trigger_profile, 16)}
-
 
 def features(kind: str, text: str, category: Sequence[str]) -> dict[str, float]:
     """The profile features of one behaviour and their weights.

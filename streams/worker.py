@@ -84,7 +84,10 @@ class SessionWorker:
         settings: StreamSettings,
         metrics: Metrics | None = None,
         on_flushed: Callable[[SessionWorker], None] | None = None,
+        flush_at: int | None = None,
     ) -> None:
+        """``flush_at``: flush as soon as that many records are applied, not at the next tick
+        (a benchmark's end; the timer still flushes every interval)."""
         if settings.store == "rocksdb":
             raise ConfigError(
                 "AIGQ_STREAM_STORE=rocksdb: Faust's RocksDB store files a key under the partition "
@@ -96,6 +99,7 @@ class SessionWorker:
         datadir = Path(settings.data_dir) / settings.app_id
         datadir.mkdir(parents=True, exist_ok=True)
         self.on_flushed = on_flushed
+        self.flush_at = flush_at
         self.app = faust.App(
             settings.app_id,
             **faust_broker_options(kafka),
@@ -140,6 +144,7 @@ class SessionWorker:
         self.ready = False
         self._stream: Any = None
         self._flush_lock = asyncio.Lock()
+        self._flush_now: asyncio.Future[None] | None = None
         self._reported: Counter[str] = Counter()
         self._applied: dict[TP, int] = {}  # next offset to read, per source partition
         self._define()
@@ -166,6 +171,9 @@ class SessionWorker:
                     self._applied[message.tp] = message.offset + 1
                 self.unacked.extend(events)
                 self.processed += len(events)
+                if self.flush_at is not None and self.processed >= self.flush_at:
+                    self.flush_at = None
+                    self._flush_now = asyncio.ensure_future(self.flush())
 
         @app.timer(settings.flush_interval_s)  # type: ignore[untyped-decorator]
         async def flush_timer() -> None:
