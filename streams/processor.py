@@ -266,9 +266,8 @@ class SessionProcessor:
         self.pending.clear()
         return out
 
-    def forget(self, keep: Callable[[str], bool] | None = None) -> None:
-        """Drop clean sessions from memory (all, or those ``keep`` rejects): after a rebalance,
-        or to bound memory. Dirty ones stay until drained."""
+    def forget(self) -> None:
+        """Drop clean sessions from memory (after a rebalance, or to bound memory); dirty ones
+        stay until drained."""
         for user in [u for u in self.sessions if u not in self.dirty]:
-            if keep is None or not keep(user):
-                del self.sessions[user]
+            del self.sessions[user]
