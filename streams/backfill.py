@@ -109,9 +109,10 @@ def backfill(
                     if not since_ms <= record.timestamp < until_ms:
                         report.outside += 1
                         continue
-                    replayed = processor.outcomes["replayed"]
-                    processor.process(record.topic, record.partition, record.offset, record.value)
-                    if processor.outcomes["replayed"] > replayed:
+                    outcome = processor.process(
+                        record.topic, record.partition, record.offset, record.value
+                    )
+                    if outcome == "replayed":
                         report.skipped += 1
                     else:
                         report.applied += 1

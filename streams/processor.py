@@ -191,8 +191,11 @@ class SessionProcessor:
             self.sessions[user_id] = session
         return session
 
-    def process(self, topic: str, partition: int, offset: int, value: bytes | None) -> None:
-        """Apply one source record (its raw value) found at ``topic``/``partition``@``offset``."""
+    def process(self, topic: str, partition: int, offset: int, value: bytes | None) -> str:
+        """Apply one source record (its raw value) found at ``topic``/``partition``@``offset``.
+
+        Returns what became of it: a decision's outcome, ``replayed`` or ``dead_letter``.
+        """
         if value is None:
             return self._dead(topic, partition, offset, b"", "record has no value")
         if len(value) > self.max_event_bytes:
@@ -210,7 +213,7 @@ class SessionProcessor:
         session = self.session(fields.user_id)
         if session.offsets.get(topic, -1) >= offset:
             self.outcomes["replayed"] += 1  # applied before a crash: already in this state
-            return None
+            return "replayed"
         session.offsets[topic] = offset
         decision = step(
             session, self.config, self.policy, fields.kind, fields.ts, fields.text, fields.category
@@ -230,7 +233,7 @@ class SessionProcessor:
                 recent=session.recent.copy(),  # entries are never changed, only dropped
                 profile=session.trigger_profile,  # replaced, never changed, by a trigger
             )
-        return None
+        return decision.outcome
 
     def _request(self, trigger: Trigger) -> bytes:
         return orjson.dumps(
@@ -250,9 +253,10 @@ class SessionProcessor:
 
     def _dead(
         self, topic: str, partition: int, offset: int, value: bytes, error: EventError | str
-    ) -> None:
+    ) -> str:
         self.outcomes["dead_letter"] += 1
         self.dead.append(encode(dead_letter(f"{topic}/{partition}@{offset}", value, error)))
+        return "dead_letter"
 
     def drain(self) -> Drained:
         """Everything to write since the last drain; the processor starts clean again."""
