@@ -46,6 +46,13 @@ class ManagedProcess:
                 self.pid_file.unlink(missing_ok=True)
             return None
         cmdline = _cmdline(pid)
+        # A process caught in the middle of exec shows an empty command line for a moment:
+        # that is "not yet readable", not "somebody else's", so look again before deciding.
+        for _ in range(20):
+            if cmdline != "" or not _alive(pid):
+                break
+            time.sleep(0.01)
+            cmdline = _cmdline(pid)
         if _alive(pid) and (cmdline is None or self.marker in cmdline):
             return pid
         self.pid_file.unlink(missing_ok=True)
