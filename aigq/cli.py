@@ -288,25 +288,29 @@ def bench_stream(
     variant: Annotated[
         list[str] | None, typer.Option(help="run only these (aiokafka, faust_count, ...)")
     ] = None,
+    rounds: Annotated[int, typer.Option(min=1, help="runs of each variant (medians compared)")] = 3,
 ) -> None:
     """Our session agent against a raw consumer, a counting and a per-event-table Faust agent."""
-    from streams.bench import VARIANTS, run_bench
+    from streams.bench import VARIANTS, median_rates, run_bench
 
     chosen = tuple(variant or VARIANTS)
     unknown = set(chosen) - set(VARIANTS)
     if unknown:
         raise typer.BadParameter(f"unknown variants {sorted(unknown)}; expected {VARIANTS}")
-    results = {r.variant: r for r in run_bench(events, users, partitions, chosen)}
+    runs = run_bench(events, users, partitions, chosen, rounds)
+    rates = median_rates(runs)
     table = Table(title=f"aigq bench stream: {events:,} events, {partitions} partitions")
     table.add_column("consumer")
-    table.add_column("events/s", justify="right")
-    for name, result in results.items():
-        table.add_row(name, f"{result.rate:,.0f}")
+    table.add_column("events/s (median)", justify="right")
+    table.add_column("runs", justify="right")
+    for name, rate in rates.items():
+        each = ", ".join(f"{r.rate:,.0f}" for r in runs if r.variant == name)
+        table.add_row(name, f"{rate:,.0f}", each)
     console.print(table)
-    ours = results.get("sessions")
+    ours = rates.get("sessions")
     for base, goal in (("faust_count", 0.8), ("faust_table", 2.5), ("aiokafka", None)):
-        if ours is not None and base in results and results[base].rate > 0:
-            ratio = ours.rate / results[base].rate
+        if ours is not None and rates.get(base):
+            ratio = ours / rates[base]
             verdict = ""
             if goal is not None:
                 verdict = f" (goal >= {goal}: {'met' if ratio >= goal else 'NOT met'})"

@@ -91,7 +91,10 @@ def is_novel_query(text: str, recent: Sequence[Sequence[Any]], near_duplicate: f
         if behaviour[1] == "click":
             continue
         theirs = words(behaviour[2])
-        if theirs and len(mine & theirs) / len(mine | theirs) >= near_duplicate:
+        if mine.isdisjoint(theirs):  # most are: no set is built for them
+            continue
+        shared = len(mine & theirs)
+        if shared / (len(mine) + len(theirs) - shared) >= near_duplicate:
             return False
     return True
 
@@ -114,7 +117,8 @@ def step(
         apply_event(session, config, kind, ts, text, category)
         return NO_SIGNAL
     if kind == "click":
-        novel = bool(category) and category_of(category) not in {b[3] for b in session.recent}
+        path = category_of(category)
+        novel = bool(category) and all(b[3] != path for b in session.recent)
         signal: Outcome = "new_category" if novel else "no_signal"
     else:
         novel = is_novel_query(text, session.recent, policy.near_duplicate)
