@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -44,9 +44,8 @@ from streams.triggers import CostGovernor, TriggerPolicy, step
 Loader = Callable[[str], bytes | None]
 
 
-@dataclass(frozen=True, slots=True)
-class Fields:
-    """What the session needs of one event."""
+class Fields(NamedTuple):
+    """What the session needs of one event (a tuple: built for every record)."""
 
     kind: str
     user_id: str
@@ -135,8 +134,7 @@ def full_fields(data: bytes) -> Fields:
     return Fields(event.type, event.user_id, event.ts, "", ())
 
 
-@dataclass(frozen=True, slots=True)
-class Trigger:
+class Trigger(NamedTuple):
     """A fired trigger, kept until the flush turns it into a regeneration request."""
 
     user_id: str

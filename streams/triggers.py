@@ -25,7 +25,7 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar, get_args
+from typing import Any, Literal, NamedTuple, TypeVar, get_args
 
 from aigq.events import TriggerReason
 from streams.session import (
@@ -64,8 +64,7 @@ class TriggerPolicy:
             raise ValueError("stale_after_ms must be >= 1 and debounce_ms >= 0")
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
     outcome: Outcome
     shift: float = 0.0
 
