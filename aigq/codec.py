@@ -15,14 +15,21 @@ import orjson
 from pydantic import TypeAdapter, ValidationError
 
 from aigq.errors import EventError
-from aigq.events import EVENT_TYPES, MAX_DEAD_LETTER_PAYLOAD, DeadLetter, Event
+from aigq.events import (
+    EVENT_TYPES,
+    MAX_DEAD_LETTER_PAYLOAD,
+    DeadLetter,
+    Event,
+    GeneratedQueries,
+    RegenerationRequest,
+)
 
 MAX_EVENT_BYTES = 1 << 20  # one Kafka message's default size limit
 
 _EVENT = TypeAdapter[Event](Event)
 
 
-def encode(record: Event | DeadLetter) -> bytes:
+def encode(record: Event | DeadLetter | RegenerationRequest | GeneratedQueries) -> bytes:
     """Serialise a record to compact JSON bytes."""
     return orjson.dumps(record.model_dump(mode="json", exclude_none=True))
 

@@ -193,3 +193,28 @@ class RegenerationRequest(_Record):
     fingerprint: str
     recent: tuple[tuple[StrictInt, BehaviourKind, str, str], ...]
     profile: tuple[tuple[str, float], ...]
+
+
+class GeneratedQueries(_Record):
+    """One generated hint-query list, as logged to ``<prefix>.results`` for training and audit.
+
+    ``session_version`` / ``reason`` / ``event_ts`` come from the request it answers;
+    ``queries`` is the validated list, most likely first (empty when the output was malformed:
+    then nothing was written to the cache); ``written`` says whether the cache took it (false:
+    a newer session version was there already). ``model_ms`` is the backend time of the batch
+    it was generated in, ``generated_ts`` the wall time it was written (UTC ms).
+    """
+
+    type: Literal["generated_queries"] = "generated_queries"
+    user_id: Id
+    session_version: Annotated[StrictInt, Field(ge=1)]
+    reason: TriggerReason
+    event_ts: TimestampMs
+    request_ts: TimestampMs
+    generated_ts: TimestampMs
+    model_version: str
+    backend: str
+    queries: tuple[str, ...]
+    written: bool
+    model_ms: Annotated[float, Field(ge=0.0)]
+    prompt: str | None = None

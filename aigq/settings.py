@@ -35,7 +35,7 @@ from aigq.events import EVENT_TYPES, EventType
 
 S = TypeVar("S", bound=BaseSettings)
 
-TopicKind = EventType | Literal["dead_letter", "regenerate"]
+TopicKind = EventType | Literal["dead_letter", "regenerate", "results"]
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 
 
@@ -210,7 +210,7 @@ class TopicSettings(BaseSettings):
         return f"{self.prefix}.{kind}"
 
     def all_names(self) -> list[str]:
-        kinds: tuple[TopicKind, ...] = (*EVENT_TYPES, "dead_letter", "regenerate")
+        kinds: tuple[TopicKind, ...] = (*EVENT_TYPES, "dead_letter", "regenerate", "results")
         return [self.name(k) for k in kinds]
 
 

@@ -1,0 +1,226 @@
+"""The per-user u2q cache: the latest ``keep_runs`` hint-query runs of each user, newest first.
+
+The paper's nearline path writes every generated list to "a per-user key-value cache that keeps
+the latest M runs"; the online service reads a user's runs back in one command. Writers race
+(replays, retries, several workers after a rebalance), so a write is a compare-and-set on the
+run's ``session_version``: it lands only if it is newer than the newest stored run.
+
+Layout: ONE Redis list per user at ``<prefix>u2q:<user_id>``, newest run first, each element an
+orjson object whose first member is the session version::
+
+    {"v":42,"q":["query 1","query 2"],"m":"model-7","e":1700000000000,"g":1700000000123,"r":"drift"}
+
+Why a list of Python-encoded elements and not one JSON document rewritten by Lua with cjson:
+the script never parses JSON. It reads the head element (``LINDEX 0``), pulls the digits after
+``{"v":`` and compares them with the new version as decimal strings (length, then bytes), so
+versions of any size compare exactly; then ``LPUSH``, ``LTRIM`` to ``keep_runs`` and
+``EXPIRE``, atomically. cjson would turn an empty ``q`` array into ``{}`` and large integers
+into floats; here every byte of a run is written and read by orjson on the Python side. A read
+is still one command (``LRANGE``, or ``LINDEX 0`` for the latest), and the key expires as a
+whole ``ttl_s`` after the last accepted write (a stale write changes nothing, TTL included).
+
+A head the script cannot read (a value of another type, or an element without the version
+prefix) is replaced by the new run rather than blocking that user's writes until the key
+expires; the write still reports ``written`` and a warning is logged. A stale or replayed write
+(same version) is a no-op, which makes retrying a whole micro-batch after an error safe.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError, RedisError
+
+from aigq.logging import get_logger
+from cache.errors import CacheError, CorruptEntryError
+
+log = get_logger(__name__)
+
+_MAX_INT = 2**63 - 1  # what orjson (and every JSON reader downstream) round-trips exactly
+
+# KEYS[1] the user's list; ARGV: new session version (decimal), encoded run, keep_runs, ttl_s.
+# Returns 0 stale, 1 written, 2 written over a head it could not read (now replaced).
+_WRITE_LUA = """
+local head = redis.pcall('LINDEX', KEYS[1], 0)
+local healed = 0
+if type(head) == 'table' and head.err then
+  redis.call('DEL', KEYS[1])
+  healed = 1
+elseif head then
+  local stored = string.match(head, '^{"v":(%d+),')
+  if stored == nil then
+    redis.call('DEL', KEYS[1])
+    healed = 1
+  else
+    local new = ARGV[1]
+    if #new < #stored or (#new == #stored and new <= stored) then
+      return 0
+    end
+  end
+end
+redis.call('LPUSH', KEYS[1], ARGV[2])
+redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[3]) - 1)
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
+return 1 + healed
+"""
+
+
+class WriteResult(enum.StrEnum):
+    """What :meth:`U2QStore.write` did."""
+
+    WRITTEN = "written"
+    STALE = "stale"  # an equal or newer session version is already stored: nothing changed
+
+
+def _check_int(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_INT:
+        raise ValueError(f"{name} must be an int in 0..2**63-1, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class U2QRun:
+    """One generated hint-query list of one user."""
+
+    queries: tuple[str, ...]  # ordered, most likely first
+    model_version: str
+    session_version: int  # the user's session version the run was generated for
+    event_ts: int  # event time (UTC ms) of the behaviour that triggered it
+    generated_ts: int  # wall time (UTC ms) the list was generated
+    reason: str = ""  # trigger reason (cold_start, drift, ...)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.queries, str) or not all(isinstance(q, str) for q in self.queries):
+            raise ValueError(f"queries must be a sequence of str, got {self.queries!r}")
+        object.__setattr__(self, "queries", tuple(self.queries))
+        if not isinstance(self.model_version, str) or not isinstance(self.reason, str):
+            raise ValueError("model_version and reason must be str")
+        for name in ("session_version", "event_ts", "generated_ts"):
+            _check_int(name, getattr(self, name))
+
+
+def encode_run(run: U2QRun) -> bytes:
+    """The stored form of a run; ``"v"`` must stay first, the write script matches on it."""
+    return orjson.dumps(
+        {
+            "v": run.session_version,
+            "q": run.queries,
+            "m": run.model_version,
+            "e": run.event_ts,
+            "g": run.generated_ts,
+            "r": run.reason,
+        }
+    )
+
+
+def decode_run(raw: bytes | str) -> U2QRun:
+    """A stored element back into a run; raise CorruptEntryError if it is not one."""
+    try:
+        obj = orjson.loads(raw)
+        if not isinstance(obj, dict) or not isinstance(obj.get("q"), list):
+            raise ValueError("not a u2q run object")
+        return U2QRun(
+            queries=tuple(obj["q"]),
+            model_version=obj["m"],
+            session_version=obj["v"],
+            event_ts=obj["e"],
+            generated_ts=obj["g"],
+            reason=obj.get("r", ""),
+        )
+    except (orjson.JSONDecodeError, KeyError, ValueError) as exc:
+        raise CorruptEntryError(f"undecodable u2q run {raw[:200]!r}: {exc}") from exc
+
+
+class U2QStore:
+    """Compare-and-set writes and one-command reads of the per-user u2q lists."""
+
+    def __init__(
+        self, redis: Redis, prefix: str = "aigq:", keep_runs: int = 3, ttl_s: int = 7 * 86_400
+    ) -> None:
+        if keep_runs < 1:
+            raise ValueError(f"keep_runs must be >= 1, got {keep_runs}")
+        if ttl_s < 1:
+            raise ValueError(f"ttl_s must be >= 1, got {ttl_s}")
+        self._redis = redis
+        self._prefix = prefix
+        self._keep_runs = keep_runs
+        self._ttl_s = ttl_s
+        self._script = redis.register_script(_WRITE_LUA)
+
+    def key(self, user_id: str) -> str:
+        if not user_id:
+            raise ValueError("user_id must be non-empty")
+        return f"{self._prefix}u2q:{user_id}"
+
+    def _args(self, run: U2QRun) -> list[Any]:
+        return [str(run.session_version), encode_run(run), self._keep_runs, self._ttl_s]
+
+    async def write(self, user_id: str, run: U2QRun) -> WriteResult:
+        """Store ``run`` unless the newest stored run has an equal or newer session version."""
+        key = self.key(user_id)
+        try:
+            reply = await self._script(keys=[key], args=self._args(run))
+        except (RedisError, OSError) as exc:  # OSError covers TimeoutError and ConnectionError
+            raise CacheError(f"u2q write of {key!r} failed: {exc}") from exc
+        return self._result(key, reply)
+
+    async def write_many(self, items: Sequence[tuple[str, U2QRun]]) -> list[WriteResult]:
+        """:meth:`write` for a micro-batch in one pipeline round trip; results in input order.
+
+        Two runs of one user in a batch end like two writes: the higher version is stored.
+        If Redis refuses some writes the others are kept and CacheError is raised; retrying
+        the whole batch is safe because an applied write replays as ``stale``.
+        """
+        batch = [(self.key(user_id), self._args(run)) for user_id, run in items]
+        if not batch:
+            return []
+        try:
+            replies = await self._pipeline(batch)
+            missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+            if missing:  # a fresh or flushed server: load once, redo only what did not run
+                await self._redis.script_load(_WRITE_LUA)
+                redone = await self._pipeline([batch[i] for i in missing])
+                for i, reply in zip(missing, redone, strict=True):
+                    replies[i] = reply
+        except (RedisError, OSError) as exc:
+            raise CacheError(f"u2q write of {len(batch)} runs failed: {exc}") from exc
+        return [self._result(key, reply) for (key, _), reply in zip(batch, replies, strict=True)]
+
+    async def _pipeline(self, batch: Sequence[tuple[str, list[Any]]]) -> list[Any]:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key, args in batch:
+                pipe.evalsha(self._script.sha, 1, key, *args)
+            return list(await pipe.execute(raise_on_error=False))
+
+    def _result(self, key: str, reply: object) -> WriteResult:
+        if isinstance(reply, BaseException):
+            raise CacheError(f"u2q write of {key!r} failed: {reply}") from reply
+        if reply == 0:
+            return WriteResult.STALE
+        if reply == 2:
+            log.warning("u2q_replaced_unreadable_entry", key=key)
+        elif reply != 1:
+            raise CacheError(f"u2q write of {key!r}: unexpected script reply {reply!r}")
+        return WriteResult.WRITTEN
+
+    async def runs(self, user_id: str) -> list[U2QRun]:
+        """The stored runs, newest first; ``[]`` when the user has none."""
+        key = self.key(user_id)
+        try:
+            raw = await self._redis.lrange(key, 0, self._keep_runs - 1)
+        except (RedisError, OSError) as exc:
+            raise CacheError(f"u2q read of {key!r} failed: {exc}") from exc
+        return [decode_run(element) for element in raw]
+
+    async def latest(self, user_id: str) -> U2QRun | None:
+        """The newest stored run, or None."""
+        key = self.key(user_id)
+        try:
+            raw = await self._redis.lindex(key, 0)
+        except (RedisError, OSError) as exc:
+            raise CacheError(f"u2q read of {key!r} failed: {exc}") from exc
+        return None if raw is None else decode_run(raw)

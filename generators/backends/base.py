@@ -1,0 +1,101 @@
+"""The one async interface every generation backend has: ``generate(prompts) -> query lists``.
+
+A backend only has to say how to *complete* a batch of prompts (``n`` raw samples each);
+this base turns those samples into validated lists the same way for all of them: the ``n``
+samples of a prompt are merged in rank order (first queries of every sample, then the
+second ones, ...), then parsed, cleaned, de-duplicated and cut to ``k`` by
+:func:`generators.output.validate`. A list with no valid query comes back empty and counted
+as malformed: it is never written as garbage.
+
+Errors: :class:`BackendUnavailable` (down, timed out, 5xx: worth retrying, and the worker
+waits for the backend to come back) and :class:`BackendRejected` (the backend refused this
+input, e.g. a prompt too long: retrying the same batch cannot help).
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Self
+
+from aigq.errors import AigqError, ServiceError
+from generators.output import OutputStats, parse_queries, validate
+from generators.settings import GeneratorSettings
+
+
+class BackendUnavailable(ServiceError):
+    """The backend did not answer, timed out or failed on its side; retry later."""
+
+
+class BackendRejected(AigqError):
+    """The backend refused the input; the same input will be refused again."""
+
+
+def output_regex(k: int, max_chars: int) -> str:
+    """The list format as a regular expression, for structured (constrained) decoding:
+    1..k lines of 2..max_chars characters, none of which opens or closes a tag."""
+    return rf"([^\n<>]{{2,{max_chars}}}\n){{1,{k}}}"
+
+
+def interleave(samples: Sequence[Sequence[str]]) -> list[str]:
+    """Rank-ordered merge of several lists: every list's first, then every list's second..."""
+    merged: list[str] = []
+    for rank in range(max((len(s) for s in samples), default=0)):
+        merged.extend(s[rank] for s in samples if rank < len(s))
+    return merged
+
+
+class Backend(abc.ABC):
+    """Base of the backends; use as ``async with``. ``stats`` counts what validation did."""
+
+    name: str = "backend"
+
+    def __init__(self, settings: GeneratorSettings) -> None:
+        self.settings = settings
+        self.stats = OutputStats()
+        self.model_seconds = 0.0  # time spent inside complete(), all batches
+
+    @abc.abstractmethod
+    async def complete(self, prompts: Sequence[str]) -> list[list[str]]:
+        """``settings.n`` raw completions for each prompt, in prompt order."""
+
+    async def healthy(self) -> bool:
+        """Whether the backend can take work now (the worker polls this while paused)."""
+        return True
+
+    async def generate(self, prompts: Sequence[str]) -> list[list[str]]:
+        """One validated, ordered query list per prompt (empty when the output was garbage)."""
+        if not prompts:
+            return []
+        started = time.perf_counter()
+        samples = await self.complete(prompts)
+        self.model_seconds += time.perf_counter() - started
+        s = self.settings
+        if s.n == 1:
+            texts = [sample[0] if sample else "" for sample in samples]
+        else:
+            texts = [
+                "\n".join(
+                    interleave([parse_queries(t, k=s.k, max_chars=s.max_query_chars) for t in ts])
+                )
+                for ts in samples
+            ]
+        lists, stats = validate(texts, k=s.k, max_chars=s.max_query_chars)
+        self.stats.add(stats)
+        return lists
+
+    async def aclose(self) -> None:  # noqa: B027 (most backends hold nothing to release)
+        """Release what the backend holds (connections, an engine)."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

@@ -1,0 +1,148 @@
+"""Parsing generated text into hint queries, and keeping garbage out of the cache.
+
+The model is trained to answer with :func:`generators.prompt.format_target`'s format: clean
+queries, one per line. Sampled output drifts from it (numbered or bulleted lines, ``;;`` copied
+from the prompt, echoed special tokens, a chat end marker, repeats), so :func:`parse_queries`
+accepts those variants and keeps only what could be shown to a user: short, textual, not a
+near-duplicate of an earlier query, in the model's order (most likely first), at most ``k``.
+
+:func:`validate` parses a batch and counts what it dropped (:class:`OutputStats`). A text that
+yields no valid query at all is *malformed* and gives ``[]``: a generator writes nothing for it
+rather than garbage.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from generators.prompt import PromptError, clean_text
+
+# <search>, <1_day_ago>, <|im_end|>, </s>, <|endoftext|>: anything that looks like a token
+_SPECIAL_PIECE = re.compile(r"<\|[^|\n]{0,64}\|>|</?[A-Za-z0-9_|/-]{1,64}>")
+_SPLIT = re.compile(r"\n|\r|;;")
+# "1. foo", "2) bar", "- baz", "* qux", "• quux"; not "2.5 inch" nor "3d printer"
+_LIST_MARKER = re.compile(r"^\s*(?:\d{1,3}[.)]\s*(?!\d)|[-*•·]\s+)")
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+MIN_QUERY_CHARS = 2
+
+
+@dataclass(slots=True)
+class OutputStats:
+    """Counters over validated generations.
+
+    ``lists``: texts seen; ``queries_kept``: queries returned; ``dropped_invalid``: non-empty
+    pieces that were too short, too long or not text; ``dropped_duplicate``: near-duplicates of
+    an earlier query of the same list; ``malformed_lists``: texts that gave no query at all.
+    """
+
+    lists: int = 0
+    queries_kept: int = 0
+    dropped_invalid: int = 0
+    dropped_duplicate: int = 0
+    malformed_lists: int = 0
+
+    def add(self, other: OutputStats) -> None:
+        """Add ``other``'s counts to these, in place."""
+        self.lists += other.lists
+        self.queries_kept += other.queries_kept
+        self.dropped_invalid += other.dropped_invalid
+        self.dropped_duplicate += other.dropped_duplicate
+        self.malformed_lists += other.malformed_lists
+
+
+def _check(k: int, max_chars: int, max_words: int, near_duplicate: float) -> None:
+    if k < 1 or max_chars < MIN_QUERY_CHARS or max_words < 1:
+        raise PromptError(
+            f"need k >= 1, max_chars >= {MIN_QUERY_CHARS}, max_words >= 1; "
+            f"got k={k}, max_chars={max_chars}, max_words={max_words}"
+        )
+    if not 0.0 < near_duplicate <= 1.0:
+        raise PromptError(f"near_duplicate must be in (0, 1], got {near_duplicate}")
+
+
+def _is_near_duplicate(words: frozenset[str], kept: list[frozenset[str]], limit: float) -> bool:
+    for theirs in kept:
+        shared = len(words & theirs)
+        if shared and shared / (len(words) + len(theirs) - shared) >= limit:
+            return True
+    return False
+
+
+def _parse(
+    text: str, k: int, max_chars: int, max_words: int, near_duplicate: float, stats: OutputStats
+) -> list[str]:
+    out: list[str] = []
+    keys: set[str] = set()
+    word_sets: list[frozenset[str]] = []
+    for piece in _SPLIT.split(_SPECIAL_PIECE.sub(" ", text)):
+        if len(out) == k:
+            break
+        piece = _LIST_MARKER.sub("", piece, count=1)
+        if not piece.strip():
+            continue
+        query = clean_text(piece, max_chars=sys.maxsize).lower()  # cleaned, never cut
+        words = _WORD.findall(query)
+        if (
+            not words
+            or len(query) < MIN_QUERY_CHARS
+            or len(query) > max_chars
+            or len(query.split()) > max_words
+        ):
+            stats.dropped_invalid += 1
+            continue
+        key = " ".join(words)
+        word_set = frozenset(words)
+        if key in keys or _is_near_duplicate(word_set, word_sets, near_duplicate):
+            stats.dropped_duplicate += 1
+            continue
+        keys.add(key)
+        word_sets.append(word_set)
+        out.append(query)
+    stats.queries_kept += len(out)
+    return out
+
+
+def parse_queries(
+    text: str,
+    k: int = 10,
+    max_chars: int = 64,
+    max_words: int = 10,
+    near_duplicate: float = 0.8,
+) -> list[str]:
+    """The valid, distinct queries of one generated text, lowercase, in order, at most ``k``.
+
+    Lines are split on newlines and ``;;``; list markers (``1.``, ``2)``, ``-``) and anything
+    looking like a special token or chat marker (``<search>``, ``<|im_end|>``, ``</s>``) are
+    removed; the rest is cleaned with :func:`~generators.prompt.clean_text`. A query is dropped
+    when shorter than 2 characters, longer than ``max_chars`` characters or ``max_words`` words,
+    without a letter or digit, or a near-duplicate of an earlier kept one (same words, or word
+    Jaccard similarity >= ``near_duplicate``).
+    """
+    _check(k, max_chars, max_words, near_duplicate)
+    return _parse(text, k, max_chars, max_words, near_duplicate, OutputStats())
+
+
+def validate(
+    texts: Sequence[str],
+    k: int = 10,
+    max_chars: int = 64,
+    max_words: int = 10,
+    near_duplicate: float = 0.8,
+) -> tuple[list[list[str]], OutputStats]:
+    """Parse each generated text (see :func:`parse_queries`) and count what was dropped.
+
+    A text without a single valid query counts as malformed and gives ``[]``.
+    """
+    _check(k, max_chars, max_words, near_duplicate)
+    stats = OutputStats()
+    lists = []
+    for text in texts:
+        queries = _parse(text, k, max_chars, max_words, near_duplicate, stats)
+        stats.lists += 1
+        if not queries:
+            stats.malformed_lists += 1
+        lists.append(queries)
+    return lists, stats

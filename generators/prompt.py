@@ -1,0 +1,234 @@
+"""The prompt builder: a user's profile and recent behaviours as AIGQ-Direct's input text.
+
+Two renderings of the same information (paper, "Context engineering"):
+
+- :func:`compressed_prompt`, the one the model is trained and served on. Small-vocabulary fields
+  (behaviour index, time bucket, behaviour kind) are dedicated special tokens added to the
+  tokenizer (:data:`SPECIAL_TOKENS`, see :mod:`generators.tokens`), so
+  ``1 | 1 day ago | search | iPhone17`` becomes ``<1><1_day_ago><search> iPhone17``, and the
+  instruction is pruned to a minimum because fine-tuning teaches the task.
+- :func:`verbose_prompt`, the uncompressed form, kept only to measure the compression.
+
+Prompt safety: every piece of user-supplied text (queries, item titles, category names) goes
+through :func:`clean_text`, which removes control characters, angle brackets and the prompt's
+structural separators, and caps the length. A query can therefore never forge a special token
+(``<search>``), a chat marker (``<|im_end|>``), a new behaviour (``;;``) or a new line.
+
+:func:`format_target` is the model's output format (the trainer's labels); the parser in
+:mod:`generators.output` accepts exactly it.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Sequence
+
+from aigq.errors import AigqError
+from generators.items import ItemText, SurrogateItemText
+
+Behaviour = tuple[int, str, str, str]
+"""``(ts UTC epoch ms, kind, text, ">"-joined category path or "")``, as in
+``RegenerationRequest.recent``."""
+
+MAX_INDEX = 20
+INDEX_TOKENS: tuple[str, ...] = tuple(f"<{i}>" for i in range(1, MAX_INDEX + 1))
+TIME_TOKENS: tuple[str, ...] = (
+    "<Today>",
+    "<1_day_ago>",
+    *(f"<{d}_days_ago>" for d in range(2, 7)),
+    "<1_week_ago>",
+    "<2_weeks_ago>",
+    "<1_month_ago>",
+    "<older>",
+)
+KIND_TOKENS: tuple[str, ...] = ("<search>", "<click>", "<hint_click>")
+SPECIAL_TOKENS: tuple[str, ...] = INDEX_TOKENS + TIME_TOKENS + KIND_TOKENS
+TOKEN_WORDS: dict[str, str] = {
+    **{tok: str(i) for i, tok in enumerate(INDEX_TOKENS, start=1)},
+    **{tok: tok[1:-1].replace("_", " ").lower() for tok in TIME_TOKENS},
+    **{tok: tok[1:-1].replace("_", " ") for tok in KIND_TOKENS},
+}
+"""Each special token's plain words: its new embedding starts as their sub-words' mean."""
+
+DAY_MS = 86_400_000
+MAX_PROFILE_FEATURES = 8
+_KIND_INDEX = {"search": 0, "click": 1, "hint_click": 2}
+
+_ANGLE_AND_SEPARATORS = re.compile(r"[<>{}|]")
+_DOUBLE_SEMICOLON = re.compile(r";{2,}")
+_WHITESPACE = re.compile(r"\s+")
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")  # terminal colours: "\x1b[31m"
+
+
+class PromptError(AigqError, ValueError):
+    """A prompt cannot be built from these arguments (unknown behaviour kind, bad limits)."""
+
+
+def time_bucket(ts_ms: int, now_ms: int) -> str:
+    """The :data:`TIME_TOKENS` entry for a behaviour at ``ts_ms`` seen at ``now_ms``.
+
+    Days are whole days elapsed (floor); a behaviour in the future (clock skew) is ``<Today>``.
+    """
+    days = (now_ms - ts_ms) // DAY_MS
+    if days <= 0:
+        return "<Today>"
+    if days < 7:
+        return TIME_TOKENS[days]
+    if days < 14:
+        return "<1_week_ago>"
+    if days < 30:
+        return "<2_weeks_ago>"
+    if days < 60:
+        return "<1_month_ago>"
+    return "<older>"
+
+
+def clean_text(text: str, max_chars: int = 64) -> str:
+    """User text made safe for a prompt: one line, no special-token or separator characters.
+
+    NFKC-normalises (so a full-width less-than sign, U+FF1C, cannot smuggle a ``<``), removes
+    terminal escape sequences (``\\x1b[31m``) and every Unicode control, format or unassigned
+    character (category ``C*``: ``\\n``, ``\\x00``, bidi overrides; whitespace becomes a space),
+    turns ``<``, ``>``, ``{``, ``}``, ``|`` and runs of ``;;`` into spaces, collapses whitespace,
+    strips edge spaces and semicolons, and cuts to ``max_chars`` characters, at a word boundary
+    when one lies in the second half.
+    Letters of every script stay.
+    """
+    if max_chars < 1:
+        raise PromptError(f"max_chars must be >= 1, got {max_chars}")
+    text = _ANSI_ESCAPE.sub("", unicodedata.normalize("NFKC", text))
+    text = "".join(" " if ch.isspace() else ch for ch in text if ch.isspace() or _printable(ch))
+    text = _ANGLE_AND_SEPARATORS.sub(" ", text)
+    text = _DOUBLE_SEMICOLON.sub(" ", text)
+    # edge semicolons would merge with the ";; " that follows or precedes a behaviour
+    text = _WHITESPACE.sub(" ", text).strip(" ;")
+    if len(text) <= max_chars:
+        return text
+    head = text[:max_chars]
+    cut = head.rfind(" ")
+    if text[max_chars] != " " and cut >= max_chars // 2:
+        head = head[:cut]
+    return head.rstrip(" ;")
+
+
+def _printable(ch: str) -> bool:
+    return not unicodedata.category(ch).startswith("C")
+
+
+def _clean_category(path: str) -> str:
+    parts = (clean_text(part) for part in path.split(">"))
+    return ">".join(part for part in parts if part)
+
+
+def profile_interests(profile: Sequence[tuple[str, float]]) -> list[str]:
+    """The profile's strongest features (at most 8) as clean words or ``>``-joined categories.
+
+    ``t:<word>`` features are terms, ``c:<path>`` categories; a feature without a known prefix
+    counts as a term. Features that clean to nothing and repeats are skipped.
+    """
+    out: list[str] = []
+    for feature, _weight in sorted(profile, key=lambda fw: -fw[1]):
+        if feature.startswith("c:"):
+            text = _clean_category(feature[2:])
+        else:
+            text = clean_text(feature[2:] if feature.startswith("t:") else feature)
+        if text and text not in out:
+            out.append(text)
+            if len(out) == MAX_PROFILE_FEATURES:
+                break
+    return out
+
+
+def _rows(
+    recent: Sequence[Behaviour], now_ms: int, item_text: ItemText | None, max_behaviours: int
+) -> list[tuple[int, str, int, str]]:
+    """``(index, time token, kind index, clean text)``, newest first."""
+    if not 1 <= max_behaviours <= MAX_INDEX:
+        raise PromptError(f"max_behaviours must be in 1..{MAX_INDEX}, got {max_behaviours}")
+    surrogate: ItemText = item_text if item_text is not None else SurrogateItemText()
+    rows = []
+    newest_first = list(reversed(recent))[:max_behaviours]
+    for index, (ts, kind, text, category) in enumerate(newest_first, start=1):
+        if kind not in _KIND_INDEX:
+            raise PromptError(f"unknown behaviour kind {kind!r}, expected one of {_KIND_INDEX}")
+        raw = surrogate(text, category) if kind == "click" else text
+        rows.append((index, time_bucket(ts, now_ms), _KIND_INDEX[kind], clean_text(raw)))
+    return rows
+
+
+_VERBOSE_TEXT_CHARS = 120  # what the session keeps of a behaviour's text
+
+
+def _check_k(k: int) -> None:
+    if k < 1:
+        raise PromptError(f"k must be >= 1, got {k}")
+
+
+def compressed_prompt(
+    profile: Sequence[tuple[str, float]],
+    recent: Sequence[Behaviour],
+    now_ms: int,
+    k: int = 10,
+    item_text: ItemText | None = None,
+    max_behaviours: int = 20,
+) -> str:
+    """The model's input: ``Input: Recommend the next {k} queries. User Profile: interests: ...
+    User Behavior Sequence: {<1><Today><click> text;; <2><1_day_ago><search> text} Output:``.
+
+    ``recent`` is oldest first (as a :class:`~aigq.events.RegenerationRequest` carries it); the
+    newest behaviour gets ``<1>`` and only the newest ``max_behaviours`` are kept. Clicks are
+    rendered through ``item_text`` (default :class:`~generators.items.SurrogateItemText`).
+    """
+    _check_k(k)
+    rows = _rows(recent, now_ms, item_text, max_behaviours)
+    interests = ", ".join(profile_interests(profile)) or "none"
+    sequence = ";; ".join(
+        f"{INDEX_TOKENS[i - 1]}{time}{KIND_TOKENS[kind]} {text}".rstrip()
+        for i, time, kind, text in rows
+    )
+    return (
+        f"Input: Recommend the next {k} queries. User Profile: interests: {interests}. "
+        f"User Behavior Sequence: {{{sequence}}} Output:"
+    )
+
+
+def verbose_prompt(
+    profile: Sequence[tuple[str, float]],
+    recent: Sequence[Behaviour],
+    now_ms: int,
+    k: int = 10,
+    item_text: ItemText | None = None,
+    max_behaviours: int = 20,
+) -> str:
+    """The prompt before context engineering, to measure what it saves: a full instruction,
+    one behaviour per line as ``index | time | kind | text`` in plain words, and each clicked
+    item as it arrived (its whole text, up to 120 characters: a title or a URL) instead
+    of the item-to-text surrogate. ``item_text`` is accepted for symmetry and not used."""
+    _check_k(k)
+    if not 1 <= max_behaviours <= MAX_INDEX:
+        raise PromptError(f"max_behaviours must be in 1..{MAX_INDEX}, got {max_behaviours}")
+    interests = ", ".join(profile_interests(profile)) or "none"
+    lines = []
+    newest_first = list(reversed(recent))[:max_behaviours]
+    for index, (ts, kind, text, category) in enumerate(newest_first, start=1):
+        if kind not in _KIND_INDEX:
+            raise PromptError(f"unknown behaviour kind {kind!r}, expected one of {_KIND_INDEX}")
+        what = clean_text(text, max_chars=_VERBOSE_TEXT_CHARS)
+        when = TOKEN_WORDS[time_bucket(ts, now_ms)]
+        lines.append(f"{index} | {when} | {TOKEN_WORDS[KIND_TOKENS[_KIND_INDEX[kind]]]} | {what}")
+    sequence = "\n".join(line.rstrip() for line in lines)
+    return (
+        f"You are a search assistant. Please recommend the next {k} search queries that this "
+        f"user is most likely to search for, most likely first, one query per line, with no "
+        f"numbering and no explanation. User Profile: interests: {interests}. "
+        f"User Behavior Sequence (index, time, type, content):\n{sequence}\nOutput:"
+    )
+
+
+def format_target(queries: Sequence[str]) -> str:
+    """The model's output (the trainer's labels): clean queries, one per line, nothing else.
+
+    Queries that clean to nothing are left out, so the target never holds a blank line.
+    """
+    return "\n".join(q for q in (clean_text(q) for q in queries) if q)
