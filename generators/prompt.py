@@ -211,7 +211,7 @@ def verbose_prompt(
     interests = ", ".join(profile_interests(profile)) or "none"
     lines = []
     newest_first = list(reversed(recent))[:max_behaviours]
-    for index, (ts, kind, text, category) in enumerate(newest_first, start=1):
+    for index, (ts, kind, text, _category) in enumerate(newest_first, start=1):
         if kind not in _KIND_INDEX:
             raise PromptError(f"unknown behaviour kind {kind!r}, expected one of {_KIND_INDEX}")
         what = clean_text(text, max_chars=_VERBOSE_TEXT_CHARS)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from aigq.datasets.synthetic import SyntheticConfig, generate, leaf_query
+from aigq.datasets.synthetic import SyntheticConfig, generate
 from aigq.dev.probe import free_port, wait_until
 from training.tiny import build_tiny_model
 
@@ -77,6 +76,3 @@ def vllm_server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> I
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-
-
-__all__ = ["leaf_query", "sys"]

@@ -249,10 +249,10 @@ def test_hostile_text_cannot_forge_structure(hostile: str) -> None:
     assert len(prompt) < 1_000
 
     verbose = verbose_prompt(profile, recent, NOW)
-    assert verbose.count("\n") == len(recent)  # one row per behaviour, then "Output:"
+    assert verbose.count("\n") == len(recent) + 1  # header, one row per behaviour, "Output:"
     assert verbose.count("|") == 3 * len(recent)
     assert "<" not in verbose
-    assert ">" not in verbose.split("User Behavior Sequence:")[1]  # ">" joins profile categories
+    assert ">" not in verbose.split("User Behavior Sequence")[1]  # ">" joins profile categories
 
 
 def test_format_target_is_one_clean_query_per_line() -> None:
