@@ -25,6 +25,7 @@ from aigq.dev.stack import DevSettings, DevStack, StackState
 from aigq.errors import AigqError
 from aigq.logging import configure_logging
 from aigq.settings import KafkaSettings, RedisSettings, TopicSettings, WebSettings, load
+from generators.settings import GeneratorSettings
 from streams.replay import ReplaySettings, parse_speed
 from streams.replay_workers import ReplayJob, SourceSpec, default_workers, replay_with_workers
 from streams.settings import StreamSettings
@@ -220,6 +221,36 @@ def worker() -> None:
     ).run()
 
 
+@app.command()
+@_fails_cleanly
+def generate() -> None:
+    """Run the generator: regeneration requests in, hint-query lists into the u2q cache.
+
+    Configured by AIGQ_GENERATE_* (backend, model, batching, retries), AIGQ_KAFKA_*,
+    AIGQ_TOPICS_* and AIGQ_REDIS_*; stops on SIGTERM/SIGINT after committing what is done.
+    """
+    import asyncio
+    import signal
+
+    from generators.settings import GeneratorSettings
+    from generators.worker import GeneratorWorker
+
+    settings = load(GeneratorSettings)
+    worker = GeneratorWorker(
+        load(KafkaSettings), load(TopicSettings), load(RedisSettings), settings
+    )
+    if settings.metrics_port:
+        worker.metrics.serve(settings.metrics_port, settings.metrics_bind)
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, worker.stop)
+        await worker.run()
+
+    asyncio.run(run())
+
+
 def _instant(text: str) -> int:
     """UTC epoch ms from ``2026-01-02``, ``2026-01-02T10:00`` (UTC unless it says) or ms."""
     if text.strip().isdigit():
@@ -315,6 +346,100 @@ def bench_stream(
             if goal is not None:
                 verdict = f" (goal >= {goal}: {'met' if ratio >= goal else 'NOT met'})"
             console.print(f"sessions / {base}: [bold]{ratio:.2f}[/]{verdict}", highlight=False)
+
+
+@bench_app.command("generate")
+@_fails_cleanly
+def bench_generate(
+    model: Annotated[
+        Path | None, typer.Option(help="model folder (default: a tiny random model built here)")
+    ] = None,
+    data_dir: Annotated[Path, typer.Option(help="holds aol/")] = Path("../shared/data"),
+    requests: Annotated[int, typer.Option(min=8, help="AOL requests for compression")] = 500,
+    batched: Annotated[int, typer.Option(min=4, help="prompts for the batching test")] = 64,
+    batch_size: Annotated[int, typer.Option(min=2, help="micro-batch size")] = 32,
+    fresh: Annotated[int, typer.Option(min=1, help="requests through the worker")] = 200,
+    rate: Annotated[float, typer.Option(min=0.1, help="their rate, per second")] = 20.0,
+) -> None:
+    """Prompt compression, micro-batched vs one-at-a-time throughput, and freshness."""
+    import asyncio
+
+    from aigq.dev.probe import free_port
+    from generators import bench
+
+    tmp = bench.tmpdir()
+    aol = data_dir / "aol"
+    if not aol.exists():
+        raise typer.BadParameter(f"no AOL log at {aol}")
+    reqs = bench.aol_requests(aol, max_events=400_000, max_requests=requests)
+    console.print(f"{len(reqs)} regeneration requests from real AOL sessions")
+    label = str(model)
+    if model is None:
+        from training.tiny import build_tiny_model
+
+        model = build_tiny_model(tmp / "tiny", bench.corpus(aol, reqs))
+        label = "tiny Qwen2 (random weights; tokenizer trained on AOL text and prompts)"
+    from transformers import AutoTokenizer
+
+    comp = bench.compression(reqs, AutoTokenizer.from_pretrained(str(model)), k=10)
+    proc, url, startup = bench.serve_vllm(model, tmp / "vllm.log")
+    stack = DevStack(
+        KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}"),
+        RedisSettings(),
+        TopicSettings(prefix=f"benchgen{bench.run_id()}", partitions=4),
+        DevSettings(state_dir=tmp / "stack", start_redis=False),
+    )
+    try:
+        settings = GeneratorSettings(
+            base_url=url, batch_size=batch_size, max_tokens=64, k=10,
+            cache_prefix=f"bench:{bench.run_id()}:", group_id=f"bench-{bench.run_id()}",
+        )  # fmt: skip
+        from generators.requests import prompt_for
+
+        prompts = [prompt_for(r, 10) for r in reqs[:batched]]
+        single, many = asyncio.run(bench.batching(settings, prompts))
+        stack.up()
+        fr = asyncio.run(
+            bench.freshness(stack.kafka, stack.topics, stack.redis, settings, reqs[:fresh], rate)
+        )
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+        stack.down()
+    table = Table(title=f"aigq bench generate: vLLM server on the CPU, model: {label}")
+    table.add_column("what")
+    table.add_column("figure", justify="right")
+    table.add_row("vLLM start-up", f"{startup:.1f} s")
+    table.add_row(
+        "prompt tokens, compressed / verbose",
+        f"{comp.ratio:.3f} ({comp.compressed_tokens:,} / {comp.verbose_tokens:,} over "
+        f"{comp.prompts} prompts; median per prompt {bench.median(comp.per_prompt):.3f})",
+    )
+    table.add_row("one at a time", f"{single:.2f} requests/s")
+    table.add_row(f"micro-batched ({batch_size})", f"{many:.2f} requests/s")
+    table.add_row("batched / one at a time", f"{many / single:.2f}x")
+    f = fr.freshness_ms
+    table.add_row(
+        f"freshness, {fr.requests} requests at {rate:g}/s",
+        f"p50 {fr.pct(f, 0.5):,.0f} ms, p99 {fr.pct(f, 0.99):,.0f} ms ({len(f)} written)",
+    )
+    m = fr.model_ms
+    table.add_row(
+        "  of which model time (batch)",
+        f"p50 {fr.pct(m, 0.5):,.0f} ms, p99 {fr.pct(m, 0.99):,.0f} ms",
+    )
+    rest = [a - b for a, b in zip(f, m, strict=False)]
+    table.add_row(
+        "  freshness minus model time",
+        f"p50 {fr.pct(rest, 0.5):,.0f} ms, p99 {fr.pct(rest, 0.99):,.0f} ms",
+    )
+    console.print(table)
+    for name, value, goal, ok in (
+        ("compressed / verbose", comp.ratio, "<= 0.4", comp.ratio <= 0.4),
+        ("batched / one at a time", many / single, ">= 4", many / single >= 4),
+    ):
+        verdict = "met" if ok else "NOT met"
+        console.print(f"{name}: [bold]{value:.2f}[/] (goal {goal}: {verdict})", highlight=False)
 
 
 def main() -> None:

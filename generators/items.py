@@ -146,7 +146,8 @@ class SurrogateItemText:
 
     def __call__(self, text: str, category: str) -> str:
         leaf = category.rsplit(">", 1)[-1].strip() if category else ""
-        leaf_words = title_words(leaf)
+        # A web log's "category" is the clicked host: say it as its words ("microsoft").
+        leaf_words = url_words(leaf) if looks_like_url(leaf) else title_words(leaf)
         seen = {_key(w) for w in leaf_words}
         body = url_words(text) if looks_like_url(text) else title_words(text)
         words = list(leaf_words)

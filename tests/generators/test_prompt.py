@@ -135,8 +135,9 @@ def test_clean_text_cuts_at_word_boundary() -> None:
 def test_compressed_prompt_shape() -> None:
     prompt = compressed_prompt(PROFILE, RECENT, NOW, k=10)
     assert prompt == (
-        "Input: Recommend the next 10 queries. User Profile: interests: sports>running shoes, "
-        "shoes, running. User Behavior Sequence: {<1><Today><hint_click> trail running shoes;; "
+        # "shoes" and "running" are said by the sequence: the profile adds only what it does not
+        "Input: Recommend the next 10 queries. User Profile: interests: sports>running shoes. "
+        "User Behavior Sequence: {<1><Today><hint_click> trail running shoes;; "
         "<2><Today><click> Running Shoes Nike Pegasus 40;; <3><1_day_ago><search> iPhone17} "
         "Output:"
     )
