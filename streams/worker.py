@@ -124,10 +124,12 @@ class SessionWorker:
             topic_partitions=topics.partitions,
             topic_replication_factor=topics.replication_factor,
             broker_session_timeout=settings.session_timeout_s,
-            # Batches of up to 512 KiB per partition: a flush writes thousands of states, and a
-            # send per batch, not per record, is what makes it cheap (see _seal for the local
-            # broker's end-offset quirk).
-            producer_max_batch_size=512 * 1024,
+            # One record per batch. Batches of 512 KiB made flushes much cheaper (stream bench
+            # 0.82 / 2.92), with _seal covering the local broker's end-offset quirk, but a
+            # restart test then failed once in three runs in a way that may be a lost state;
+            # until that is understood the worker keeps single-record batches (the seal is then
+            # redundant and cheap).
+            producer_max_batch_size=16,
             producer_max_request_size=4 * 1024 * 1024,
             consumer_auto_offset_reset="earliest",
             table_standby_replicas=0,
@@ -161,6 +163,7 @@ class SessionWorker:
         self.ready = False
         self._stream: Any = None
         self._flush_lock = asyncio.Lock()
+        self._unsealed: dict[int, bytes] = {}  # changelog partition -> its last key, unsealed
         self._flush_now: asyncio.Future[None] | None = None
         self._reported: Counter[str] = Counter()
         self._applied: dict[TP, int] = {}  # next offset to read, per source partition
@@ -222,7 +225,17 @@ class SessionWorker:
             return view.bytes(self.metrics.exposition(), content_type="text/plain; version=0.0.4")
 
     async def flush(self) -> None:
-        """Write what the processor holds, wait for the broker, then ack (see the module doc)."""
+        """Write what the processor holds, wait for the broker, then ack (see the module doc).
+
+        Shielded: a flush cancelled half-way (the timer task, at shutdown) would leave
+        changelog batches unsealed and events unacked; it runs to its end instead, and the
+        next flush (at a revoke) waits for it on the lock.
+        """
+        await asyncio.shield(self._flush())
+        if self.on_flushed is not None:
+            self.on_flushed(self)
+
+    async def _flush(self) -> None:
         async with self._flush_lock:
             started = time.perf_counter()
             drained = self.processor.drain()
@@ -249,34 +262,38 @@ class SessionWorker:
                 futures.append(await producer.send(dead, None, letter, None, None, None))
             if futures:
                 written = await asyncio.gather(*futures)
-                await self._seal(changelog, keys, written[: len(keys)])
+                for key, metadata in zip(keys, written[: len(keys)], strict=True):
+                    self._unsealed[metadata.partition] = key
+            if self._unsealed:
+                await self._seal(changelog)
             if events:
                 ack = self._stream.ack
                 for event in events:
                     await ack(event)
                 self.flushed += len(events)
             self._report(len(events), len(drained.states), time.perf_counter() - started)
-        if self.on_flushed is not None:
-            self.on_flushed(self)
 
-    async def _seal(self, changelog: str, keys: list[bytes], written: list[Any]) -> None:
+    async def _seal(self, changelog: str) -> None:
         """End each changelog partition this flush wrote with a batch of one record.
 
         The states above go out in batches (a send each is most of a flush's cost). The local
         broker reports a partition's end offset as the start of its last batch + 1, which would
         cut a recovering table short of that batch; re-writing each partition's last state as a
         batch of its own (the flush lock keeps anything else out of it) makes that end offset
-        exact. The repeat is the same value under the same key: recovery is unchanged.
+        exact. The repeat is the same value under the same key: recovery is unchanged. A
+        partition stays in ``_unsealed`` until its seal is acknowledged, so a flush that did
+        not get that far is sealed by the next one.
         """
-        last: dict[int, bytes] = {}
-        for key, metadata in zip(keys, written, strict=True):
-            last[metadata.partition] = key
         store, producer = self.table.data, self.app.producer
+        sealing = dict(self._unsealed)
         futures = [
             await producer.send(changelog, key, store[key], partition, None, None)
-            for partition, key in last.items()
+            for partition, key in sealing.items()
         ]
         await asyncio.gather(*futures)
+        for partition, key in sealing.items():
+            if self._unsealed.get(partition) == key:
+                del self._unsealed[partition]
 
     def _report(self, events: int, states: int, seconds: float) -> None:
         m = self.metrics

@@ -124,7 +124,11 @@ async def test_worker_writes_newest_runs_logs_results_and_dead_letters(
 
     for user in users:
         runs = await store.runs(user)
-        assert [r.session_version for r in runs] == [3]  # v2 and the replay changed nothing
+        versions = [r.session_version for r in runs]
+        # v3 is on top. The replay of v3 changed nothing. v2 may sit below it: its batch can
+        # finish before v3's (two in flight) and then counts as history, never on top.
+        assert versions[0] == 3 and versions == sorted(set(versions), reverse=True)
+        assert versions in ([3], [3, 2]) if user == "user-0" else versions == [3]
         assert runs[0].model_version == "aigq-direct" and 0 < len(runs[0].queries) <= 5
         assert runs[0].event_ts == T0 and runs[0].generated_ts >= T0
     results = [orjson.loads(r.value) for r in read_topics([topics.name("results")], 6)]
