@@ -366,6 +366,7 @@ def bench_generate(
 
     from aigq.dev.probe import free_port
     from generators import bench
+    from generators.vllm_server import start_vllm_server, stop_vllm_server
 
     tmp = bench.tmpdir()
     aol = data_dir / "aol"
@@ -382,7 +383,7 @@ def bench_generate(
     from transformers import AutoTokenizer
 
     comp = bench.compression(reqs, AutoTokenizer.from_pretrained(str(model)), k=10)
-    proc, url, startup = bench.serve_vllm(model, tmp / "vllm.log")
+    proc, url, startup = start_vllm_server(model, tmp / "vllm.log")
     stack = DevStack(
         KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}"),
         RedisSettings(),
@@ -403,8 +404,7 @@ def bench_generate(
             bench.freshness(stack.kafka, stack.topics, stack.redis, settings, reqs[:fresh], rate)
         )
     finally:
-        proc.terminate()
-        proc.wait(timeout=60)
+        stop_vllm_server(proc)
         stack.down()
     table = Table(title=f"aigq bench generate: vLLM server on the CPU, model: {label}")
     table.add_column("what")

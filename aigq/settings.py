@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import ssl
 from pathlib import Path
 from typing import Any, Literal, Self, TypeVar
 from urllib.parse import urlsplit
@@ -149,6 +150,35 @@ class KafkaSettings(BaseSettings):
                 config[name] = str(path)
         if self.ssl_password is not None:
             config["ssl_password"] = self.ssl_password.get_secret_value()
+        return config
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context of SSL / SASL_SSL (None otherwise), for the asyncio clients."""
+        if self.security_protocol not in ("SSL", "SASL_SSL"):
+            return None
+        context = ssl.create_default_context(
+            cafile=str(self.ssl_cafile) if self.ssl_cafile else None
+        )
+        if self.ssl_certfile and self.ssl_keyfile:
+            password = self.ssl_password.get_secret_value() if self.ssl_password else None
+            context.load_cert_chain(str(self.ssl_certfile), str(self.ssl_keyfile), password)
+        return context
+
+    def aiokafka_config(self) -> dict[str, Any]:
+        """Keyword arguments for aiokafka's producer and consumer."""
+        config: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "client_id": self.client_id,
+            "security_protocol": self.security_protocol,
+            "request_timeout_ms": self.request_timeout_ms,
+            "ssl_context": self.ssl_context(),
+        }
+        if self.sasl_mechanism:
+            config["sasl_mechanism"] = self.sasl_mechanism
+            config["sasl_plain_username"] = self.sasl_username
+            config["sasl_plain_password"] = (
+                self.sasl_password.get_secret_value() if self.sasl_password else None
+            )
         return config
 
 

@@ -10,19 +10,16 @@
    event times of "now", and writes the u2q cache; the results topic gives, per request,
    event time → cache write, and the backend time of its batch, reported separately.
 
-The backend is a vLLM server on the CPU (``.venv-vllm``) serving the model folder given, or
-a tiny random-weight model built here when none is; the figures say which.
+The backend is a vLLM server on the CPU (:mod:`generators.vllm_server`) serving the model
+folder given, or a tiny random-weight model built here when none is; the figures say which.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import statistics
-import subprocess
 import tempfile
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +31,6 @@ import orjson
 from aigq.codec import encode
 from aigq.datasets import Malformed
 from aigq.datasets.aol import iter_aol
-from aigq.dev.probe import free_port, wait_until
 from aigq.events import RegenerationRequest
 from aigq.settings import KafkaSettings, RedisSettings, TopicSettings
 from generators.backends import open_backend
@@ -131,7 +127,7 @@ async def freshness(
 
     worker = GeneratorWorker(kafka, topics, redis, settings)
     task = asyncio.create_task(worker.run())
-    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap_servers, enable_idempotence=False)
+    producer = AIOKafkaProducer(**kafka.aiokafka_config(), enable_idempotence=False)
     await producer.start()
     try:
         await asyncio.sleep(3)  # the group join
@@ -149,9 +145,8 @@ async def freshness(
         await task
         await producer.stop()
     consumer = AIOKafkaConsumer(
-        topics.name("results"), bootstrap_servers=kafka.bootstrap_servers,
-        auto_offset_reset="earliest", group_id=None,
-    )  # fmt: skip
+        topics.name("results"), **kafka.aiokafka_config(), auto_offset_reset="earliest"
+    )
     await consumer.start()
     fresh_ms: list[float] = []
     model_ms: list[float] = []
@@ -168,44 +163,6 @@ async def freshness(
     finally:
         await consumer.stop()
     return Freshness(len(requests), fresh_ms, model_ms)
-
-
-def vllm_python() -> Path:
-    configured = os.environ.get("AIGQ_VLLM_PYTHON")
-    path = Path(configured) if configured else Path(".venv-vllm/bin/python")
-    if not path.exists():
-        raise SystemExit(f"no vLLM environment at {path}: run AIGQ_VLLM=cpu scripts/bootstrap.sh")
-    return path
-
-
-def serve_vllm(model: Path, log: Path) -> tuple[subprocess.Popen[bytes], str, float]:
-    """A vLLM OpenAI server on the CPU for ``model``: the process, its URL, its start-up time."""
-    port = free_port()
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
-    argv = [
-        str(vllm_python()), "-m", "vllm.entrypoints.openai.api_server",
-        "--model", str(model), "--served-model-name", "aigq-direct",
-        "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32",
-        "--max-model-len", "2048", "--seed", "0",
-    ]  # fmt: skip
-    started = time.monotonic()
-    with log.open("wb") as out:
-        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=out)
-    url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        if proc.poll() is not None:
-            return True
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=1) as r:
-                return bool(r.status == 200)
-        except OSError:
-            return False
-
-    wait_until(up, timeout_s=300, every_s=0.5)
-    if proc.poll() is not None:
-        raise SystemExit(f"vLLM did not start:\n{log.read_text()[-3000:]}")
-    return proc, url, time.monotonic() - started
 
 
 def corpus(

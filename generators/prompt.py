@@ -144,19 +144,25 @@ def profile_interests(profile: Sequence[tuple[str, float]]) -> list[str]:
 
 
 def _rows(
-    recent: Sequence[Behaviour], now_ms: int, item_text: ItemText | None, max_behaviours: int
+    recent: Sequence[Behaviour],
+    now_ms: int,
+    item_text: ItemText | None,
+    max_behaviours: int,
+    as_they_came: bool = False,
 ) -> list[tuple[int, str, int, str]]:
-    """``(index, time token, kind index, clean text)``, newest first."""
+    """``(index, time token, kind index, clean text)``, newest first. ``as_they_came``: clicked
+    items keep their own text (up to 120 characters) instead of the item-to-text surrogate."""
     if not 1 <= max_behaviours <= MAX_INDEX:
         raise PromptError(f"max_behaviours must be in 1..{MAX_INDEX}, got {max_behaviours}")
     surrogate: ItemText = item_text if item_text is not None else SurrogateItemText()
+    chars = _VERBOSE_TEXT_CHARS if as_they_came else 64
     rows = []
     newest_first = list(reversed(recent))[:max_behaviours]
     for index, (ts, kind, text, category) in enumerate(newest_first, start=1):
         if kind not in _KIND_INDEX:
             raise PromptError(f"unknown behaviour kind {kind!r}, expected one of {_KIND_INDEX}")
-        raw = surrogate(text, category) if kind == "click" else text
-        rows.append((index, time_bucket(ts, now_ms), _KIND_INDEX[kind], clean_text(raw)))
+        raw = surrogate(text, category) if kind == "click" and not as_they_came else text
+        rows.append((index, time_bucket(ts, now_ms), _KIND_INDEX[kind], clean_text(raw, chars)))
     return rows
 
 
@@ -212,18 +218,12 @@ def verbose_prompt(
     item as it arrived (its whole text, up to 120 characters: a title or a URL) instead
     of the item-to-text surrogate. ``item_text`` is accepted for symmetry and not used."""
     _check_k(k)
-    if not 1 <= max_behaviours <= MAX_INDEX:
-        raise PromptError(f"max_behaviours must be in 1..{MAX_INDEX}, got {max_behaviours}")
+    rows = _rows(recent, now_ms, None, max_behaviours, as_they_came=True)
     interests = ", ".join(profile_interests(profile)) or "none"
-    lines = []
-    newest_first = list(reversed(recent))[:max_behaviours]
-    for index, (ts, kind, text, _category) in enumerate(newest_first, start=1):
-        if kind not in _KIND_INDEX:
-            raise PromptError(f"unknown behaviour kind {kind!r}, expected one of {_KIND_INDEX}")
-        what = clean_text(text, max_chars=_VERBOSE_TEXT_CHARS)
-        when = TOKEN_WORDS[time_bucket(ts, now_ms)]
-        lines.append(f"{index} | {when} | {TOKEN_WORDS[KIND_TOKENS[_KIND_INDEX[kind]]]} | {what}")
-    sequence = "\n".join(line.rstrip() for line in lines)
+    sequence = "\n".join(
+        f"{i} | {TOKEN_WORDS[time]} | {TOKEN_WORDS[KIND_TOKENS[kind]]} | {text}".rstrip()
+        for i, time, kind, text in rows
+    )
     return (
         f"You are a search assistant. Please recommend the next {k} search queries that this "
         f"user is most likely to search for, most likely first, one query per line, with no "

@@ -26,7 +26,7 @@ import functools
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -90,13 +90,15 @@ class GeneratorWorker:
         s = self.settings
         consumer = AIOKafkaConsumer(
             self.topics.name("regenerate"),
-            **self._aiokafka(),
+            **self.kafka.aiokafka_config(),
             group_id=s.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=s.batch_size,
         )
-        producer = AIOKafkaProducer(**self._aiokafka(), enable_idempotence=False, linger_ms=5)
+        producer = AIOKafkaProducer(
+            **self.kafka.aiokafka_config(), enable_idempotence=False, linger_ms=5
+        )
         redis = open_redis(self.redis_settings)
         store = U2QStore(redis, prefix=s.cache_prefix, keep_runs=s.keep_runs, ttl_s=s.ttl_s)
         try:
@@ -154,8 +156,6 @@ class GeneratorWorker:
                 records.extend((m.topic, m.partition, m.offset, m.value) for m in batch)
             left = deadline - time.monotonic()
             if not records or left <= 0 or self.stopping.is_set():
-                if not records:
-                    deadline = time.monotonic() + s.batch_wait_ms / 1000
                 break
             timeout_ms = max(int(left * 1000), 0)
         return records
@@ -270,22 +270,6 @@ class GeneratorWorker:
                 self.paused = False
                 self._m.paused.set(0)
             return result
-
-    def _aiokafka(self) -> dict[str, Any]:
-        k = self.kafka
-        options: dict[str, Any] = {
-            "bootstrap_servers": k.bootstrap_servers,
-            "client_id": k.client_id,
-            "security_protocol": k.security_protocol,
-            "request_timeout_ms": k.request_timeout_ms,
-        }
-        if k.sasl_mechanism:
-            options["sasl_mechanism"] = k.sasl_mechanism
-            options["sasl_plain_username"] = k.sasl_username
-            options["sasl_plain_password"] = (
-                k.sasl_password.get_secret_value() if k.sasl_password else None
-            )
-        return options
 
 
 class _WorkerMetrics:

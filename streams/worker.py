@@ -25,7 +25,6 @@ import asyncio
 import gc
 import os
 import signal
-import ssl
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -52,14 +51,7 @@ def faust_broker_options(kafka: KafkaSettings) -> dict[str, Any]:
         "broker": ";".join(f"kafka://{host}:{port}" for host, port in kafka.servers),
         "broker_request_timeout": kafka.request_timeout_ms / 1000,
     }
-    context: ssl.SSLContext | None = None
-    if kafka.security_protocol in ("SSL", "SASL_SSL"):
-        context = ssl.create_default_context(
-            cafile=str(kafka.ssl_cafile) if kafka.ssl_cafile else None
-        )
-        if kafka.ssl_certfile and kafka.ssl_keyfile:
-            password = kafka.ssl_password.get_secret_value() if kafka.ssl_password else None
-            context.load_cert_chain(str(kafka.ssl_certfile), str(kafka.ssl_keyfile), password)
+    context = kafka.ssl_context()
     if kafka.security_protocol.startswith("SASL_"):
         assert kafka.sasl_mechanism and kafka.sasl_username and kafka.sasl_password
         options["broker_credentials"] = faust.SASLCredentials(
