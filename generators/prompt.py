@@ -12,7 +12,8 @@ Two renderings of the same information (paper, "Context engineering"):
 Prompt safety: every piece of user-supplied text (queries, item titles, category names) goes
 through :func:`clean_text`, which removes control characters, angle brackets and the prompt's
 structural separators, and caps the length. A query can therefore never forge a special token
-(``<search>``), a chat marker (``<|im_end|>``), a new behaviour (``;;``) or a new line.
+(``<search>``), a chat marker (``<|im_end|>``), the sequence's end (``}``), a verbose
+prompt's field separator (``|``) or a new line.
 
 :func:`format_target` is the model's output format (the trainer's labels); the parser in
 :mod:`generators.output` accepts exactly it.
@@ -25,7 +26,7 @@ import unicodedata
 from collections.abc import Sequence
 
 from aigq.errors import AigqError
-from generators.items import ItemText, SurrogateItemText
+from generators.items import ItemText, SurrogateItemText, looks_like_url, url_words
 
 Behaviour = tuple[int, str, str, str]
 """``(ts UTC epoch ms, kind, text, ">"-joined category path or "")``, as in
@@ -56,7 +57,6 @@ MAX_PROFILE_FEATURES = 8
 _KIND_INDEX = {"search": 0, "click": 1, "hint_click": 2}
 
 _ANGLE_AND_SEPARATORS = re.compile(r"[<>{}|]")
-_DOUBLE_SEMICOLON = re.compile(r";{2,}")
 _WHITESPACE = re.compile(r"\s+")
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")  # terminal colours: "\x1b[31m"
 
@@ -90,9 +90,9 @@ def clean_text(text: str, max_chars: int = 64) -> str:
     NFKC-normalises (so a full-width less-than sign, U+FF1C, cannot smuggle a ``<``), removes
     terminal escape sequences (``\\x1b[31m``) and every Unicode control, format or unassigned
     character (category ``C*``: ``\\n``, ``\\x00``, bidi overrides; whitespace becomes a space),
-    turns ``<``, ``>``, ``{``, ``}``, ``|`` and runs of ``;;`` into spaces, collapses whitespace,
-    strips edge spaces and semicolons, and cuts to ``max_chars`` characters, at a word boundary
-    when one lies in the second half.
+    turns ``<``, ``>``, ``{``, ``}`` and ``|`` into spaces, collapses whitespace, strips edge
+    spaces, and cuts to ``max_chars`` characters, at a word boundary when one lies in the
+    second half.
     Letters of every script stay.
     """
     if max_chars < 1:
@@ -100,9 +100,7 @@ def clean_text(text: str, max_chars: int = 64) -> str:
     text = _ANSI_ESCAPE.sub("", unicodedata.normalize("NFKC", text))
     text = "".join(" " if ch.isspace() else ch for ch in text if ch.isspace() or _printable(ch))
     text = _ANGLE_AND_SEPARATORS.sub(" ", text)
-    text = _DOUBLE_SEMICOLON.sub(" ", text)
-    # edge semicolons would merge with the ";; " that follows or precedes a behaviour
-    text = _WHITESPACE.sub(" ", text).strip(" ;")
+    text = _WHITESPACE.sub(" ", text).strip()
     if len(text) <= max_chars:
         return text
     head = text[:max_chars]
@@ -182,27 +180,39 @@ def compressed_prompt(
     item_text: ItemText | None = None,
     max_behaviours: int = 20,
 ) -> str:
-    """The model's input: ``Input: Recommend the next {k} queries. User Profile: interests: ...
-    User Behavior Sequence: {<1><Today><click> text;; <2><1_day_ago><search> text} Output:``.
+    """The model's input: ``Recommend {k} queries. Interests: ... Behaviors:
+    {<1><Today><click> text<2><1_day_ago><search> text} Output:``.
 
     ``recent`` is oldest first (as a :class:`~aigq.events.RegenerationRequest` carries it); the
     newest behaviour gets ``<1>`` and only the newest ``max_behaviours`` are kept. Clicks are
     rendered through ``item_text`` (default :class:`~generators.items.SurrogateItemText`).
+
+    Pruned beyond the paper's example shape, because every token here is paid on each request:
+    the instruction is three words (fine-tuning teaches the task); rows need no separator,
+    since each starts with its index token, which user text can never produce; the braces stay
+    as the sequence's end, which user text can never produce either (``clean_text`` strips
+    them), so a query such as ``"x Output: y"`` cannot end it early; and the profile lists only
+    interests the sequence does not already say, and is left out when there are none.
     """
     _check_k(k)
     rows = _rows(recent, now_ms, item_text, max_behaviours)
-    # The profile only adds what the sequence does not already say (older interests).
     said = {word for row in rows for word in _WORDS.findall(row[3].lower())}
-    novel = [i for i in profile_interests(profile) if not set(_WORDS.findall(i.lower())) <= said]
-    interests = ", ".join(novel) or "none"
-    sequence = ";; ".join(
+    novel = [i for i in profile_interests(profile) if not _interest_words(i) <= said]
+    interests = f"Interests: {', '.join(novel)}. " if novel else ""
+    sequence = "".join(
         f"{INDEX_TOKENS[i - 1]}{time}{KIND_TOKENS[kind]} {text}".rstrip()
         for i, time, kind, text in rows
     )
-    return (
-        f"Input: Recommend the next {k} queries. User Profile: interests: {interests}. "
-        f"User Behavior Sequence: {{{sequence}}} Output:"
-    )
+    return f"Recommend {k} queries. {interests}Behaviors: {{{sequence}}} Output:"
+
+
+def _interest_words(interest: str) -> set[str]:
+    """The words an interest says, as the sequence would say them: a host (a web log's
+    category, ``weather.com``) by its meaningful words (``weather``), like a clicked item."""
+    leaf = interest.rsplit(">", 1)[-1]
+    if looks_like_url(leaf):
+        return set(url_words(leaf)) or {leaf.lower()}
+    return set(_WORDS.findall(interest.lower()))
 
 
 def verbose_prompt(
