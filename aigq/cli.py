@@ -251,6 +251,32 @@ def generate() -> None:
     asyncio.run(run())
 
 
+@app.command()
+@_fails_cleanly
+def serve(
+    bind: Annotated[
+        str | None, typer.Option(help="address to listen on (default AIGQ_SERVE_BIND, loopback)")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="default AIGQ_SERVE_PORT (8080)")] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="uvicorn workers (default AIGQ_SERVE_WORKERS, 1)")
+    ] = None,
+) -> None:
+    """Run the read API: GET /v1/hints/{user_id}?k=10, /healthz, /readyz, /metrics, /docs.
+
+    Configured by AIGQ_SERVE_* (bind, port, workers, API keys), AIGQ_HINTS_* (composition,
+    timeouts) and AIGQ_REDIS_*; stops on SIGTERM/SIGINT.
+    """
+    from cache.api import run_server
+    from cache.settings import HintSettings, ServeSettings
+
+    given = {"bind": bind, "port": port, "workers": workers}
+    settings = load(ServeSettings, **{k: v for k, v in given.items() if v is not None})
+    load(HintSettings)  # each worker reads these again; a bad value fails here, once
+    load(RedisSettings)
+    run_server(settings)
+
+
 def _instant(text: str) -> int:
     """UTC epoch ms from ``2026-01-02``, ``2026-01-02T10:00`` (UTC unless it says) or ms."""
     if text.strip().isdigit():
@@ -440,6 +466,66 @@ def bench_generate(
     ):
         verdict = "met" if ok else "NOT met"
         console.print(f"{name}: [bold]{value:.2f}[/] (goal {goal}: {verdict})", highlight=False)
+
+
+@bench_app.command("serve")
+@_fails_cleanly
+def bench_serve(
+    users: Annotated[int, typer.Option(min=1_000, help="users with entries in Redis")] = 100_000,
+    rate: Annotated[float, typer.Option(min=1, help="fixed request rate, per second")] = 2_000.0,
+    duration: Annotated[float, typer.Option(min=1, help="seconds measured per phase")] = 10.0,
+    warmup: Annotated[float, typer.Option(min=0, help="seconds before measuring")] = 2.0,
+    connections: Annotated[int, typer.Option(min=1, help="client concurrency")] = 32,
+    workers: Annotated[int, typer.Option(min=1, help="uvicorn workers")] = 1,
+) -> None:
+    """The read API at a fixed rate and flat out, against raw Redis GETs, side by side."""
+    import os
+
+    from cache.bench import BenchConfig, run_bench
+
+    config = BenchConfig(users, rate, duration, warmup, connections, workers)
+    load_avg = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    console.print(f"{os.cpu_count()} cores, load average {load_avg}", highlight=False)
+    report = run_bench(
+        load(RedisSettings), config, lambda line: console.print(line, highlight=False)
+    )
+    table = Table(
+        title=f"aigq bench serve: {users:,} users, {connections} connections, "
+        f"{workers} uvicorn worker(s), {duration:g} s per phase"
+    )
+    columns = ("phase", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "non-200", "CPU s gen/API/redis")
+    for name in columns:
+        table.add_column(name, justify="left" if name == "phase" else "right")
+    labels = {
+        "ceiling": "generator ceiling (canned server)",
+        "api_rate": f"API at {rate:,.0f} req/s",
+        "api_max": "API flat out",
+        "redis_get": "raw Redis GET (redis.asyncio)",
+    }
+    for name, phase in report.phases.items():
+        r = phase.result
+        bad = sum(v for k, v in r["statuses"].items() if k != "200") + r["errors"]
+        table.add_row(
+            labels[name], f"{r['rate']:,.0f}", f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}",
+            f"{r['p999_ms']:.2f}", f"{bad:,}",
+            f"{r['cpu_s']:.1f} / {phase.server_cpu_s:.1f} / {phase.redis_cpu_s:.1f}",
+        )  # fmt: skip
+    console.print(table)
+    sources = sorted({h["source"] for h in report.sample["hints"]})
+    console.print(
+        f"sample response: {len(report.sample['hints'])} hints from {', '.join(sources)}; "
+        f"u2q age {report.sample['u2q']['age_ms']:,} ms; data loaded in {report.load_s:.1f} s",
+        highlight=False,
+    )
+    at_rate = report.phases["api_rate"].result
+    checks = (
+        (f"p99 at {rate:,.0f} req/s", f"{at_rate['p99_ms']:.2f} ms", "<= 5 ms",
+         at_rate["p99_ms"] <= 5.0 and at_rate["rate"] >= 0.98 * rate),
+        ("API / raw GET throughput", f"{report.ratio():.2f}", ">= 0.5", report.ratio() >= 0.5),
+    )  # fmt: skip
+    for name, value, goal, ok in checks:
+        verdict = "met" if ok else "NOT met"
+        console.print(f"{name}: [bold]{value}[/] (goal {goal}: {verdict})", highlight=False)
 
 
 def main() -> None:

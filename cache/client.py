@@ -5,23 +5,41 @@ from __future__ import annotations
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from aigq.errors import ServiceError
 from aigq.settings import RedisSettings
 
 
-def open_redis(settings: RedisSettings) -> Redis:
-    """A pooled ``redis.asyncio`` client; use it as ``async with`` or call ``aclose()``."""
+def open_redis(
+    settings: RedisSettings,
+    *,
+    timeout_s: float | None = None,
+    retries: int | None = None,
+    max_connections: int | None = None,
+) -> Redis:
+    """A pooled ``redis.asyncio`` client; use it as ``async with`` or call ``aclose()``.
+
+    ``timeout_s`` replaces ``settings.socket_timeout_s`` (connect and read); ``retries``
+    replaces redis-py's default of 10 jittered retries per command (a latency-bound reader
+    wants 0: one failed attempt, then an answer); ``max_connections`` caps the pool.
+    """
     password = settings.password.get_secret_value() if settings.password else None
+    timeout = settings.socket_timeout_s if timeout_s is None else timeout_s
     extra: dict[str, Any] = {}
     if settings.tls and settings.ssl_ca_certs is not None:
         extra["ssl_ca_certs"] = str(settings.ssl_ca_certs)
+    if retries is not None:
+        extra["retry"] = Retry(NoBackoff(), retries)
+    if max_connections is not None:
+        extra["max_connections"] = max_connections
     return Redis.from_url(
         settings.url,
         password=password,
-        socket_timeout=settings.socket_timeout_s,
-        socket_connect_timeout=settings.socket_timeout_s,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
         **extra,
     )
 

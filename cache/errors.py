@@ -6,7 +6,7 @@ cache did its job catches that one class; Redis' own exceptions never leave :mod
 
 from __future__ import annotations
 
-from aigq.errors import ServiceError
+from aigq.errors import AigqError, ServiceError
 
 
 class CacheError(ServiceError):
@@ -15,3 +15,11 @@ class CacheError(ServiceError):
 
 class CorruptEntryError(CacheError):
     """A stored cache entry does not decode into what this version of the code wrote."""
+
+
+class CacheTimeoutError(CacheError):
+    """A read did not finish within its deadline (Redis slow, hung or unreachable)."""
+
+
+class InvalidRequestError(AigqError):
+    """The caller asked for something malformed (a bad user id, k below 1)."""

@@ -1,0 +1,260 @@
+"""``aigq serve``: the online read API (FastAPI on uvicorn) over :class:`cache.hints.HintClient`.
+
+    GET /v1/hints/{user_id}?k=10   the user's hints (u2q, x2q, popular), each with its source
+    GET /healthz                   the process is up
+    GET /readyz                    Redis answers (503 otherwise)
+    GET /metrics                   Prometheus text
+    GET /openapi.json, /docs       the OpenAPI spec and its browser
+
+Bad input is a 4xx with a short JSON ``{"error": ..., "detail": [...]}``; a slow or absent
+Redis is a 503 within ``AIGQ_HINTS_TIMEOUT_MS``; anything unexpected is a bare 500 (logged
+here, never a stack trace in a response). With ``AIGQ_SERVE_API_KEYS`` set, the hints
+endpoint wants one of them in ``AIGQ_SERVE_API_KEY_HEADER``; health, readiness, metrics and
+the spec stay open (the server binds to loopback unless told otherwise).
+
+:class:`ReadAPI` is the ASGI app uvicorn runs: ``GET /v1/hints/...`` goes straight to
+:class:`cache.endpoint.HintsEndpoint` (see there for the measurement behind it), the rest to
+FastAPI, whose route for the same path documents it and calls the same handler.
+"""
+
+# No ``from __future__ import annotations``: FastAPI reads endpoint annotations at run time.
+
+import os
+from collections.abc import AsyncIterator, MutableMapping
+from contextlib import asynccontextmanager
+from typing import Any, Literal
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from aigq import __version__
+from aigq.logging import configure_logging, get_logger
+from aigq.metrics import Metrics
+from aigq.settings import RedisSettings, load
+from cache.endpoint import PATH_PREFIX, HintsEndpoint, Reply, Send, error_reply
+from cache.errors import CacheError
+from cache.hints import USER_ID_PATTERN, USER_ID_RULE, HintClient
+from cache.serve_metrics import ServeMetrics
+from cache.settings import HintSettings, ServeSettings
+
+log = get_logger(__name__)
+_JSON = (b"content-type", b"application/json")
+
+
+class HintOut(BaseModel):
+    query: str
+    source: Literal["u2q", "x2q", "popular"]
+    trigger: str | None = Field(None, description="x2q: the trigger key that found it")
+
+
+class U2QOut(BaseModel):
+    model_version: str
+    session_version: int
+    reason: str = Field(description="what triggered the run (cold_start, drift, ...)")
+    event_ts: int = Field(description="event time (UTC ms) of the behaviour behind the run")
+    generated_ts: int = Field(description="when the run was generated (UTC ms)")
+    age_ms: int = Field(description="how old the run is: now minus generated_ts")
+
+
+class HintsOut(BaseModel):
+    user_id: str
+    k: int = Field(description="hints asked for, after capping at the maximum")
+    hints: list[HintOut]
+    u2q: U2QOut | None = Field(description="the freshest u2q run, or null when there is none")
+    fallback: Literal["popular", "static"] | None = Field(
+        description="popular: Redis' popular queries; static: the configured list"
+    )
+    degraded: bool = Field(description="something stored was unreadable and was skipped")
+
+
+class StatusOut(BaseModel):
+    status: Literal["ok", "ready"]
+
+
+class ErrorOut(BaseModel):
+    error: str
+    detail: list[str] = Field(default_factory=list)
+
+
+def _response(reply: Reply) -> Response:
+    status, body, headers = reply
+    response = Response(body, status_code=status)
+    response.raw_headers = headers
+    return response
+
+
+def _hints_operation(hints: HintSettings, serve: ServeSettings) -> dict[str, Any]:
+    """The OpenAPI text of the hints endpoint, whose parameters the handler itself parses."""
+    operation: dict[str, Any] = {
+        "parameters": [
+            {
+                "name": "user_id",
+                "in": "path",
+                "required": True,
+                "description": f"the user: {USER_ID_RULE}",
+                "schema": {"type": "string", "pattern": USER_ID_PATTERN, "maxLength": 256},
+            },
+            {
+                "name": "k",
+                "in": "query",
+                "required": False,
+                "description": f"hints wanted (default {hints.default_k}; values above "
+                f"{hints.max_k} are cut to {hints.max_k})",
+                "schema": {"type": "integer", "minimum": 1},
+            },
+        ],
+    }
+    if serve.api_keys:
+        operation["security"] = [{"ApiKey": []}]
+    return operation
+
+
+def _fastapi(
+    hints: HintSettings, serve: ServeSettings, endpoint: HintsEndpoint, metrics: Metrics
+) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with HintClient.connect(app.state.redis, hints) as client:
+            endpoint.client = client
+            try:
+                yield
+            finally:
+                endpoint.client = None
+
+    app = FastAPI(
+        title="aigq read API",
+        version=__version__,
+        summary="Fresh personalised hint queries (u2q, x2q, popular) for online services.",
+        lifespan=lifespan,
+    )
+    responses: dict[int | str, dict[str, Any]] = {
+        422: {"model": ErrorOut, "description": "invalid user_id or k"},
+        503: {"model": ErrorOut, "description": "the hint cache is slow or down; retry"},
+    }
+    if serve.api_keys:
+        responses[401] = {"model": ErrorOut, "description": "missing or invalid API key"}
+
+    @app.get(
+        "/v1/hints/{user_id}",
+        response_model=HintsOut,
+        responses=responses,
+        openapi_extra=_hints_operation(hints, serve),
+        summary="A user's hint queries, freshest sources first",
+    )
+    async def get_hints(request: Request) -> Response:
+        return _response(await endpoint.respond(request.scope))
+
+    # ReadAPI sends GET straight to the endpoint; HEAD comes this way, to the same handler.
+    app.add_api_route("/v1/hints/{user_id}", get_hints, methods=["HEAD"], include_in_schema=False)
+
+    @app.get("/healthz", response_model=StatusOut, summary="The process is up")
+    async def healthz() -> Response:
+        return _response((200, b'{"status":"ok"}', [_JSON]))
+
+    @app.get(
+        "/readyz",
+        response_model=StatusOut,
+        summary="Redis answers",
+        responses={503: {"model": ErrorOut, "description": "Redis does not answer"}},
+    )
+    async def readyz() -> Response:
+        if endpoint.client is None:
+            return _response(error_reply(503, "not started"))
+        try:
+            await endpoint.client.ping()
+        except CacheError as exc:
+            log.warning("not_ready", error=str(exc))
+            return _response(error_reply(503, "hint cache unavailable"))
+        return _response((200, b'{"status":"ready"}', [_JSON]))
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus() -> Response:
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        detail = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+        return _response(error_reply(422, "invalid request", detail))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        return _response(error_reply(exc.status_code, str(exc.detail), headers=exc.headers))
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, exc: Exception) -> Response:
+        log.error("internal_error", path=request.url.path, exc_info=exc)
+        return _response(error_reply(500, "internal error"))
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            spec = get_openapi(
+                title=app.title, version=app.version, summary=app.summary, routes=app.routes
+            )
+            if serve.api_keys:
+                schemes = spec.setdefault("components", {}).setdefault("securitySchemes", {})
+                schemes["ApiKey"] = {"type": "apiKey", "in": "header", "name": serve.api_key_header}
+            app.openapi_schema = spec
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+class ReadAPI:
+    """The ASGI app: ``GET /v1/hints/...`` to the endpoint, everything else to FastAPI."""
+
+    def __init__(
+        self,
+        hints: HintSettings,
+        serve: ServeSettings,
+        redis: RedisSettings,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.metrics = metrics if metrics is not None else Metrics()
+        self.endpoint = HintsEndpoint(hints, serve, ServeMetrics(self.metrics))
+        self.fastapi = _fastapi(hints, serve, self.endpoint, self.metrics)
+        self.fastapi.state.redis = redis
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Send) -> None:
+        if self.endpoint.handles(scope):
+            await self.endpoint(scope, receive, send)
+        else:
+            await self.fastapi(scope, receive, send)
+
+    def lifespan(self) -> Any:
+        """The app's lifespan as an async context manager (for in-process clients and tests)."""
+        return self.fastapi.router.lifespan_context(self.fastapi)
+
+
+def app_from_env() -> ReadAPI:
+    """The uvicorn factory: each worker process reads its settings here, at start-up."""
+    configure_logging(os.environ.get("AIGQ_LOG_LEVEL", "INFO"))
+    return ReadAPI(load(HintSettings), load(ServeSettings), load(RedisSettings))
+
+
+def run_server(serve: ServeSettings) -> None:
+    """Run uvicorn (uvloop, httptools) with ``serve.workers`` processes until SIGINT/SIGTERM."""
+    import uvicorn
+
+    uvicorn.run(
+        "cache.api:app_from_env",
+        factory=True,
+        host=serve.bind,
+        port=serve.port,
+        workers=serve.workers,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=serve.access_log,
+        log_config=None,
+        server_header=False,
+        timeout_graceful_shutdown=5,
+    )
+
+
+__all__ = ["PATH_PREFIX", "ErrorOut", "HintsOut", "ReadAPI", "app_from_env", "run_server"]

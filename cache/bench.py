@@ -1,0 +1,244 @@
+"""``aigq bench serve``: the read API under load, against raw Redis GETs, in one run.
+
+1. Load ``users`` users' entries (u2q runs, recent triggers; an x2q index; popular queries)
+   under a fresh key prefix (:mod:`cache.bench_data`).
+2. Start ``aigq serve`` with ``workers`` uvicorn workers on a free loopback port, as a
+   process of its own, and wait for ``/readyz``.
+3. Each measurement runs in a separate load-generator process (:mod:`cache.loadgen`), one
+   after the other, over ``connections`` keep-alive connections:
+   - ``ceiling``: the generator against a trivial canned-response server (its own ceiling);
+   - ``api_rate``: the API at a fixed request rate: p50/p99 latency and achieved rate;
+   - ``api_max``: the API closed-loop: its throughput;
+   - ``redis_get``: plain Redis GETs of a same-sized value through ``redis.asyncio`` with the
+     same concurrency: the raw throughput the API is compared with.
+4. Stop the server and delete the keys.
+
+CPU seconds of the generator, the server (all its processes) and Redis are recorded per
+phase: on a 2-core machine they share the cores, and the figures say how.
+Goals (issue 5): p99 <= 5 ms at 2,000 req/s; api_max >= 0.5 x redis_get.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aigq.dev.probe import free_port, wait_until
+from aigq.errors import AigqError
+from aigq.settings import RedisSettings
+from cache import bench_data
+from cache.client import open_redis
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    users: int = 100_000
+    rate: float = 2_000.0
+    duration_s: float = 10.0
+    warmup_s: float = 2.0
+    connections: int = 32
+    workers: int = 1
+    k: int = 10
+    unknown_every: int = 20  # one request in 20 for a user with no entries (the fallback path)
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    result: dict[str, Any]
+    server_cpu_s: float
+    redis_cpu_s: float
+
+
+@dataclass(frozen=True)
+class BenchReport:
+    config: BenchConfig
+    load_s: float
+    phases: dict[str, Phase]
+    sample: dict[str, Any]  # one response, to show what was served
+
+    def ratio(self) -> float:
+        return float(
+            self.phases["api_max"].result["rate"] / self.phases["redis_get"].result["rate"]
+        )
+
+
+def _tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of a process and all its descendants."""
+    total, stack = 0.0, [pid]
+    while stack:
+        p = stack.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / _TICK
+            children = Path(f"/proc/{p}/task/{p}/children").read_text()
+            stack.extend(int(c) for c in children.split())
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
+
+
+def _redis_cpu_s(url: str) -> float:
+    async def read() -> float:
+        async with open_redis(RedisSettings(url=url)) as client:
+            info = await client.info("cpu")
+        return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
+    return asyncio.run(read())
+
+
+def _loadgen(spec: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "cache.loadgen", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise AigqError(f"load generator {spec['job']} failed: {proc.stderr.strip()[-2000:]}")
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _get(url: str, timeout_s: float = 2.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+            return int(resp.status), resp.read()
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.read()
+    except OSError:
+        return 0, b""
+
+
+@contextmanager
+def _process(cmd: list[str], env: dict[str, str], ready: Callable[[], bool]) -> Iterator[int]:
+    """Run ``cmd`` until the block ends (SIGTERM, then SIGKILL); yield its PID once ready."""
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    )
+    try:
+        if not wait_until(lambda: proc.poll() is not None or ready(), 60):
+            raise AigqError(f"{cmd[2:]} did not get ready within 60 s")
+        if proc.poll() is not None:
+            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+            raise AigqError(f"{cmd[2:]} exited with {proc.returncode}: {err[-2000:]}")
+        yield proc.pid
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+def run_bench(redis: RedisSettings, config: BenchConfig, log: Callable[[str], None]) -> BenchReport:
+    prefix = f"bench:serve:{uuid.uuid4().hex[:8]}:"
+    data = bench_data.BenchData(prefix, config.users)
+
+    async def load() -> float:
+        async with open_redis(redis) as client:
+            return await bench_data.load(client, data)
+
+    async def clean() -> int:
+        async with open_redis(redis) as client:
+            return await bench_data.delete(client, prefix)
+
+    try:
+        log(f"loading {config.users:,} users under {prefix} ...")
+        load_s = asyncio.run(load())
+        log(f"loaded in {load_s:.1f} s")
+        return _measure(redis, config, data, load_s, log)
+    finally:
+        log(f"deleted {asyncio.run(clean()):,} keys")
+
+
+def _measure(
+    redis: RedisSettings,
+    config: BenchConfig,
+    data: bench_data.BenchData,
+    load_s: float,
+    log: Callable[[str], None],
+) -> BenchReport:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = os.environ | {
+        "AIGQ_HINTS_CACHE_PREFIX": data.prefix,
+        "AIGQ_REDIS_URL": redis.url,
+        "AIGQ_SERVE_BIND": "127.0.0.1",
+        "AIGQ_SERVE_PORT": str(port),
+        "AIGQ_SERVE_WORKERS": str(config.workers),
+        "AIGQ_LOG_LEVEL": "WARNING",
+    }
+    env.pop("AIGQ_SERVE_API_KEYS", None)
+    common = {
+        "host": "127.0.0.1",
+        "connections": config.connections,
+        "warmup_s": config.warmup_s,
+        "duration_s": config.duration_s,
+        "users": config.users,
+        "user_prefix": data.user_prefix,
+        "unknown_every": config.unknown_every,
+        "k": config.k,
+    }
+    timeout = config.warmup_s + config.duration_s + 60
+    phases: dict[str, Phase] = {}
+
+    def phase(name: str, spec: dict[str, Any], server_pid: int | None) -> None:
+        cpu0 = _tree_cpu_s(server_pid) if server_pid else 0.0
+        redis0 = _redis_cpu_s(redis.url)
+        result = _loadgen(common | spec, timeout)
+        server_cpu = _tree_cpu_s(server_pid) - cpu0 if server_pid else 0.0
+        phases[name] = Phase(name, result, server_cpu, _redis_cpu_s(redis.url) - redis0)
+        log(f"{name}: {result['rate']:,.0f}/s, p50 {result['p50_ms']:.2f} ms, "
+            f"p99 {result['p99_ms']:.2f} ms, statuses {result['statuses']}")  # fmt: skip
+
+    canned_port = free_port()
+    log("load generator ceiling (canned server) ...")
+    with _process(
+        [
+            sys.executable,
+            "-m",
+            "cache.loadgen",
+            json.dumps({"job": "canned", "host": "127.0.0.1", "port": canned_port}),
+        ],
+        env,
+        lambda: _get(f"http://127.0.0.1:{canned_port}/")[0] == 200,
+    ) as canned_pid:
+        phase("ceiling", {"job": "http_max", "port": canned_port}, canned_pid)
+
+    log(f"starting aigq serve with {config.workers} worker(s) on {base} ...")
+    with _process(
+        [sys.executable, "-m", "aigq", "serve"], env, lambda: _get(f"{base}/readyz")[0] == 200
+    ) as server_pid:
+        status, body = _get(f"{base}/v1/hints/{data.user(0)}?k={config.k}")
+        if status != 200:
+            raise AigqError(f"sample request answered {status}: {body[:500]!r}")
+        sample = json.loads(body)
+        phase("api_rate", {"job": "http_rate", "port": port, "rate": config.rate}, server_pid)
+        phase("api_max", {"job": "http_max", "port": port}, server_pid)
+    phase(
+        "redis_get",
+        {"job": "redis_get", "redis_url": redis.url, "key_prefix": data.raw_prefix},
+        None,
+    )
+    return BenchReport(config, load_s, phases, sample)

@@ -1,0 +1,234 @@
+"""The read path: a user's hints from u2q, x2q and popular queries, in ONE Redis round trip.
+
+:class:`HintClient` is the Python client for services that read Redis directly, and the only
+thing the HTTP API (:mod:`cache.api`) calls: one implementation of the read and of the
+composition (:func:`cache.compose.compose`).
+
+One request is one ``EVALSHA`` of a read-only Lua script that, inside Redis, reads the user's
+newest u2q run (``LINDEX <prefix>u2q:<user> 0``), their newest recent triggers
+(``ZREVRANGE <prefix>recent:<user>``), the x2q list of each trigger
+(``LRANGE <prefix>x2q:<kind>:<text>``, keys built from the triggers), and, only when the
+first two give nothing, the popular queries (``ZREVRANGE <prefix>popular``). The x2q keys
+depend on what the triggers are, so a pipeline would need two round trips; the script needs
+one. It reads keys it was not given in KEYS, which a single Redis (or a primary with
+replicas) allows and Redis Cluster does not.
+
+A value of the wrong type, or an undecodable u2q run, is skipped and reported as ``corrupt``
+rather than failing the request. Redis errors, refusals and the read deadline
+(``AIGQ_HINTS_TIMEOUT_MS``, connect included; the client makes no retries) raise
+:class:`~cache.errors.CacheError` / :class:`~cache.errors.CacheTimeoutError` quickly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Literal, Self
+
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from aigq.events import MAX_ID_CHARS
+from aigq.logging import get_logger
+from aigq.settings import RedisSettings
+from cache.client import open_redis
+from cache.compose import Hint, TriggerHits, compose
+from cache.errors import CacheError, CacheTimeoutError, CorruptEntryError, InvalidRequestError
+from cache.popular import PopularQueries
+from cache.recent import RecentTriggers, Trigger, parse_member
+from cache.settings import HintSettings
+from cache.u2q import U2QRun, U2QStore, decode_run
+from cache.x2q import X2QStore
+
+log = get_logger(__name__)
+
+USER_ID_CHARS = "A-Za-z0-9._:@+=-"
+USER_ID_PATTERN = f"^[{USER_ID_CHARS}]{{1,{MAX_ID_CHARS}}}$"  # for the OpenAPI schema
+USER_ID_RULE = f"1 to {MAX_ID_CHARS} characters of A-Z a-z 0-9 . _ : @ + = -"
+_USER_ID = re.compile(f"[{USER_ID_CHARS}]{{1,{MAX_ID_CHARS}}}")
+
+# KEYS: u2q list, recent-trigger zset, popular zset.
+# ARGV: x2q key prefix, triggers to look up, queries per trigger, popular queries wanted.
+# Returns {u2q head or nil, {member, score, ...}, {{query, ...} per trigger}, {popular}, errors}.
+READ_LUA = """
+local errors = 0
+local head = redis.pcall('LINDEX', KEYS[1], 0)
+if type(head) == 'table' then errors = errors + 1; head = false end
+local triggers = {}
+local n = tonumber(ARGV[2])
+if n > 0 then
+  triggers = redis.pcall('ZREVRANGE', KEYS[2], 0, n - 1, 'WITHSCORES')
+  if triggers.err then errors = errors + 1; triggers = {} end
+end
+local lists = {}
+local found = false
+local last = tonumber(ARGV[3]) - 1
+for i = 1, #triggers, 2 do
+  local queries = redis.pcall('LRANGE', ARGV[1] .. triggers[i], 0, last)
+  if queries.err then errors = errors + 1; queries = {} end
+  if #queries > 0 then found = true end
+  lists[#lists + 1] = queries
+end
+local popular = {}
+if not found and (not head or string.find(head, '"q":[]', 1, true)) then
+  popular = redis.pcall('ZREVRANGE', KEYS[3], 0, tonumber(ARGV[4]) - 1)
+  if popular.err then errors = errors + 1; popular = {} end
+end
+return {head, triggers, lists, popular, errors}
+"""
+
+Fallback = Literal["popular", "static"]
+
+
+def check_user_id(user_id: str) -> str:
+    """Return ``user_id`` if it is 1..256 of the allowed characters, else InvalidRequestError."""
+    if not isinstance(user_id, str) or not _USER_ID.fullmatch(user_id):
+        raise InvalidRequestError(f"user_id must be {USER_ID_RULE}")
+    return user_id
+
+
+@dataclass(frozen=True, slots=True)
+class HintResult:
+    """What one read gave: the hints and what they were made of."""
+
+    user_id: str
+    k: int  # after capping
+    hints: list[Hint]
+    u2q: U2QRun | None  # the freshest run, if any
+    triggers: tuple[Trigger, ...]  # newest first
+    fallback: Fallback | None  # popular from Redis, the static list, or None
+    corrupt: bool  # something stored was unreadable and was skipped
+    read_at_ms: int  # wall time of the read (UTC ms)
+
+    @property
+    def u2q_age_ms(self) -> int | None:
+        """How old the u2q run is: read time minus its generation time (None without one)."""
+        if self.u2q is None:
+            return None
+        return max(0, self.read_at_ms - self.u2q.generated_ts)
+
+
+class HintClient:
+    """Async context manager over a Redis pool; :meth:`hints` is the whole read path."""
+
+    def __init__(self, redis: Redis, settings: HintSettings, *, owns_redis: bool = False) -> None:
+        self._redis = redis
+        self._owns = owns_redis
+        self.settings = settings
+        prefix = settings.cache_prefix
+        self._u2q = U2QStore(redis, prefix=prefix)
+        self._recent = RecentTriggers(redis, prefix=prefix)
+        self._popular_key = PopularQueries(redis, prefix=prefix).key
+        self._x2q_prefix = X2QStore(redis, prefix=prefix).key_prefix
+        self._script = redis.register_script(READ_LUA)
+        self._timeout_s = settings.timeout_s
+
+    @classmethod
+    def connect(cls, redis: RedisSettings, settings: HintSettings) -> HintClient:
+        """A client with its own pool: the read deadline as socket timeouts, no retries."""
+        pool = open_redis(
+            redis,
+            timeout_s=settings.timeout_s,
+            retries=0,
+            max_connections=settings.max_connections,
+        )
+        return cls(pool, settings, owns_redis=True)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the pool if this client opened it (a pool passed in stays the caller's)."""
+        if self._owns:
+            await self._redis.aclose()
+
+    async def ping(self) -> None:
+        """Raise CacheError unless Redis answers a PING within the read deadline."""
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                await self._redis.ping()
+        except (TimeoutError, RedisTimeoutError) as exc:
+            raise CacheTimeoutError(f"Redis did not answer within {self._timeout_s}s") from exc
+        except (RedisError, OSError) as exc:
+            raise CacheError(f"Redis does not answer: {exc}") from exc
+
+    async def hints(self, user_id: str, k: int | None = None) -> HintResult:
+        """The user's hints: at most ``k`` (default ``default_k``, capped at ``max_k``).
+
+        Raises InvalidRequestError for a bad user id or k < 1, CacheTimeoutError past the
+        deadline and CacheError when Redis fails. A user Redis knows nothing about gets the
+        popular fallback; that is not an error.
+        """
+        check_user_id(user_id)
+        wanted = self.settings.default_k if k is None else k
+        if isinstance(wanted, bool) or not isinstance(wanted, int) or wanted < 1:
+            raise InvalidRequestError(f"k must be an integer >= 1, got {k!r}")
+        wanted = min(wanted, self.settings.max_k)
+        keys = (self._u2q.key(user_id), self._recent.key(user_id), self._popular_key)
+        args = (self._x2q_prefix, self.settings.triggers, self.settings.per_trigger, wanted)
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                reply = await self._read(keys, args)
+        except (TimeoutError, RedisTimeoutError) as exc:
+            raise CacheTimeoutError(
+                f"hint read of {user_id!r} took over {self._timeout_s}s"
+            ) from exc
+        except (RedisError, OSError) as exc:
+            raise CacheError(f"hint read of {user_id!r} failed: {exc}") from exc
+        return self._result(user_id, wanted, reply)
+
+    async def _read(self, keys: tuple[str, str, str], args: tuple[Any, ...]) -> Any:
+        try:
+            return await self._redis.evalsha(self._script.sha, 3, *keys, *args)
+        except NoScriptError:  # a fresh or flushed server: load it once, then go on
+            await self._redis.script_load(READ_LUA)
+            return await self._redis.evalsha(self._script.sha, 3, *keys, *args)
+
+    def _result(self, user_id: str, k: int, reply: Any) -> HintResult:
+        head, flat, lists, popular, errors = reply
+        corrupt = bool(errors)
+        u2q = None
+        if head is not None:
+            try:
+                u2q = decode_run(head)
+            except CorruptEntryError as exc:
+                log.warning("hints_corrupt_u2q_entry", user_id=user_id, error=str(exc))
+                corrupt = True
+        triggers: list[Trigger] = []
+        hits: list[TriggerHits] = []
+        for i, queries in enumerate(lists):
+            trigger = parse_member(flat[2 * i], flat[2 * i + 1])
+            if trigger is None:
+                corrupt = True
+                continue
+            triggers.append(trigger)
+            hits.append(TriggerHits(trigger, [q.decode("utf-8", "replace") for q in queries]))
+        hints = compose(u2q, hits, [q.decode("utf-8", "replace") for q in popular], k)
+        fallback: Fallback | None = None
+        if not hints and self.settings.popular_fallback:
+            hints = compose(None, (), self.settings.popular_fallback, k)
+            fallback = "static"
+        elif hints and hints[0].source == "popular":
+            fallback = "popular"
+        return HintResult(
+            user_id=user_id,
+            k=k,
+            hints=hints,
+            u2q=u2q,
+            triggers=tuple(triggers),
+            fallback=fallback,
+            corrupt=corrupt,
+            read_at_ms=int(time.time() * 1000),
+        )

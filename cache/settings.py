@@ -1,0 +1,113 @@
+"""Settings of the read path: the hint client (``AIGQ_HINTS_*``), the API (``AIGQ_SERVE_*``).
+
+Two objects, because a service that reads Redis directly through :class:`cache.hints.HintClient`
+needs the first and not the second. Both are frozen and read by the command being run.
+
+    AIGQ_HINTS_CACHE_PREFIX        Redis key prefix (the generator's AIGQ_GENERATE_CACHE_PREFIX)
+    AIGQ_HINTS_DEFAULT_K / _MAX_K  hints when k is not given; larger k are cut to this
+    AIGQ_HINTS_TRIGGERS            recent triggers looked up in x2q per request
+    AIGQ_HINTS_PER_TRIGGER         x2q queries read per trigger
+    AIGQ_HINTS_TIMEOUT_MS          a whole read (connect included): past it, the cache is down
+    AIGQ_HINTS_MAX_CONNECTIONS     Redis connections per process
+    AIGQ_HINTS_POPULAR_FALLBACK    comma-separated queries for when Redis has no popular set
+    AIGQ_SERVE_BIND / _PORT        where the API listens (loopback unless set)
+    AIGQ_SERVE_WORKERS             uvicorn worker processes
+    AIGQ_SERVE_API_KEYS            comma-separated keys (secret); none: no auth
+    AIGQ_SERVE_API_KEY_HEADER      the header that carries one (X-API-Key)
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Any, Self
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def _comma_list(value: Any) -> Any:
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+class HintSettings(BaseSettings):
+    """How :class:`cache.hints.HintClient` reads and composes hints."""
+
+    model_config = SettingsConfigDict(env_prefix="AIGQ_HINTS_", frozen=True, extra="forbid")
+
+    cache_prefix: str = Field("aigq:", max_length=100, description="Redis key prefix")
+    default_k: int = Field(10, ge=1, le=1000, description="hints when the caller gives no k")
+    max_k: int = Field(50, ge=1, le=1000, description="larger k are cut to this")
+    triggers: int = Field(5, ge=0, le=50, description="recent triggers looked up in x2q")
+    per_trigger: int = Field(10, ge=1, le=100, description="x2q queries read per trigger")
+    timeout_ms: int = Field(100, ge=1, le=60_000, description="a whole read, connect included")
+    max_connections: int = Field(64, ge=1, le=10_000, description="Redis connections per process")
+    popular_fallback: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="static fallback when Redis holds no popular queries"
+    )
+
+    @field_validator("popular_fallback", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        return _comma_list(value)
+
+    @model_validator(mode="after")
+    def _k(self) -> Self:
+        if self.default_k > self.max_k:
+            raise ValueError(f"default_k ({self.default_k}) must be <= max_k ({self.max_k})")
+        return self
+
+    @property
+    def timeout_s(self) -> float:
+        return self.timeout_ms / 1000
+
+
+_HEADER = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+
+
+class ServeSettings(BaseSettings):
+    """Where and how ``aigq serve`` listens."""
+
+    model_config = SettingsConfigDict(env_prefix="AIGQ_SERVE_", frozen=True, extra="forbid")
+
+    bind: str = Field("127.0.0.1", description="address to listen on (0.0.0.0: every interface)")
+    port: int = Field(8080, ge=1, le=65535)
+    workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes")
+    api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
+        (), description="accepted API keys; none: no authentication"
+    )
+    api_key_header: str = Field("X-API-Key", description="header carrying the key")
+    access_log: bool = Field(False, description="uvicorn's per-request access log")
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        return _comma_list(value)
+
+    @field_validator("bind")
+    @classmethod
+    def _bind(cls, value: str) -> str:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            if value != "localhost":
+                raise ValueError(f"{value!r} is not an IP address or 'localhost'") from None
+        return value
+
+    @field_validator("api_key_header")
+    @classmethod
+    def _header(cls, value: str) -> str:
+        if not _HEADER.match(value):
+            raise ValueError(f"{value!r} is not a header name ([A-Za-z0-9-]{{1,64}})")
+        return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _keys(cls, value: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+        for key in value:
+            secret = key.get_secret_value()
+            if len(secret) < 16 or not secret.isprintable() or not secret.isascii():
+                raise ValueError("every API key must be at least 16 printable ASCII characters")
+        return value

@@ -1,0 +1,89 @@
+"""The x2q index: trigger -> ordered hint queries (paper §4, "x2q real-time").
+
+Offline, AIGQ-Think emits ``{T_k -> Q_k}`` pairs; every trigger ``x`` in ``T_k`` maps to
+``Q_k``, ranked by ``S(x, q)``. Online, the user's recent triggers (:mod:`cache.recent`) look
+it up to cover what the newest u2q run has not seen yet.
+
+Layout: ONE Redis list per trigger at ``<prefix>x2q:<kind>:<normalised text>`` (the trigger
+key of :func:`cache.recent.trigger_member`), queries in rank order, best first, with a TTL so
+a daily rebuild that stops leaves nothing stale behind for long.
+
+An index that does not exist yet is not an error: every lookup then returns empty lists. The
+read path in :mod:`cache.hints` reads these keys inside its Lua script; this class is the
+write side (the offline builder, tests, the benchmark) and a plain lookup with the same layout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from cache.errors import CacheError
+from cache.recent import trigger_member
+
+
+class X2QStore:
+    """Writes and reads the trigger -> queries lists."""
+
+    def __init__(
+        self, redis: Redis, prefix: str = "aigq:", ttl_s: int = 2 * 86_400, max_queries: int = 50
+    ) -> None:
+        if ttl_s < 1 or max_queries < 1:
+            raise ValueError(f"ttl_s and max_queries must be >= 1, got {ttl_s}, {max_queries}")
+        self._redis = redis
+        self.key_prefix = f"{prefix}x2q:"
+        self.ttl_s = ttl_s
+        self.max_queries = max_queries
+
+    def key(self, kind: str, text: str) -> str:
+        member = trigger_member(kind, text)
+        if not member:
+            raise ValueError(f"trigger text {text!r} is empty once normalised")
+        return self.key_prefix + member
+
+    async def write_many(self, entries: Sequence[tuple[str, str, Sequence[str]]]) -> None:
+        """Replace the lists of ``(kind, text, queries)`` entries, each atomically.
+
+        Queries keep their order (best first) and are cut to ``max_queries``; blank ones are
+        dropped. An entry with no queries deletes that trigger. One round trip per call
+        (a MULTI/EXEC pipeline), so readers see each list either before or after, never half.
+        """
+        prepared = []
+        for kind, text, queries in entries:
+            if isinstance(queries, str):
+                raise ValueError("queries must be a sequence of str, not a str")
+            kept = [q.strip() for q in queries if q.strip()][: self.max_queries]
+            prepared.append((self.key(kind, text), kept))
+        if not prepared:
+            return
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                for key, kept in prepared:
+                    pipe.delete(key)
+                    if kept:
+                        pipe.rpush(key, *kept)
+                        pipe.expire(key, self.ttl_s)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise CacheError(f"x2q write of {len(prepared)} triggers failed: {exc}") from exc
+
+    async def lookup(
+        self, triggers: Sequence[tuple[str, str]], per_trigger: int = 10
+    ) -> list[list[str]]:
+        """The first ``per_trigger`` queries of each ``(kind, text)``, in input order.
+
+        A trigger the index does not have (or an index that does not exist) gives ``[]``.
+        """
+        keys = [self.key(kind, text) for kind, text in triggers]
+        if not keys or per_trigger < 1:
+            return [[] for _ in keys]
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.lrange(key, 0, per_trigger - 1)
+                replies = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise CacheError(f"x2q lookup of {len(keys)} triggers failed: {exc}") from exc
+        return [[q.decode() for q in reply] for reply in replies]

@@ -1,0 +1,219 @@
+"""The read path (HintClient) against the real Redis: one script, every source, bad data."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from redis.asyncio import Redis
+
+from aigq.dev.probe import free_port
+from aigq.settings import RedisSettings
+from cache.compose import Hint
+from cache.errors import CacheError, CacheTimeoutError, InvalidRequestError
+from cache.hints import HintClient, check_user_id
+from cache.popular import PopularQueries
+from cache.recent import RecentTriggers, Trigger
+from cache.settings import HintSettings
+from cache.u2q import U2QRun, U2QStore
+from cache.x2q import X2QStore
+
+pytestmark = pytest.mark.integration
+
+NOW = int(time.time() * 1000)
+
+
+def settings(prefix: str, **overrides: object) -> HintSettings:
+    return HintSettings(cache_prefix=prefix, **overrides)  # type: ignore[arg-type]
+
+
+async def seed(client: Redis, prefix: str) -> U2QRun:
+    """u1: a run, two triggers (one newer than the run, indexed; one older, indexed)."""
+    run = U2QRun(("u2q one", "u2q two", "Shared Query"), "direct-3", 12, NOW - 60_000, NOW - 59_000)
+    await U2QStore(client, prefix=prefix).write("u1", run)
+    await RecentTriggers(client, prefix=prefix).record_many(
+        [
+            ("u1", "item", "SKU-7", NOW - 1_000),  # after the run's event
+            ("u1", "query", "old query", NOW - 120_000),  # before it
+            ("u1", "category", "not indexed", NOW - 2_000),
+        ]
+    )
+    await X2QStore(client, prefix=prefix).write_many(
+        [
+            ("item", "sku-7", ["fresh x2q", "shared query"]),
+            ("query", "old query", ["seen x2q"]),
+        ]
+    )
+    await PopularQueries(client, prefix=prefix).write([("popular one", 5), ("popular two", 3)])
+    return run
+
+
+@pytest.mark.asyncio
+async def test_every_source_in_one_composed_list(redis: tuple[Redis, str]) -> None:
+    client, prefix = redis
+    run = await seed(client, prefix)
+    hints = HintClient(client, settings(prefix))
+    result = await hints.hints("u1")
+    assert result.hints == [
+        Hint("fresh x2q", "x2q", "item:sku-7"),
+        Hint("u2q one", "u2q"),
+        Hint("shared query", "x2q", "item:sku-7"),  # the x2q spelling came first
+        Hint("u2q two", "u2q"),
+        Hint("seen x2q", "x2q", "query:old query"),
+    ]
+    assert result.u2q == run
+    assert result.triggers == (
+        Trigger("item", "sku-7", NOW - 1_000),
+        Trigger("category", "not indexed", NOW - 2_000),
+        Trigger("query", "old query", NOW - 120_000),
+    )
+    assert result.fallback is None
+    assert not result.corrupt
+    assert result.k == 10
+    assert result.u2q_age_ms is not None
+    assert 59_000 <= result.u2q_age_ms < 59_000 + 60_000
+
+
+@pytest.mark.asyncio
+async def test_k_is_capped_and_validated(redis: tuple[Redis, str]) -> None:
+    client, prefix = redis
+    await seed(client, prefix)
+    hints = HintClient(client, settings(prefix, default_k=2, max_k=3))
+    assert [h.query for h in (await hints.hints("u1")).hints] == ["fresh x2q", "u2q one"]
+    capped = await hints.hints("u1", 10**9)
+    assert capped.k == 3
+    assert len(capped.hints) == 3
+    for bad in (0, -1, True, 2.5):
+        with pytest.raises(InvalidRequestError, match="k must be"):
+            await hints.hints("u1", bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.asyncio
+async def test_unknown_user_gets_popular_then_static_fallback(redis: tuple[Redis, str]) -> None:
+    client, prefix = redis
+    hints = HintClient(client, settings(prefix, popular_fallback="static a, static b"))
+    static = await hints.hints("nobody")
+    assert static.hints == [Hint("static a", "popular"), Hint("static b", "popular")]
+    assert static.fallback == "static"
+    assert static.u2q is None
+    assert static.u2q_age_ms is None
+    await PopularQueries(client, prefix=prefix).write([("popular one", 5)])
+    popular = await hints.hints("nobody")
+    assert popular.hints == [Hint("popular one", "popular")]
+    assert popular.fallback == "popular"
+    assert (await HintClient(client, settings(f"{prefix}empty:")).hints("nobody")).hints == []
+
+
+@pytest.mark.asyncio
+async def test_triggers_without_an_index_are_not_an_error(redis: tuple[Redis, str]) -> None:
+    client, prefix = redis
+    await RecentTriggers(client, prefix=prefix).record_many([("u1", "item", "a", NOW)])
+    await PopularQueries(client, prefix=prefix).write([("popular one", 5)])
+    result = await HintClient(client, settings(prefix)).hints("u1")
+    assert result.hints == [Hint("popular one", "popular")]
+    assert result.triggers == (Trigger("item", "a", NOW),)
+    assert not result.corrupt
+
+
+@pytest.mark.asyncio
+async def test_only_the_configured_number_of_triggers_is_looked_up(
+    redis: tuple[Redis, str],
+) -> None:
+    client, prefix = redis
+    await RecentTriggers(client, prefix=prefix).record_many(
+        [("u1", "item", f"i{n}", NOW + n) for n in range(4)]
+    )
+    await X2QStore(client, prefix=prefix).write_many(
+        [("item", f"i{n}", [f"q{n}a", f"q{n}b"]) for n in range(4)]
+    )
+    hints = HintClient(client, settings(prefix, triggers=2, per_trigger=1))
+    result = await hints.hints("u1")
+    assert [h.query for h in result.hints] == ["q3a", "q2a"]
+    none = await HintClient(client, settings(prefix, triggers=0)).hints("u1")
+    assert none.hints == [] and none.triggers == ()
+
+
+@pytest.mark.asyncio
+async def test_wrong_types_and_garbage_are_skipped_not_fatal(redis: tuple[Redis, str]) -> None:
+    client, prefix = redis
+    await seed(client, prefix)
+    hints = HintClient(client, settings(prefix, popular_fallback="static"))
+    await client.delete(f"{prefix}u2q:u1")
+    await client.lpush(f"{prefix}u2q:u1", b"{not json")
+    garbage = await hints.hints("u1")
+    assert garbage.corrupt and garbage.u2q is None
+    assert [h.source for h in garbage.hints] == ["x2q", "x2q", "x2q"]
+
+    await client.set(f"{prefix}u2q:u2", "a string, not a list")
+    await client.set(f"{prefix}recent:u2", "not a zset")
+    await client.set(f"{prefix}popular", "not a zset")
+    wrong = await hints.hints("u2")
+    assert wrong.corrupt
+    assert wrong.hints == [Hint("static", "popular")]
+    assert wrong.fallback == "static"
+
+    await client.zadd(f"{prefix}recent:u3", {"bogus member": NOW, "item:sku-7": NOW - 1})
+    await client.set(f"{prefix}x2q:item:sku-7", "not a list")
+    odd = await hints.hints("u3")
+    assert odd.corrupt
+    assert odd.triggers == (Trigger("item", "sku-7", NOW - 1),)
+    assert odd.hints == [Hint("static", "popular")]
+
+
+@pytest.mark.asyncio
+async def test_a_flushed_script_cache_is_reloaded(redis: tuple[Redis, str]) -> None:
+    client, prefix = redis
+    await seed(client, prefix)
+    hints = HintClient(client, settings(prefix))
+    await client.script_flush()
+    assert len((await hints.hints("u1")).hints) == 5
+
+
+@pytest.mark.parametrize(
+    "user_id", ["", "a b", "a/b", "ü", "x" * 257, "nul\x00", "new\nline", "semi;colon"]
+)
+def test_bad_user_ids_are_refused(user_id: str) -> None:
+    with pytest.raises(InvalidRequestError, match="user_id must be 1 to 256 characters"):
+        check_user_id(user_id)
+
+
+@pytest.mark.parametrize("user_id", ["u1", "x" * 256, "Ab.9_:@+=-", "4711", "user@example.com"])
+def test_good_user_ids(user_id: str) -> None:
+    assert check_user_id(user_id) == user_id
+
+
+@pytest.mark.asyncio
+async def test_redis_down_is_a_cache_error_quickly() -> None:
+    redis = RedisSettings(url=f"redis://127.0.0.1:{free_port()}/0")
+    async with HintClient.connect(redis, HintSettings(timeout_ms=200)) as hints:
+        started = time.monotonic()
+        with pytest.raises(CacheError, match="hint read of 'u1'"):
+            await hints.hints("u1")
+        with pytest.raises(CacheError):
+            await hints.ping()
+        assert time.monotonic() - started < 1.0
+
+
+@pytest.mark.asyncio
+async def test_a_hung_redis_times_out_at_the_deadline(hung_port: int) -> None:
+    redis = RedisSettings(url=f"redis://127.0.0.1:{hung_port}/0")
+    async with HintClient.connect(redis, HintSettings(timeout_ms=150)) as hints:
+        started = time.monotonic()
+        with pytest.raises(CacheTimeoutError, match=r"took over 0\.15s"):
+            await hints.hints("u1")
+        with pytest.raises(CacheTimeoutError):
+            await hints.ping()
+        assert time.monotonic() - started < 1.0
+
+
+@pytest.mark.asyncio
+async def test_connect_owns_its_pool_and_a_passed_pool_stays_open(
+    redis: tuple[Redis, str], redis_settings: RedisSettings
+) -> None:
+    client, prefix = redis
+    async with HintClient(client, settings(prefix)) as borrowed:
+        await borrowed.ping()
+    assert await client.ping()  # not closed by the client that borrowed it
+    owned = HintClient.connect(redis_settings, settings(prefix))
+    async with owned:
+        await owned.ping()
