@@ -27,6 +27,12 @@ class StreamSettings(BaseSettings):
     max_hot_sessions: int = Field(200_000, ge=1_000, description="sessions kept in memory")
     max_event_bytes: int = Field(64 * 1024, ge=256, description="larger records: dead letters")
     session_timeout_s: float = Field(30.0, ge=1, description="consumer group session timeout")
+    gap_seeks: int = Field(
+        3, ge=0, description="seeks back over a skipped source offset before it is taken as real"
+    )
+    changelog_batch_bytes: int = Field(
+        512 * 1024, ge=16, description="producer batch size of state writes (16: one per batch)"
+    )
     generate: bool = Field(True, description="emit regeneration requests (off: rebuild only)")
 
     max_recent: int = Field(20, ge=1, description="behaviours kept per user")

@@ -1,0 +1,65 @@
+"""The gap guard on plain offsets: order kept, skipped records fetched again, real gaps let go."""
+
+from __future__ import annotations
+
+import pytest
+
+from streams.gaps import GapGuard, Verdict
+
+A, D, S = Verdict.APPLY, Verdict.DROP, Verdict.SEEK
+
+
+def run(guard: GapGuard[str], offsets: list[tuple[str, int, float]]) -> list[Verdict]:
+    return [guard.check(tp, offset, now) for tp, offset, now in offsets]
+
+
+def test_in_order_and_repeated_records_are_applied() -> None:
+    guard: GapGuard[str] = GapGuard(committed=lambda tp: 10)
+    assert run(guard, [("p", 10, 0), ("p", 11, 0), ("p", 9, 0), ("p", 12, 0)]) == [A, A, A, A]
+    assert guard.due("p") == 13 and guard.seeks == guard.dropped == 0
+
+
+def test_a_record_past_the_committed_offset_is_fetched_again() -> None:
+    # The restart that lost a record: the consumer resumed at 514 and 515 came first.
+    guard: GapGuard[str] = GapGuard(committed={"p": 514}.get)
+    verdicts = run(guard, [("p", 515, 0.0), ("p", 516, 0.1), ("p", 514, 0.2), ("p", 515, 0.2)])
+    assert verdicts == [S, D, A, A]
+    assert guard.due("p") == 516 and guard.seeks == 1 and guard.dropped == 2
+
+
+def test_partitions_are_independent_and_unknown_ones_start_anywhere() -> None:
+    guard: GapGuard[str] = GapGuard(committed={"a": 5}.get)
+    assert run(guard, [("b", 70, 0), ("a", 6, 0), ("b", 71, 0), ("a", 5, 0)]) == [A, S, A, A]
+
+
+def test_a_real_gap_is_accepted_after_the_seeks_find_it_again() -> None:
+    guard: GapGuard[str] = GapGuard(committed=lambda tp: None, max_seeks=2, settle_s=1.0)
+    run(guard, [("p", 0, 0), ("p", 1, 0)])
+    # offset 2 is a commit marker: every fetch from 2 starts at 3
+    verdicts = run(guard, [("p", 3, 0.0), ("p", 3, 0.5), ("p", 3, 1.5), ("p", 3, 3.0)])
+    assert verdicts == [S, D, S, A]
+    assert guard.accepted == 1 and guard.due("p") == 4
+    assert run(guard, [("p", 4, 3.1), ("p", 6, 3.2)]) == [A, S]  # the next gap is new
+
+
+def test_no_seeks_means_gaps_are_accepted_at_once() -> None:
+    guard: GapGuard[str] = GapGuard(committed=lambda tp: 0, max_seeks=0)
+    assert run(guard, [("p", 3, 0)]) == [A]
+    assert guard.accepted == 1
+
+
+def test_forget_returns_to_the_committed_offset() -> None:
+    committed = {"p": 0}
+    guard: GapGuard[str] = GapGuard(committed=committed.get)
+    run(guard, [("p", 0, 0), ("p", 1, 0)])
+    committed["p"] = 2
+    guard.forget(["p"])
+    assert guard.due("p") is None
+    assert run(guard, [("p", 3, 0)]) == [S]
+    guard.forget()
+    assert guard.due("p") is None
+
+
+def test_bad_limits() -> None:
+    with pytest.raises(ValueError, match="max_seeks"):
+        GapGuard(committed=lambda tp: None, max_seeks=-1)
