@@ -477,13 +477,14 @@ def bench_serve(
     warmup: Annotated[float, typer.Option(min=0, help="seconds before measuring")] = 2.0,
     connections: Annotated[int, typer.Option(min=1, help="client concurrency")] = 32,
     workers: Annotated[int, typer.Option(min=1, help="uvicorn workers")] = 1,
+    rounds: Annotated[int, typer.Option(min=1, help="round-robin runs (medians count)")] = 3,
 ) -> None:
     """The read API at a fixed rate and flat out, against raw Redis GETs, side by side."""
     import os
 
     from cache.bench import BenchConfig, run_bench
 
-    config = BenchConfig(users, rate, duration, warmup, connections, workers)
+    config = BenchConfig(users, rate, duration, warmup, connections, workers, rounds=rounds)
     load_avg = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     console.print(f"{os.cpu_count()} cores, load average {load_avg}", highlight=False)
     report = run_bench(
@@ -491,41 +492,50 @@ def bench_serve(
     )
     table = Table(
         title=f"aigq bench serve: {users:,} users, {connections} connections, "
-        f"{workers} uvicorn worker(s), {duration:g} s per phase"
+        f"{workers} uvicorn worker(s), {duration:g} s per phase, medians of {rounds} rounds"
     )
-    columns = ("phase", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "non-200", "CPU s gen/API/redis")
-    for name in columns:
-        table.add_column(name, justify="left" if name == "phase" else "right")
+    columns = ("phase", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "non-200")
+    for name in (*columns, "CPU s: generator", "API", "Redis", "runs"):
+        table.add_column(name, justify="left" if name == "phase" else "right", no_wrap=True)
     labels = {
         "ceiling": "generator ceiling (canned server)",
         "api_rate": f"API at {rate:,.0f} req/s",
         "api_max": "API flat out",
         "redis_get": "raw Redis GET (redis.asyncio)",
     }
-    for name, phase in report.phases.items():
-        r = phase.result
-        bad = sum(v for k, v in r["statuses"].items() if k != "200") + r["errors"]
+    for name, runs in report.phases.items():
+        statuses = [(k, v) for r in runs for k, v in r.result["statuses"].items()]
+        bad = sum(v for k, v in statuses if k != "200") + sum(r.result["errors"] for r in runs)
+        each = (
+            ", ".join(f"p99 {r.result['p99_ms']:.2f}" for r in runs)
+            if name == "api_rate"
+            else ", ".join(f"{r.result['rate']:,.0f}" for r in runs)
+        )
+        gen, api, red = report.median_cpu(name)
         table.add_row(
-            labels[name], f"{r['rate']:,.0f}", f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}",
-            f"{r['p999_ms']:.2f}", f"{bad:,}",
-            f"{r['cpu_s']:.1f} / {phase.server_cpu_s:.1f} / {phase.redis_cpu_s:.1f}",
+            labels[name], f"{report.median(name, 'rate'):,.0f}",
+            f"{report.median(name, 'p50_ms'):.2f}", f"{report.median(name, 'p99_ms'):.2f}",
+            f"{report.median(name, 'p999_ms'):.2f}", f"{bad:,}",
+            f"{gen:.1f}", f"{api:.1f}", f"{red:.1f}", each,
         )  # fmt: skip
-    console.print(table)
+    Console(width=max(console.width, 150)).print(table)
     sources = sorted({h["source"] for h in report.sample["hints"]})
     console.print(
         f"sample response: {len(report.sample['hints'])} hints from {', '.join(sources)}; "
         f"u2q age {report.sample['u2q']['age_ms']:,} ms; data loaded in {report.load_s:.1f} s",
         highlight=False,
     )
-    at_rate = report.phases["api_rate"].result
+    p99, achieved = report.median("api_rate", "p99_ms"), report.median("api_rate", "rate")
+    ratios = ", ".join(f"{r:.2f}" for r in report.ratios())
     checks = (
-        (f"p99 at {rate:,.0f} req/s", f"{at_rate['p99_ms']:.2f} ms", "<= 5 ms",
-         at_rate["p99_ms"] <= 5.0 and at_rate["rate"] >= 0.98 * rate),
-        ("API / raw GET throughput", f"{report.ratio():.2f}", ">= 0.5", report.ratio() >= 0.5),
+        (f"p99 at {rate:,.0f} req/s", f"{p99:.2f} ms", "", "<= 5 ms",
+         p99 <= 5.0 and achieved >= 0.98 * rate),
+        ("API flat out / raw GET", f"{report.ratio():.2f}", f" (per round: {ratios})", ">= 0.5",
+         report.ratio() >= 0.5),
     )  # fmt: skip
-    for name, value, goal, ok in checks:
+    for name, value, note, goal, ok in checks:
         verdict = "met" if ok else "NOT met"
-        console.print(f"{name}: [bold]{value}[/] (goal {goal}: {verdict})", highlight=False)
+        console.print(f"{name}: [bold]{value}[/]{note} (goal {goal}: {verdict})", highlight=False)
 
 
 def main() -> None:

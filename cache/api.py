@@ -119,7 +119,7 @@ def _fastapi(
 ) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with HintClient.connect(app.state.redis, hints) as client:
+        async with HintClient(app.state.redis, hints) as client:
             endpoint.client = client
             try:
                 yield

@@ -5,7 +5,9 @@
 2. Start ``aigq serve`` with ``workers`` uvicorn workers on a free loopback port, as a
    process of its own, and wait for ``/readyz``.
 3. Each measurement runs in a separate load-generator process (:mod:`cache.loadgen`), one
-   after the other, over ``connections`` keep-alive connections:
+   after the other, over ``connections`` keep-alive connections; the last three run
+   round-robin ``rounds`` times and their medians are reported (this machine's speed drifts,
+   and other work shares its two cores):
    - ``ceiling``: the generator against a trivial canned-response server (its own ceiling);
    - ``api_rate``: the API at a fixed request rate: p50/p99 latency and achieved rate;
    - ``api_max``: the API closed-loop: its throughput;
@@ -24,6 +26,7 @@ import asyncio
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import urllib.error
@@ -54,6 +57,7 @@ class BenchConfig:
     workers: int = 1
     k: int = 10
     unknown_every: int = 20  # one request in 20 for a user with no entries (the fallback path)
+    rounds: int = 3  # the API and Redis phases run round-robin this many times; medians count
 
 
 @dataclass(frozen=True)
@@ -68,13 +72,27 @@ class Phase:
 class BenchReport:
     config: BenchConfig
     load_s: float
-    phases: dict[str, Phase]
+    phases: dict[str, list[Phase]]  # each phase's runs, in order
     sample: dict[str, Any]  # one response, to show what was served
 
-    def ratio(self) -> float:
-        return float(
-            self.phases["api_max"].result["rate"] / self.phases["redis_get"].result["rate"]
+    def median(self, name: str, field: str) -> float:
+        return float(statistics.median(p.result[field] for p in self.phases[name]))
+
+    def median_cpu(self, name: str) -> tuple[float, float, float]:
+        runs = self.phases[name]
+        return (
+            statistics.median(p.result["cpu_s"] for p in runs),
+            statistics.median(p.server_cpu_s for p in runs),
+            statistics.median(p.redis_cpu_s for p in runs),
         )
+
+    def ratios(self) -> list[float]:
+        """API flat out / raw GET, per round (the two ran one after the other)."""
+        pairs = zip(self.phases["api_max"], self.phases["redis_get"], strict=True)
+        return [api.result["rate"] / raw.result["rate"] for api, raw in pairs]
+
+    def ratio(self) -> float:
+        return float(statistics.median(self.ratios()))
 
 
 def _tree_cpu_s(pid: int) -> float:
@@ -201,14 +219,15 @@ def _measure(
         "k": config.k,
     }
     timeout = config.warmup_s + config.duration_s + 60
-    phases: dict[str, Phase] = {}
+    phases: dict[str, list[Phase]] = {}
 
     def phase(name: str, spec: dict[str, Any], server_pid: int | None) -> None:
         cpu0 = _tree_cpu_s(server_pid) if server_pid else 0.0
         redis0 = _redis_cpu_s(redis.url)
         result = _loadgen(common | spec, timeout)
         server_cpu = _tree_cpu_s(server_pid) - cpu0 if server_pid else 0.0
-        phases[name] = Phase(name, result, server_cpu, _redis_cpu_s(redis.url) - redis0)
+        run = Phase(name, result, server_cpu, _redis_cpu_s(redis.url) - redis0)
+        phases.setdefault(name, []).append(run)
         log(f"{name}: {result['rate']:,.0f}/s, p50 {result['p50_ms']:.2f} ms, "
             f"p99 {result['p99_ms']:.2f} ms, statuses {result['statuses']}")  # fmt: skip
 
@@ -234,11 +253,10 @@ def _measure(
         if status != 200:
             raise AigqError(f"sample request answered {status}: {body[:500]!r}")
         sample = json.loads(body)
-        phase("api_rate", {"job": "http_rate", "port": port, "rate": config.rate}, server_pid)
-        phase("api_max", {"job": "http_max", "port": port}, server_pid)
-    phase(
-        "redis_get",
-        {"job": "redis_get", "redis_url": redis.url, "key_prefix": data.raw_prefix},
-        None,
-    )
+        raw = {"job": "redis_get", "redis_url": redis.url, "key_prefix": data.raw_prefix}
+        for n in range(config.rounds):  # round-robin: this machine's speed drifts
+            log(f"round {n + 1} of {config.rounds}")
+            phase("api_rate", {"job": "http_rate", "port": port, "rate": config.rate}, server_pid)
+            phase("api_max", {"job": "http_max", "port": port}, server_pid)
+            phase("redis_get", raw, None)  # the server idles meanwhile
     return BenchReport(config, load_s, phases, sample)

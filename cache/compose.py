@@ -20,18 +20,14 @@ its best query before any contributes its second.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
-from itertools import zip_longest
+from collections.abc import Sequence
 from typing import Literal, NamedTuple
 
 from cache.recent import Trigger
-from cache.text import normalize
+from cache.text import normalize_cached
 from cache.u2q import U2QRun
 
 Source = Literal["u2q", "x2q", "popular"]
-
-# (query, source, trigger key or None): a candidate, made into a Hint only if it is kept
-_Candidate = tuple[str, Source, str | None]
 
 
 class Hint(NamedTuple):
@@ -49,25 +45,22 @@ class TriggerHits(NamedTuple):
     queries: Sequence[str]
 
 
-def _round_robin(lists: Sequence[TriggerHits]) -> Iterator[_Candidate]:
+def _round_robin(lists: Sequence[TriggerHits], k: int) -> list[tuple[str, str]]:
+    """``(query, trigger key)`` pairs: every list's first, then every list's second, ...
+
+    No list can give more than ``k`` hints, so each is read that far at most.
+    """
     if len(lists) == 1:  # the common case, without the transposition
         member = lists[0].trigger.member
-        for query in lists[0].queries:
-            yield query, "x2q", member
-        return
-    members = [hits.trigger.member for hits in lists]
-    for row in zip_longest(*(hits.queries for hits in lists)):
-        for query, member in zip(row, members, strict=True):
-            if query is not None:
-                yield query, "x2q", member
-
-
-def _alternate(first: Iterator[_Candidate], second: Iterable[_Candidate]) -> Iterator[_Candidate]:
-    for a, b in zip_longest(first, second):
-        if a is not None:
-            yield a
-        if b is not None:
-            yield b
+        return [(query, member) for query in lists[0].queries[:k]]
+    merged = []
+    for i in range(max((len(hits.queries) for hits in lists), default=0)):
+        if i >= k:
+            break
+        for hits in lists:
+            if i < len(hits.queries):
+                merged.append((hits.queries[i], hits.trigger.member))
+    return merged
 
 
 def compose(
@@ -80,32 +73,38 @@ def compose(
 
     ``x2q`` is newest trigger first (as :class:`cache.recent.RecentTriggers` returns them).
     """
+    out: list[Hint] = []
     if k < 1:
-        return []
+        return out
+    keys: set[str] = set()
+
+    def take(query: str, source: Source, trigger: str | None) -> bool:
+        """Keep the query unless it is blank or a near-duplicate; True once ``k`` are kept."""
+        key = normalize_cached(query)
+        if key and key not in keys:
+            keys.add(key)
+            out.append(Hint(query.strip(), source, trigger))
+        return len(out) >= k
+
     fresh: Sequence[TriggerHits] = x2q
     seen: Sequence[TriggerHits] = ()
+    runs: Sequence[str] = ()
     if u2q is not None:
         fresh = [hits for hits in x2q if hits.trigger.ts > u2q.event_ts]
         seen = [hits for hits in x2q if hits.trigger.ts <= u2q.event_ts]
-    runs: list[_Candidate] = [(q, "u2q", None) for q in u2q.queries] if u2q else []
-    first = _alternate(_round_robin(fresh), runs) if fresh else iter(runs)
-
-    out: list[Hint] = []
-    keys: set[str] = set()
-    for candidates in (first, _round_robin(seen)):
-        for query, source, trigger in candidates:
-            key = normalize(query)
-            if key and key not in keys:
-                keys.add(key)
-                out.append(Hint(query.strip(), source, trigger))
-                if len(out) >= k:
-                    return out
+        runs = u2q.queries
+    first = _round_robin(fresh, k) if fresh else []
+    for i in range(max(len(first), len(runs))):
+        if i < len(first) and take(first[i][0], "x2q", first[i][1]):
+            return out
+        if i < len(runs) and take(runs[i], "u2q", None):
+            return out
+    if seen:
+        for query, member in _round_robin(seen, k):
+            if take(query, "x2q", member):
+                return out
     if not out:
         for query in popular:
-            key = normalize(query)
-            if key and key not in keys:
-                keys.add(key)
-                out.append(Hint(query.strip(), "popular"))
-                if len(out) >= k:
-                    break
+            if take(query, "popular", None):
+                break
     return out

@@ -6,43 +6,39 @@ composition (:func:`cache.compose.compose`).
 
 One request is one ``EVALSHA`` of a read-only Lua script that, inside Redis, reads the user's
 newest u2q run (``LINDEX <prefix>u2q:<user> 0``), their newest recent triggers
-(``ZREVRANGE <prefix>recent:<user>``), the x2q list of each trigger
-(``LRANGE <prefix>x2q:<kind>:<text>``, keys built from the triggers), and, only when the
+(``ZREVRANGE <prefix>recent:<user>``), the x2q entry of each trigger
+(``GET <prefix>x2q:<kind>:<text>``, keys built from the triggers), and, only when the
 first two give nothing, the popular queries (``ZREVRANGE <prefix>popular``). The x2q keys
 depend on what the triggers are, so a pipeline would need two round trips; the script needs
 one. It reads keys it was not given in KEYS, which a single Redis (or a primary with
-replicas) allows and Redis Cluster does not.
+replicas) allows and Redis Cluster does not. The command goes over one pipelined connection
+(:mod:`cache.pipe`) shared by every concurrent request of the process.
 
-A value of the wrong type, or an undecodable u2q run, is skipped and reported as ``corrupt``
-rather than failing the request. Redis errors, refusals and the read deadline
-(``AIGQ_HINTS_TIMEOUT_MS``, connect included; the client makes no retries) raise
+A value of the wrong type, or an undecodable u2q run or x2q entry, is skipped and reported as
+``corrupt`` rather than failing the request. Redis errors, refusals and the read deadline
+(``AIGQ_HINTS_TIMEOUT_MS``, connect included; no retries) raise
 :class:`~cache.errors.CacheError` / :class:`~cache.errors.CacheTimeoutError` quickly.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 import time
-from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal, Self
-
-from redis.asyncio import Redis
-from redis.exceptions import NoScriptError, RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from typing import Any, Literal, NamedTuple, Self
 
 from aigq.events import MAX_ID_CHARS
 from aigq.logging import get_logger
 from aigq.settings import RedisSettings
-from cache.client import open_redis
 from cache.compose import Hint, TriggerHits, compose
 from cache.errors import CacheError, CacheTimeoutError, CorruptEntryError, InvalidRequestError
-from cache.popular import PopularQueries
-from cache.recent import RecentTriggers, Trigger, parse_member
+from cache.pipe import RedisPipe, ReplyError
+from cache.recent import Trigger, parse_member
 from cache.settings import HintSettings
-from cache.u2q import U2QRun, U2QStore, decode_run
-from cache.x2q import X2QStore
+from cache.u2q import U2QRun, decode_run
+from cache.x2q import decode_queries
 
 log = get_logger(__name__)
 
@@ -52,8 +48,9 @@ USER_ID_RULE = f"1 to {MAX_ID_CHARS} characters of A-Z a-z 0-9 . _ : @ + = -"
 _USER_ID = re.compile(f"[{USER_ID_CHARS}]{{1,{MAX_ID_CHARS}}}")
 
 # KEYS: u2q list, recent-trigger zset, popular zset.
-# ARGV: x2q key prefix, triggers to look up, queries per trigger, popular queries wanted.
-# Returns {u2q head or nil, {member, score, ...}, {{query, ...} per trigger}, {popular}, errors}.
+# ARGV: x2q key prefix, triggers to look up, popular queries wanted.
+# Returns {u2q head or nil, {member, score, ...}, {x2q entry or nil per trigger}, {popular},
+# errors}; a key of the wrong type counts as an error and reads as empty.
 READ_LUA = """
 local errors = 0
 local head = redis.pcall('LINDEX', KEYS[1], 0)
@@ -64,21 +61,20 @@ if n > 0 then
   triggers = redis.pcall('ZREVRANGE', KEYS[2], 0, n - 1, 'WITHSCORES')
   if triggers.err then errors = errors + 1; triggers = {} end
 end
-local lists = {}
+local entries = {}
 local found = false
-local last = tonumber(ARGV[3]) - 1
 for i = 1, #triggers, 2 do
-  local queries = redis.pcall('LRANGE', ARGV[1] .. triggers[i], 0, last)
-  if queries.err then errors = errors + 1; queries = {} end
-  if #queries > 0 then found = true end
-  lists[#lists + 1] = queries
+  local entry = redis.pcall('GET', ARGV[1] .. triggers[i])
+  if type(entry) == 'table' then errors = errors + 1; entry = false end
+  if entry then found = true end
+  entries[#entries + 1] = entry
 end
 local popular = {}
 if not found and (not head or string.find(head, '"q":[]', 1, true)) then
-  popular = redis.pcall('ZREVRANGE', KEYS[3], 0, tonumber(ARGV[4]) - 1)
+  popular = redis.pcall('ZREVRANGE', KEYS[3], 0, tonumber(ARGV[3]) - 1)
   if popular.err then errors = errors + 1; popular = {} end
 end
-return {head, triggers, lists, popular, errors}
+return {head, triggers, entries, popular, errors}
 """
 
 Fallback = Literal["popular", "static"]
@@ -91,8 +87,7 @@ def check_user_id(user_id: str) -> str:
     return user_id
 
 
-@dataclass(frozen=True, slots=True)
-class HintResult:
+class HintResult(NamedTuple):
     """What one read gave: the hints and what they were made of."""
 
     user_id: str
@@ -113,30 +108,18 @@ class HintResult:
 
 
 class HintClient:
-    """Async context manager over a Redis pool; :meth:`hints` is the whole read path."""
+    """Async context manager over one pipelined connection; :meth:`hints` is the read path."""
 
-    def __init__(self, redis: Redis, settings: HintSettings, *, owns_redis: bool = False) -> None:
-        self._redis = redis
-        self._owns = owns_redis
+    def __init__(self, redis: RedisSettings, settings: HintSettings) -> None:
         self.settings = settings
+        self._pipe = RedisPipe(redis)
         prefix = settings.cache_prefix
-        self._u2q = U2QStore(redis, prefix=prefix)
-        self._recent = RecentTriggers(redis, prefix=prefix)
-        self._popular_key = PopularQueries(redis, prefix=prefix).key
-        self._x2q_prefix = X2QStore(redis, prefix=prefix).key_prefix
-        self._script = redis.register_script(READ_LUA)
+        self._u2q_prefix = f"{prefix}u2q:"
+        self._recent_prefix = f"{prefix}recent:"
+        self._popular_key = f"{prefix}popular"
+        self._x2q_prefix = f"{prefix}x2q:"
+        self._sha = hashlib.sha1(READ_LUA.encode()).hexdigest()
         self._timeout_s = settings.timeout_s
-
-    @classmethod
-    def connect(cls, redis: RedisSettings, settings: HintSettings) -> HintClient:
-        """A client with its own pool: the read deadline as socket timeouts, no retries."""
-        pool = open_redis(
-            redis,
-            timeout_s=settings.timeout_s,
-            retries=0,
-            max_connections=settings.max_connections,
-        )
-        return cls(pool, settings, owns_redis=True)
 
     async def __aenter__(self) -> Self:
         return self
@@ -150,19 +133,19 @@ class HintClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the pool if this client opened it (a pool passed in stays the caller's)."""
-        if self._owns:
-            await self._redis.aclose()
+        await self._pipe.aclose()
 
     async def ping(self) -> None:
         """Raise CacheError unless Redis answers a PING within the read deadline."""
         try:
             async with asyncio.timeout(self._timeout_s):
-                await self._redis.ping()
-        except (TimeoutError, RedisTimeoutError) as exc:
+                reply = await self._pipe.call("PING")
+        except TimeoutError as exc:
             raise CacheTimeoutError(f"Redis did not answer within {self._timeout_s}s") from exc
-        except (RedisError, OSError) as exc:
+        except OSError as exc:  # ConnectionError included
             raise CacheError(f"Redis does not answer: {exc}") from exc
+        if isinstance(reply, ReplyError):
+            raise CacheError(f"Redis refused PING: {reply}")
 
     async def hints(self, user_id: str, k: int | None = None) -> HintResult:
         """The user's hints: at most ``k`` (default ``default_k``, capped at ``max_k``).
@@ -176,45 +159,56 @@ class HintClient:
         if isinstance(wanted, bool) or not isinstance(wanted, int) or wanted < 1:
             raise InvalidRequestError(f"k must be an integer >= 1, got {k!r}")
         wanted = min(wanted, self.settings.max_k)
-        keys = (self._u2q.key(user_id), self._recent.key(user_id), self._popular_key)
-        args = (self._x2q_prefix, self.settings.triggers, self.settings.per_trigger, wanted)
+        args = (
+            3,
+            self._u2q_prefix + user_id,
+            self._recent_prefix + user_id,
+            self._popular_key,
+            self._x2q_prefix,
+            self.settings.triggers,
+            wanted,
+        )
         try:
             async with asyncio.timeout(self._timeout_s):
-                reply = await self._read(keys, args)
-        except (TimeoutError, RedisTimeoutError) as exc:
+                reply = await self._pipe.call("EVALSHA", self._sha, *args)
+                if isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT"):
+                    await self._pipe.call("SCRIPT", "LOAD", READ_LUA)  # a fresh or flushed server
+                    reply = await self._pipe.call("EVALSHA", self._sha, *args)
+        except TimeoutError as exc:
             raise CacheTimeoutError(
                 f"hint read of {user_id!r} took over {self._timeout_s}s"
             ) from exc
-        except (RedisError, OSError) as exc:
+        except OSError as exc:  # ConnectionError included
             raise CacheError(f"hint read of {user_id!r} failed: {exc}") from exc
+        if isinstance(reply, ReplyError):
+            raise CacheError(f"hint read of {user_id!r} refused: {reply}")
         return self._result(user_id, wanted, reply)
 
-    async def _read(self, keys: tuple[str, str, str], args: tuple[Any, ...]) -> Any:
-        try:
-            return await self._redis.evalsha(self._script.sha, 3, *keys, *args)
-        except NoScriptError:  # a fresh or flushed server: load it once, then go on
-            await self._redis.script_load(READ_LUA)
-            return await self._redis.evalsha(self._script.sha, 3, *keys, *args)
-
     def _result(self, user_id: str, k: int, reply: Any) -> HintResult:
-        head, flat, lists, popular, errors = reply
+        head, flat, entries, popular, errors = reply
         corrupt = bool(errors)
         u2q = None
         if head is not None:
             try:
                 u2q = decode_run(head)
             except CorruptEntryError as exc:
-                log.warning("hints_corrupt_u2q_entry", user_id=user_id, error=str(exc))
+                log.warning("hints_corrupt_entry", user_id=user_id, error=str(exc))
                 corrupt = True
         triggers: list[Trigger] = []
         hits: list[TriggerHits] = []
-        for i, queries in enumerate(lists):
+        per_trigger = self.settings.per_trigger
+        for i, entry in enumerate(entries):
             trigger = parse_member(flat[2 * i], flat[2 * i + 1])
             if trigger is None:
                 corrupt = True
                 continue
             triggers.append(trigger)
-            hits.append(TriggerHits(trigger, [q.decode("utf-8", "replace") for q in queries]))
+            if entry is not None:
+                try:
+                    hits.append(TriggerHits(trigger, decode_queries(entry)[:per_trigger]))
+                except CorruptEntryError as exc:
+                    log.warning("hints_corrupt_entry", user_id=user_id, error=str(exc))
+                    corrupt = True
         hints = compose(u2q, hits, [q.decode("utf-8", "replace") for q in popular], k)
         fallback: Fallback | None = None
         if not hints and self.settings.popular_fallback:

@@ -8,7 +8,6 @@ needs the first and not the second. Both are frozen and read by the command bein
     AIGQ_HINTS_TRIGGERS            recent triggers looked up in x2q per request
     AIGQ_HINTS_PER_TRIGGER         x2q queries read per trigger
     AIGQ_HINTS_TIMEOUT_MS          a whole read (connect included): past it, the cache is down
-    AIGQ_HINTS_MAX_CONNECTIONS     Redis connections per process
     AIGQ_HINTS_POPULAR_FALLBACK    comma-separated queries for when Redis has no popular set
     AIGQ_SERVE_BIND / _PORT        where the API listens (loopback unless set)
     AIGQ_SERVE_WORKERS             uvicorn worker processes
@@ -43,7 +42,6 @@ class HintSettings(BaseSettings):
     triggers: int = Field(5, ge=0, le=50, description="recent triggers looked up in x2q")
     per_trigger: int = Field(10, ge=1, le=100, description="x2q queries read per trigger")
     timeout_ms: int = Field(100, ge=1, le=60_000, description="a whole read, connect included")
-    max_connections: int = Field(64, ge=1, le=10_000, description="Redis connections per process")
     popular_fallback: Annotated[tuple[str, ...], NoDecode] = Field(
         (), description="static fallback when Redis holds no popular queries"
     )

@@ -22,3 +22,21 @@ def normalize(text: str, max_chars: int | None = None) -> str:
     if max_chars is not None and len(folded) > max_chars:
         folded = folded[:max_chars].rstrip()
     return folded
+
+
+_SEEN: dict[str, str] = {}
+_SEEN_MAX = 65_536
+
+
+def normalize_cached(text: str) -> str:
+    """:func:`normalize` with a bounded memo: hint queries repeat across users and requests.
+
+    The memo is emptied when it reaches 65,536 entries, so it never grows without bound.
+    """
+    key = _SEEN.get(text)
+    if key is None:
+        key = normalize(text)
+        if len(_SEEN) >= _SEEN_MAX:
+            _SEEN.clear()
+        _SEEN[text] = key
+    return key

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator, Callable
 
 import pytest
+import pytest_asyncio
 from redis.asyncio import Redis
 
 from aigq.dev.probe import free_port
@@ -23,8 +25,22 @@ pytestmark = pytest.mark.integration
 NOW = int(time.time() * 1000)
 
 
-def settings(prefix: str, **overrides: object) -> HintSettings:
-    return HintSettings(cache_prefix=prefix, **overrides)  # type: ignore[arg-type]
+MakeClient = Callable[..., HintClient]
+
+
+@pytest_asyncio.fixture
+async def make(redis_settings: RedisSettings) -> AsyncIterator[MakeClient]:
+    """``make(prefix, **settings)``: a HintClient on the test database, closed after the test."""
+    made: list[HintClient] = []
+
+    def make(prefix: str, **overrides: object) -> HintClient:
+        settings = HintSettings(cache_prefix=prefix, **overrides)  # type: ignore[arg-type]
+        made.append(HintClient(redis_settings, settings))
+        return made[-1]
+
+    yield make
+    for client in made:
+        await client.aclose()
 
 
 async def seed(client: Redis, prefix: str) -> U2QRun:
@@ -49,10 +65,12 @@ async def seed(client: Redis, prefix: str) -> U2QRun:
 
 
 @pytest.mark.asyncio
-async def test_every_source_in_one_composed_list(redis: tuple[Redis, str]) -> None:
+async def test_every_source_in_one_composed_list(
+    redis: tuple[Redis, str], make: MakeClient
+) -> None:
     client, prefix = redis
     run = await seed(client, prefix)
-    hints = HintClient(client, settings(prefix))
+    hints = make(prefix)
     result = await hints.hints("u1")
     assert result.hints == [
         Hint("fresh x2q", "x2q", "item:sku-7"),
@@ -75,10 +93,10 @@ async def test_every_source_in_one_composed_list(redis: tuple[Redis, str]) -> No
 
 
 @pytest.mark.asyncio
-async def test_k_is_capped_and_validated(redis: tuple[Redis, str]) -> None:
+async def test_k_is_capped_and_validated(redis: tuple[Redis, str], make: MakeClient) -> None:
     client, prefix = redis
     await seed(client, prefix)
-    hints = HintClient(client, settings(prefix, default_k=2, max_k=3))
+    hints = make(prefix, default_k=2, max_k=3)
     assert [h.query for h in (await hints.hints("u1")).hints] == ["fresh x2q", "u2q one"]
     capped = await hints.hints("u1", 10**9)
     assert capped.k == 3
@@ -89,9 +107,11 @@ async def test_k_is_capped_and_validated(redis: tuple[Redis, str]) -> None:
 
 
 @pytest.mark.asyncio
-async def test_unknown_user_gets_popular_then_static_fallback(redis: tuple[Redis, str]) -> None:
+async def test_unknown_user_gets_popular_then_static_fallback(
+    redis: tuple[Redis, str], make: MakeClient
+) -> None:
     client, prefix = redis
-    hints = HintClient(client, settings(prefix, popular_fallback="static a, static b"))
+    hints = make(prefix, popular_fallback="static a, static b")
     static = await hints.hints("nobody")
     assert static.hints == [Hint("static a", "popular"), Hint("static b", "popular")]
     assert static.fallback == "static"
@@ -101,15 +121,17 @@ async def test_unknown_user_gets_popular_then_static_fallback(redis: tuple[Redis
     popular = await hints.hints("nobody")
     assert popular.hints == [Hint("popular one", "popular")]
     assert popular.fallback == "popular"
-    assert (await HintClient(client, settings(f"{prefix}empty:")).hints("nobody")).hints == []
+    assert (await make(f"{prefix}empty:").hints("nobody")).hints == []
 
 
 @pytest.mark.asyncio
-async def test_triggers_without_an_index_are_not_an_error(redis: tuple[Redis, str]) -> None:
+async def test_triggers_without_an_index_are_not_an_error(
+    redis: tuple[Redis, str], make: MakeClient
+) -> None:
     client, prefix = redis
     await RecentTriggers(client, prefix=prefix).record_many([("u1", "item", "a", NOW)])
     await PopularQueries(client, prefix=prefix).write([("popular one", 5)])
-    result = await HintClient(client, settings(prefix)).hints("u1")
+    result = await make(prefix).hints("u1")
     assert result.hints == [Hint("popular one", "popular")]
     assert result.triggers == (Trigger("item", "a", NOW),)
     assert not result.corrupt
@@ -117,7 +139,7 @@ async def test_triggers_without_an_index_are_not_an_error(redis: tuple[Redis, st
 
 @pytest.mark.asyncio
 async def test_only_the_configured_number_of_triggers_is_looked_up(
-    redis: tuple[Redis, str],
+    redis: tuple[Redis, str], make: MakeClient
 ) -> None:
     client, prefix = redis
     await RecentTriggers(client, prefix=prefix).record_many(
@@ -126,18 +148,20 @@ async def test_only_the_configured_number_of_triggers_is_looked_up(
     await X2QStore(client, prefix=prefix).write_many(
         [("item", f"i{n}", [f"q{n}a", f"q{n}b"]) for n in range(4)]
     )
-    hints = HintClient(client, settings(prefix, triggers=2, per_trigger=1))
+    hints = make(prefix, triggers=2, per_trigger=1)
     result = await hints.hints("u1")
     assert [h.query for h in result.hints] == ["q3a", "q2a"]
-    none = await HintClient(client, settings(prefix, triggers=0)).hints("u1")
+    none = await make(prefix, triggers=0).hints("u1")
     assert none.hints == [] and none.triggers == ()
 
 
 @pytest.mark.asyncio
-async def test_wrong_types_and_garbage_are_skipped_not_fatal(redis: tuple[Redis, str]) -> None:
+async def test_wrong_types_and_garbage_are_skipped_not_fatal(
+    redis: tuple[Redis, str], make: MakeClient
+) -> None:
     client, prefix = redis
     await seed(client, prefix)
-    hints = HintClient(client, settings(prefix, popular_fallback="static"))
+    hints = make(prefix, popular_fallback="static")
     await client.delete(f"{prefix}u2q:u1")
     await client.lpush(f"{prefix}u2q:u1", b"{not json")
     garbage = await hints.hints("u1")
@@ -153,18 +177,26 @@ async def test_wrong_types_and_garbage_are_skipped_not_fatal(redis: tuple[Redis,
     assert wrong.fallback == "static"
 
     await client.zadd(f"{prefix}recent:u3", {"bogus member": NOW, "item:sku-7": NOW - 1})
-    await client.set(f"{prefix}x2q:item:sku-7", "not a list")
+    await client.set(f"{prefix}x2q:item:sku-7", "not json")
     odd = await hints.hints("u3")
     assert odd.corrupt
     assert odd.triggers == (Trigger("item", "sku-7", NOW - 1),)
     assert odd.hints == [Hint("static", "popular")]
 
+    await client.zadd(f"{prefix}recent:u4", {"item:listed": NOW})
+    await client.rpush(f"{prefix}x2q:item:listed", "a list, not a string")
+    listed = await hints.hints("u4")
+    assert listed.corrupt
+    assert listed.hints == [Hint("static", "popular")]
+
 
 @pytest.mark.asyncio
-async def test_a_flushed_script_cache_is_reloaded(redis: tuple[Redis, str]) -> None:
+async def test_a_flushed_script_cache_is_reloaded(
+    redis: tuple[Redis, str], make: MakeClient
+) -> None:
     client, prefix = redis
     await seed(client, prefix)
-    hints = HintClient(client, settings(prefix))
+    hints = make(prefix)
     await client.script_flush()
     assert len((await hints.hints("u1")).hints) == 5
 
@@ -185,7 +217,7 @@ def test_good_user_ids(user_id: str) -> None:
 @pytest.mark.asyncio
 async def test_redis_down_is_a_cache_error_quickly() -> None:
     redis = RedisSettings(url=f"redis://127.0.0.1:{free_port()}/0")
-    async with HintClient.connect(redis, HintSettings(timeout_ms=200)) as hints:
+    async with HintClient(redis, HintSettings(timeout_ms=200)) as hints:
         started = time.monotonic()
         with pytest.raises(CacheError, match="hint read of 'u1'"):
             await hints.hints("u1")
@@ -197,23 +229,10 @@ async def test_redis_down_is_a_cache_error_quickly() -> None:
 @pytest.mark.asyncio
 async def test_a_hung_redis_times_out_at_the_deadline(hung_port: int) -> None:
     redis = RedisSettings(url=f"redis://127.0.0.1:{hung_port}/0")
-    async with HintClient.connect(redis, HintSettings(timeout_ms=150)) as hints:
+    async with HintClient(redis, HintSettings(timeout_ms=150)) as hints:
         started = time.monotonic()
         with pytest.raises(CacheTimeoutError, match=r"took over 0\.15s"):
             await hints.hints("u1")
         with pytest.raises(CacheTimeoutError):
             await hints.ping()
         assert time.monotonic() - started < 1.0
-
-
-@pytest.mark.asyncio
-async def test_connect_owns_its_pool_and_a_passed_pool_stays_open(
-    redis: tuple[Redis, str], redis_settings: RedisSettings
-) -> None:
-    client, prefix = redis
-    async with HintClient(client, settings(prefix)) as borrowed:
-        await borrowed.ping()
-    assert await client.ping()  # not closed by the client that borrowed it
-    owned = HintClient.connect(redis_settings, settings(prefix))
-    async with owned:
-        await owned.ping()

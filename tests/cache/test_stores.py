@@ -11,9 +11,10 @@ from aigq.dev.probe import free_port
 from aigq.errors import ServiceError
 from aigq.settings import RedisSettings
 from cache.client import open_redis
+from cache.errors import CorruptEntryError
 from cache.popular import PopularQueries
 from cache.recent import RecentTriggers, Trigger, parse_member, trigger_member
-from cache.x2q import X2QStore
+from cache.x2q import X2QStore, decode_queries
 
 # The pure encoding and validation tests below need no Redis; they stay beside the rest.
 pytestmark = pytest.mark.integration
@@ -142,6 +143,14 @@ async def test_x2q_round_trip_and_the_key_recent_triggers_use(
     ]
     assert await x2q.lookup([("item", "sku-1")], per_trigger=1) == [["q1"]]
     assert 0 < await client.ttl(x2q.key("item", "sku-1")) <= 600
+    assert await client.get(x2q.key("item", "sku-1")) == b'["q1","q2","q3"]'
+
+
+def test_x2q_entries_that_are_not_lists_of_strings_are_corrupt() -> None:
+    assert decode_queries(b'["a","b"]') == ["a", "b"]
+    for bad in (b"", b"not json", b'{"a":1}', b'["a",2]', b'"a"'):
+        with pytest.raises(CorruptEntryError):
+            decode_queries(bad)
 
 
 @pytest.mark.asyncio
