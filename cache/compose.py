@@ -21,6 +21,7 @@ its best query before any contributes its second.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import zip_longest
 from typing import Literal, NamedTuple
 
 from cache.recent import Trigger
@@ -53,13 +54,12 @@ def _round_robin(lists: Sequence[TriggerHits], k: int) -> list[tuple[str, str]]:
     if len(lists) == 1:  # the common case, without the transposition
         member = lists[0].trigger.member
         return [(query, member) for query in lists[0].queries[:k]]
+    members = [hits.trigger.member for hits in lists]
     merged = []
-    for i in range(max((len(hits.queries) for hits in lists), default=0)):
-        if i >= k:
-            break
-        for hits in lists:
-            if i < len(hits.queries):
-                merged.append((hits.queries[i], hits.trigger.member))
+    for row in zip_longest(*(hits.queries[:k] for hits in lists)):
+        for query, member in zip(row, members, strict=True):
+            if query is not None:
+                merged.append((query, member))
     return merged
 
 

@@ -22,7 +22,6 @@ A value of the wrong type, or an undecodable u2q run or x2q entry, is skipped an
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import re
 import time
@@ -112,7 +111,7 @@ class HintClient:
 
     def __init__(self, redis: RedisSettings, settings: HintSettings) -> None:
         self.settings = settings
-        self._pipe = RedisPipe(redis)
+        self._pipe = RedisPipe(redis, settings.timeout_s)
         prefix = settings.cache_prefix
         self._u2q_prefix = f"{prefix}u2q:"
         self._recent_prefix = f"{prefix}recent:"
@@ -138,8 +137,7 @@ class HintClient:
     async def ping(self) -> None:
         """Raise CacheError unless Redis answers a PING within the read deadline."""
         try:
-            async with asyncio.timeout(self._timeout_s):
-                reply = await self._pipe.call("PING")
+            reply = await self._pipe.call("PING")
         except TimeoutError as exc:
             raise CacheTimeoutError(f"Redis did not answer within {self._timeout_s}s") from exc
         except OSError as exc:  # ConnectionError included
@@ -169,11 +167,10 @@ class HintClient:
             wanted,
         )
         try:
-            async with asyncio.timeout(self._timeout_s):
+            reply = await self._pipe.call("EVALSHA", self._sha, *args)
+            if isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT"):
+                await self._pipe.call("SCRIPT", "LOAD", READ_LUA)  # a fresh or flushed server
                 reply = await self._pipe.call("EVALSHA", self._sha, *args)
-                if isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT"):
-                    await self._pipe.call("SCRIPT", "LOAD", READ_LUA)  # a fresh or flushed server
-                    reply = await self._pipe.call("EVALSHA", self._sha, *args)
         except TimeoutError as exc:
             raise CacheTimeoutError(
                 f"hint read of {user_id!r} took over {self._timeout_s}s"

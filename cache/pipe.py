@@ -12,10 +12,10 @@ Scope, deliberately small: RESP2 requests and replies (parsed by ``hiredis``), `
 ``rediss://`` (TLS, with ``AIGQ_REDIS_SSL_CA_CERTS``) and ``unix://`` URLs, ``AUTH`` and
 ``SELECT`` on connect. Commands asked for in one event-loop iteration go out in one write
 (under load, one system call carries several requests' commands, and Redis reads them in
-one go). No retries and no timeouts of its own: the caller puts its deadline
-around :meth:`RedisPipe.call` (a reply that comes after its caller gave up is read and
-dropped, so the order stays right). A lost connection fails every request in flight at once;
-the next call connects again.
+one go). One deadline for every call (connect included), kept by a single timer rather
+than one per call; a connection that misses it is dropped. A reply that comes after its
+caller gave up is read and dropped, so the order stays right. A lost connection fails every
+request in flight at once; the next call connects again. No retries.
 """
 
 from __future__ import annotations
@@ -43,12 +43,15 @@ def pack(*args: str | bytes | int) -> bytes:
 
 
 class _Protocol(asyncio.Protocol):
-    def __init__(self) -> None:
+    def __init__(self, timeout_s: float) -> None:
         self.reader = hiredis.Reader()
-        self.waiting: deque[asyncio.Future[Any]] = deque()
+        self.timeout_s = timeout_s
+        # (caller's future, deadline on the loop clock), in the order the commands were sent
+        self.waiting: deque[tuple[asyncio.Future[Any], float]] = deque()
         self.transport: asyncio.Transport | None = None
         self.lost: BaseException | None = None
         self.outgoing: list[bytes] = []
+        self.timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -56,14 +59,17 @@ class _Protocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
         while (reply := self.reader.gets()) is not False:
-            waiter = self.waiting.popleft()
+            waiter = self.waiting.popleft()[0]
             if not waiter.done():  # its caller may have given up (deadline): drop the reply
                 waiter.set_result(reply)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = exc or ConnectionError("Redis closed the connection")
+        if self.lost is None:
+            self.lost = exc or ConnectionError("Redis closed the connection")
+        if self.timer is not None:
+            self.timer.cancel()
         while self.waiting:
-            waiter = self.waiting.popleft()
+            waiter = self.waiting.popleft()[0]
             if not waiter.done():
                 waiter.set_exception(ConnectionError(f"connection to Redis lost: {self.lost}"))
 
@@ -71,7 +77,10 @@ class _Protocol(asyncio.Protocol):
         """Queue a command; everything queued in one loop iteration goes out in one write."""
         loop = asyncio.get_running_loop()
         waiter = loop.create_future()
-        self.waiting.append(waiter)
+        deadline = loop.time() + self.timeout_s
+        self.waiting.append((waiter, deadline))
+        if self.timer is None:
+            self.timer = loop.call_at(deadline, self._expire)
         if not self.outgoing:
             loop.call_soon(self._flush)
         self.outgoing.append(packed)
@@ -83,15 +92,38 @@ class _Protocol(asyncio.Protocol):
         if self.lost is None and self.transport is not None:
             self.transport.write(data)
 
+    def _expire(self) -> None:
+        """Fail the commands past their deadline; one timer for all, re-armed for the next.
+
+        Commands go out in order with one timeout, so deadlines grow along the queue. A
+        connection that missed a deadline is dropped: what is still in flight fails at once,
+        and the next call connects again (a hung server or a half-open socket ends here).
+        """
+        self.timer = None
+        loop = asyncio.get_running_loop()
+        now, missed = loop.time(), False
+        for waiter, deadline in self.waiting:
+            if deadline > now:
+                self.timer = loop.call_at(deadline, self._expire)
+                break
+            if not waiter.done():
+                waiter.set_exception(TimeoutError(f"no reply from Redis in {self.timeout_s}s"))
+                missed = True
+        if missed and self.transport is not None:
+            self.lost = TimeoutError("a reply missed its deadline")  # new calls: reconnect
+            self.transport.abort()
+
 
 class RedisPipe:
     """``await pipe.call("GET", key)``: the reply, a ReplyError instance for an error reply.
 
-    Raises ConnectionError/OSError when Redis cannot be reached or the connection drops.
-    Use as ``async with`` or call :meth:`aclose`.
+    Raises TimeoutError when connecting, or the reply, takes longer than ``timeout_s``, and
+    ConnectionError/OSError when Redis cannot be reached or the connection drops. Use as
+    ``async with`` or call :meth:`aclose`.
     """
 
-    def __init__(self, settings: RedisSettings) -> None:
+    def __init__(self, settings: RedisSettings, timeout_s: float) -> None:
+        self._timeout_s = timeout_s
         url = urlsplit(settings.url)
         query = parse_qs(url.query)
         self._path = url.path if url.scheme == "unix" else None
@@ -118,7 +150,8 @@ class RedisPipe:
     async def call(self, *args: str | bytes | int) -> Any:
         proto = self._proto
         if proto is None or proto.lost is not None:
-            proto = await self._connect()
+            async with asyncio.timeout(self._timeout_s):
+                proto = await self._connect()
         return await proto.send(pack(*args))
 
     async def _connect(self) -> _Protocol:
@@ -129,10 +162,10 @@ class RedisPipe:
                 return self._proto
             loop = asyncio.get_running_loop()
             if self._path is not None:
-                transport, proto = await loop.create_unix_connection(_Protocol, self._path)
+                transport, proto = await loop.create_unix_connection(self._protocol, self._path)
             else:
                 transport, proto = await loop.create_connection(
-                    _Protocol, self._host, self._port, ssl=self._ssl
+                    self._protocol, self._host, self._port, ssl=self._ssl
                 )
             try:
                 if self._password:
@@ -145,6 +178,9 @@ class RedisPipe:
                 raise
             self._proto = proto
             return proto
+
+    def _protocol(self) -> _Protocol:
+        return _Protocol(self._timeout_s)
 
     @staticmethod
     async def _check(proto: _Protocol, *args: str | int) -> None:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
 import sys
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
@@ -67,6 +70,17 @@ def test_hint_settings(monkeypatch: pytest.MonkeyPatch) -> None:
         HintSettings(triggers=-1)
 
 
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """The CLI points logging at the runner's captured stderr, closed after it: undo that."""
+    handlers, level = logging.getLogger().handlers[:], logging.getLogger().level
+    yield
+    structlog.reset_defaults()
+    logging.getLogger().handlers[:] = handlers
+    logging.getLogger().setLevel(level)
+
+
+@pytest.mark.usefixtures("restore_logging")
 def test_serve_refuses_bad_settings_before_starting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AIGQ_HINTS_MAX_K", "0")
     result = CliRunner().invoke(app, ["serve", "--port", str(free_port())])
