@@ -237,28 +237,39 @@ def app_from_env() -> ReadAPI:
     return ReadAPI(load(HintSettings), load(ServeSettings), load(RedisSettings))
 
 
-def run_server(serve: ServeSettings) -> None:
-    """Run uvicorn (uvloop, httptools with one write per response, :mod:`cache.http`) with
-    ``serve.workers`` processes until SIGINT/SIGTERM."""
-    import uvicorn
-
+def uvicorn_options(serve: ServeSettings) -> dict[str, Any]:
+    """How uvicorn runs the API (the command and the tests use the same)."""
     from cache.http import CorkedHttpToolsProtocol
 
+    return {
+        "host": serve.bind,
+        "port": serve.port,
+        "loop": "uvloop",
+        "http": CorkedHttpToolsProtocol,  # httptools, one socket write per response
+        "lifespan": "on",
+        "access_log": serve.access_log,
+        "log_config": None,  # our logging (aigq.logging), not uvicorn's
+        "server_header": False,
+        "proxy_headers": False,  # no X-Forwarded-* rewriting: nothing here uses the client
+        "timeout_graceful_shutdown": 5,
+    }
+
+
+def run_server(serve: ServeSettings) -> None:
+    """Run uvicorn with ``serve.workers`` processes until SIGINT/SIGTERM."""
+    import uvicorn
+
     uvicorn.run(
-        "cache.api:app_from_env",
-        factory=True,
-        host=serve.bind,
-        port=serve.port,
-        workers=serve.workers,
-        loop="uvloop",
-        http=CorkedHttpToolsProtocol,
-        lifespan="on",
-        access_log=serve.access_log,
-        log_config=None,
-        server_header=False,
-        proxy_headers=False,  # no X-Forwarded-* rewriting: nothing here uses the client address
-        timeout_graceful_shutdown=5,
+        "cache.api:app_from_env", factory=True, workers=serve.workers, **uvicorn_options(serve)
     )
 
 
-__all__ = ["PATH_PREFIX", "ErrorOut", "HintsOut", "ReadAPI", "app_from_env", "run_server"]
+__all__ = [
+    "PATH_PREFIX",
+    "ErrorOut",
+    "HintsOut",
+    "ReadAPI",
+    "app_from_env",
+    "run_server",
+    "uvicorn_options",
+]

@@ -1,9 +1,10 @@
 """The served OpenAPI spec, fuzzed by schemathesis against the real server and Redis.
 
-uvicorn runs the full app (:class:`cache.api.ReadAPI`, both the direct hints path and
-FastAPI) in a thread on a free loopback port, over the test database with a few users seeded.
-Every operation of the spec gets schema-valid and schema-violating requests; no response may
-be a 5xx, and every response must match the spec (status code, content type, body schema).
+uvicorn runs the full app (:class:`cache.api.ReadAPI`: the direct hints path and FastAPI)
+as ``aigq serve`` runs it (same options, protocol and loop), in a thread on a free loopback
+port, over the test database with 1,000 users seeded. Every operation of the spec gets
+schema-valid and schema-violating requests; no response may be a 5xx, and every response
+must match the spec (status code, content type, body schema).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from schemathesis.specs.openapi.checks import (
 
 from aigq.dev.probe import free_port, wait_until
 from aigq.settings import RedisSettings
-from cache.api import ReadAPI
+from cache.api import ReadAPI, uvicorn_options
 from cache.bench_data import BenchData, delete, load
 from cache.client import open_redis
 from cache.settings import HintSettings, ServeSettings
@@ -44,11 +45,7 @@ KEY = "fuzz-key-0123456789"
 
 def _serve(app: ReadAPI) -> Iterator[str]:
     port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app, host="127.0.0.1", port=port, lifespan="on", log_config=None, access_log=False
-        )
-    )
+    server = uvicorn.Server(uvicorn.Config(app, **uvicorn_options(ServeSettings(port=port))))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
