@@ -135,7 +135,7 @@ class HintsEndpoint:
 
     async def _respond(self, scope: Scope, started: float) -> Reply:
         if self._keys and not self._authorised(scope["headers"]):
-            self._m.unauthorized.inc()
+            self._m.unauthorized()
             return error_reply(401, "missing or invalid API key")
         user_id = scope["path"][len(PATH_PREFIX) :]
         problems = []

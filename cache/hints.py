@@ -33,7 +33,7 @@ from aigq.logging import get_logger
 from aigq.settings import RedisSettings
 from cache.compose import Hint, TriggerHits, compose
 from cache.errors import CacheError, CacheTimeoutError, CorruptEntryError, InvalidRequestError
-from cache.pipe import RedisPipe, ReplyError
+from cache.pipe import RedisPipe, ReplyError, bulk
 from cache.recent import Trigger, parse_member
 from cache.settings import HintSettings
 from cache.u2q import U2QRun, decode_run
@@ -117,7 +117,11 @@ class HintClient:
         self._recent_prefix = f"{prefix}recent:"
         self._popular_key = f"{prefix}popular"
         self._x2q_prefix = f"{prefix}x2q:"
-        self._sha = hashlib.sha1(READ_LUA.encode()).hexdigest()
+        sha = hashlib.sha1(READ_LUA.encode()).hexdigest()
+        # EVALSHA sha 3 <u2q key> <recent key> <popular key> <x2q prefix> <triggers> <k>:
+        # everything but the two user keys and k is the same for every request.
+        self._head = b"*9\r\n" + bulk("EVALSHA") + bulk(sha) + bulk(3)
+        self._middle = bulk(self._popular_key) + bulk(self._x2q_prefix) + bulk(settings.triggers)
         self._timeout_s = settings.timeout_s
 
     async def __aenter__(self) -> Self:
@@ -157,20 +161,20 @@ class HintClient:
         if isinstance(wanted, bool) or not isinstance(wanted, int) or wanted < 1:
             raise InvalidRequestError(f"k must be an integer >= 1, got {k!r}")
         wanted = min(wanted, self.settings.max_k)
-        args = (
-            3,
-            self._u2q_prefix + user_id,
-            self._recent_prefix + user_id,
-            self._popular_key,
-            self._x2q_prefix,
-            self.settings.triggers,
-            wanted,
+        command = b"".join(
+            (
+                self._head,
+                bulk(self._u2q_prefix + user_id),
+                bulk(self._recent_prefix + user_id),
+                self._middle,
+                bulk(wanted),
+            )
         )
         try:
-            reply = await self._pipe.call("EVALSHA", self._sha, *args)
+            reply = await self._pipe.call_packed(command)
             if isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT"):
                 await self._pipe.call("SCRIPT", "LOAD", READ_LUA)  # a fresh or flushed server
-                reply = await self._pipe.call("EVALSHA", self._sha, *args)
+                reply = await self._pipe.call_packed(command)
         except TimeoutError as exc:
             raise CacheTimeoutError(
                 f"hint read of {user_id!r} took over {self._timeout_s}s"

@@ -33,13 +33,15 @@ from aigq.settings import RedisSettings
 ReplyError = hiredis.ReplyError
 
 
+def bulk(arg: str | bytes | int) -> bytes:
+    """One argument as a RESP2 bulk string."""
+    data = arg if isinstance(arg, bytes) else str(arg).encode()
+    return b"$%d\r\n%s\r\n" % (len(data), data)
+
+
 def pack(*args: str | bytes | int) -> bytes:
     """A command in RESP2 (an array of bulk strings)."""
-    parts = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        data = arg if isinstance(arg, bytes) else str(arg).encode()
-        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(parts)
+    return b"*%d\r\n" % len(args) + b"".join(map(bulk, args))
 
 
 class _Protocol(asyncio.Protocol):
@@ -148,11 +150,15 @@ class RedisPipe:
         await self.aclose()
 
     async def call(self, *args: str | bytes | int) -> Any:
+        return await self.call_packed(pack(*args))
+
+    async def call_packed(self, packed: bytes) -> Any:
+        """:meth:`call` with a command already in RESP2 (see :func:`pack`)."""
         proto = self._proto
         if proto is None or proto.lost is not None:
             async with asyncio.timeout(self._timeout_s):
                 proto = await self._connect()
-        return await proto.send(pack(*args))
+        return await proto.send(packed)
 
     async def _connect(self) -> _Protocol:
         if self._connecting is None:

@@ -1,10 +1,22 @@
-"""The read API's Prometheus metrics (names under ``aigq_serve_``)."""
+"""The read API's Prometheus metrics (names under ``aigq_serve_``).
+
+A request updates plain integers here; a collector registered in the process's
+:class:`~aigq.metrics.Metrics` registry turns them into counters and a histogram when
+Prometheus scrapes. prometheus-client's own metric objects take a lock on every update:
+with five updates per request that was about 5 µs, measurable against a ~70 µs request.
+The event loop is single-threaded, so the plain integers need no lock.
+"""
 
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
+from collections.abc import Iterator
 
-from aigq.metrics import Metrics
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from aigq.metrics import NAMESPACE, Metrics
 from cache.hints import HintResult
 
 # Requests take about a millisecond: resolve the range the goal (p99 <= 5 ms) is about.
@@ -12,52 +24,84 @@ LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
 )  # fmt: skip
 SOURCES = ("u2q", "x2q", "popular")
+OUTCOMES = ("ok", "bad_request", "unauthorized", "timeout", "redis", "internal")
+FALLBACKS = ("popular", "static", "none_available")
+ERRORS = ("timeout", "redis", "internal", "corrupt")
 
 
-class ServeMetrics:
-    """Pre-bound children, so a request touches no label lookup."""
+class _Latency:
+    """One histogram series: bucket counts (not cumulative), count and sum."""
+
+    __slots__ = ("buckets", "total")
+
+    def __init__(self) -> None:
+        self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)  # the last one is +Inf
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.total += seconds
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        out, running = [], 0
+        for bound, count in zip((*LATENCY_BUCKETS, float("inf")), self.buckets, strict=True):
+            running += count
+            out.append(("+Inf" if bound == float("inf") else str(bound), float(running)))
+        return out
+
+
+class ServeMetrics(Collector):
+    """Counts of one API process, exposed through ``metrics``' registry."""
 
     def __init__(self, metrics: Metrics) -> None:
-        self.latency = metrics.histogram(
-            "serve_request_seconds",
-            "hint requests: time in the handler, by outcome",
-            ["outcome"],
-            buckets=LATENCY_BUCKETS,
-        )
-        requests = metrics.counter("serve_requests", "hint requests by outcome", ["outcome"])
-        hits = metrics.counter(
-            "serve_hits", "hint responses each source contributed to", ["source"]
-        )
-        fallbacks = metrics.counter("serve_fallbacks", "responses made of a fallback", ["kind"])
-        errors = metrics.counter("serve_errors", "failed or degraded requests", ["kind"])
-        self._ok = requests.labels("ok")
-        self._ok_latency = self.latency.labels("ok")
-        self._hits = {source: hits.labels(source) for source in SOURCES}
-        self._fallbacks = {kind: fallbacks.labels(kind) for kind in ("popular", "static")}
-        self._empty = fallbacks.labels("none_available")
-        self._corrupt = errors.labels("corrupt")
-        self.unauthorized = requests.labels("unauthorized")
-        self._failed = {
-            kind: (requests.labels(kind), errors.labels(kind), self.latency.labels(kind))
-            for kind in ("timeout", "redis", "bad_request", "internal")
-        }
+        self.requests = dict.fromkeys(OUTCOMES, 0)
+        self.hits = dict.fromkeys(SOURCES, 0)
+        self.fallbacks = dict.fromkeys(FALLBACKS, 0)
+        self.errors = dict.fromkeys(ERRORS, 0)
+        self.latency = {outcome: _Latency() for outcome in OUTCOMES}
+        metrics.registry.register(self)
 
     def served(self, result: HintResult, started: float) -> None:
-        self._ok.inc()
-        for source in {hint.source for hint in result.hints}:
-            self._hits[source].inc()
+        self.requests["ok"] += 1
+        hits, sources = self.hits, set()
+        for hint in result.hints:
+            if hint.source not in sources:
+                sources.add(hint.source)
+                hits[hint.source] += 1
         if result.fallback is not None:
-            self._fallbacks[result.fallback].inc()
+            self.fallbacks[result.fallback] += 1
         elif not result.hints:
-            self._empty.inc()
+            self.fallbacks["none_available"] += 1
         if result.corrupt:
-            self._corrupt.inc()
-        self._ok_latency.observe(time.perf_counter() - started)
+            self.errors["corrupt"] += 1
+        self.latency["ok"].observe(time.perf_counter() - started)
+
+    def unauthorized(self) -> None:
+        self.requests["unauthorized"] += 1
 
     def failed(self, kind: str, started: float | None) -> None:
-        requests, errors, latency = self._failed[kind]
-        requests.inc()
+        self.requests[kind] += 1
         if kind != "bad_request":
-            errors.inc()
+            self.errors[kind] += 1
         if started is not None:
-            latency.observe(time.perf_counter() - started)
+            self.latency[kind].observe(time.perf_counter() - started)
+
+    def collect(self) -> Iterator[Metric]:
+        def counter(name: str, doc: str, label: str, values: dict[str, int]) -> Metric:
+            family = CounterMetricFamily(f"{NAMESPACE}_{name}", doc, labels=[label])
+            for key, value in values.items():
+                family.add_metric([key], value)
+            return family
+
+        yield counter("serve_requests", "hint requests by outcome", "outcome", self.requests)
+        yield counter("serve_hits", "responses each source contributed to", "source", self.hits)
+        yield counter("serve_fallbacks", "responses made of a fallback", "kind", self.fallbacks)
+        yield counter("serve_errors", "failed or degraded requests", "kind", self.errors)
+        latency = HistogramMetricFamily(
+            f"{NAMESPACE}_serve_request_seconds",
+            "hint requests: time in the handler, by outcome",
+            labels=["outcome"],
+        )
+        for outcome, series in self.latency.items():
+            latency.add_metric([outcome], series.cumulative(), series.total)
+        yield latency

@@ -149,6 +149,9 @@ async def test_health_readiness_metrics_and_spec(api: tuple[ReadAPI, httpx.Async
     assert 'aigq_serve_hits_total{source="popular"} 1.0' in metrics
     assert 'aigq_serve_fallbacks_total{kind="popular"} 1.0' in metrics
     assert 'aigq_serve_request_seconds_count{outcome="ok"} 2.0' in metrics
+    assert 'aigq_serve_request_seconds_bucket{le="+Inf",outcome="ok"} 2.0' in metrics
+    assert 'aigq_serve_request_seconds_bucket{le="1.0",outcome="ok"} 2.0' in metrics
+    assert 'aigq_serve_request_seconds_count{outcome="bad_request"} 1.0' in metrics
     spec = (await http.get("/openapi.json")).json()
     operation = spec["paths"]["/v1/hints/{user_id}"]["get"]
     params = {p["name"]: p for p in operation["parameters"]}
