@@ -212,12 +212,17 @@ def replay(
 def worker() -> None:
     """Run the session agents: session state, interest-change triggers, regeneration requests.
 
-    Configured by AIGQ_KAFKA_*, AIGQ_TOPICS_*, AIGQ_WEB_* and AIGQ_STREAM_*; stops on SIGTERM.
+    Configured by AIGQ_KAFKA_*, AIGQ_TOPICS_*, AIGQ_WEB_*, AIGQ_STREAM_* and AIGQ_REDIS_*
+    (users' recent triggers for the read API); stops on SIGTERM.
     """
     from streams.worker import SessionWorker  # Faust is heavy: import it only to run it
 
     SessionWorker(
-        load(KafkaSettings), load(TopicSettings), load(WebSettings), load(StreamSettings)
+        load(KafkaSettings),
+        load(TopicSettings),
+        load(WebSettings),
+        load(StreamSettings),
+        redis=load(RedisSettings),
     ).run()
 
 

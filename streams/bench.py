@@ -217,7 +217,9 @@ def _sessions(kafka: KafkaSettings, topics: TopicSettings, events: int, tmp: Pat
         session_timeout_s=6,
     )
     web = WebSettings(port=free_port())
-    SessionWorker(kafka, topics, web, settings, on_flushed=on_flushed, flush_at=events).run()
+    SessionWorker(
+        kafka, topics, web, settings, RedisSettings(), on_flushed=on_flushed, flush_at=events
+    ).run()
 
 
 def main(argv: list[str]) -> None:

@@ -52,6 +52,7 @@ class Fields(NamedTuple):
     ts: int
     text: str
     category: tuple[str, ...] | list[str]
+    item: str = ""  # a click's item id
 
 
 def _text(obj: dict[str, Any], name: str, limit: int) -> str | None:
@@ -78,7 +79,8 @@ def fast_fields(obj: Any) -> Fields | None:
         return None if query is None else Fields(kind, user, ts, query, ())
     if kind == "click":
         text, category = _text(obj, "item_text", MAX_ITEM_TEXT_CHARS), obj.get("category", [])
-        if text is None or _text(obj, "item_id", MAX_ID_CHARS) is None:
+        item = _text(obj, "item_id", MAX_ID_CHARS)
+        if text is None or item is None:
             return None
         if type(category) is not list or len(category) > MAX_CATEGORY_DEPTH:
             return None
@@ -90,7 +92,7 @@ def fast_fields(obj: Any) -> Fields | None:
             if not name:
                 return None
             names.append(name)
-        return Fields(kind, user, ts, text, names)
+        return Fields(kind, user, ts, text, names, item)
     if kind == "hint_click":
         query, request = (
             _text(obj, "query", MAX_QUERY_CHARS),
@@ -130,7 +132,9 @@ def full_fields(data: bytes) -> Fields:
     if isinstance(event, SearchEvent | HintClickEvent):
         return Fields(event.type, event.user_id, event.ts, event.query, ())
     if isinstance(event, ClickEvent):
-        return Fields(event.type, event.user_id, event.ts, event.item_text, event.category)
+        return Fields(
+            event.type, event.user_id, event.ts, event.item_text, event.category, event.item_id
+        )
     return Fields(event.type, event.user_id, event.ts, "", ())
 
 
@@ -155,6 +159,9 @@ class Drained:
     requests: list[tuple[str, bytes]] = field(default_factory=list)  # (user_id, record)
     dead_letters: list[bytes] = field(default_factory=list)
     governed: int = 0
+    recent: list[tuple[str, str, str, int]] = field(default_factory=list)
+    """``(user_id, kind, text, ts)``: what each user searched and clicked, for the read API's
+    recent-trigger sets (``cache.recent.RecentTriggers.record_many``); the newest time of each"""
 
 
 class SessionProcessor:
@@ -169,7 +176,9 @@ class SessionProcessor:
         max_event_bytes: int = 64 * 1024,
         generate: bool = True,
         wall_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+        recent: bool = False,
     ) -> None:
+        """``recent``: collect what each user searched and clicked (see :attr:`Drained.recent`)."""
         self.config, self.policy, self._load = config, policy, load
         self.governor = governor or CostGovernor(0)
         self.max_event_bytes = max_event_bytes
@@ -180,6 +189,8 @@ class SessionProcessor:
         self.pending: dict[str, Trigger] = {}  # the latest fired trigger per user
         self.dead: list[bytes] = []
         self.outcomes: Counter[str] = Counter()  # decisions by outcome, plus replayed/dead_letter
+        self.recent = recent
+        self.touched: dict[tuple[str, str, str], int] = {}  # (user, kind, text) -> newest ts
 
     def session(self, user_id: str) -> Session:
         session = self.sessions.get(user_id)
@@ -218,6 +229,8 @@ class SessionProcessor:
         )
         self.dirty.add(fields.user_id)
         self.outcomes[decision.outcome] += 1
+        if self.recent:
+            self._touch(fields)
         if decision.fired and self.generate:
             # What the request needs, as of now; its bytes are built at the flush, and only
             # for the user's latest trigger that the governor lets through.
@@ -249,6 +262,19 @@ class SessionProcessor:
             }
         )
 
+    def _touch(self, fields: Fields) -> None:
+        user, kind, ts, touched = fields.user_id, fields.kind, fields.ts, self.touched
+        keys: list[tuple[str, str, str]] = []
+        if kind == "search" or kind == "hint_click":
+            keys.append((user, "query", fields.text))
+        elif kind == "click":
+            keys.append((user, "item", fields.item))
+            if fields.category:
+                keys.append((user, "category", fields.category[-1]))
+        for key in keys:
+            if touched.get(key, -1) < ts:
+                touched[key] = ts
+
     def _dead(
         self, topic: str, partition: int, offset: int, value: bytes, error: EventError | str
     ) -> str:
@@ -264,6 +290,8 @@ class SessionProcessor:
         out.governed = len(dropped)
         self.outcomes["governed"] += len(dropped)
         out.dead_letters, self.dead = self.dead, []
+        out.recent = [(user, kind, text, ts) for (user, kind, text), ts in self.touched.items()]
+        self.touched.clear()
         self.dirty.clear()
         self.pending.clear()
         return out

@@ -27,6 +27,10 @@ class StreamSettings(BaseSettings):
     max_hot_sessions: int = Field(200_000, ge=1_000, description="sessions kept in memory")
     max_event_bytes: int = Field(64 * 1024, ge=256, description="larger records: dead letters")
     session_timeout_s: float = Field(30.0, ge=1, description="consumer group session timeout")
+    recent_triggers: bool = Field(
+        True, description="keep each user's recent queries/items/categories in Redis (read API)"
+    )
+    cache_prefix: str = Field("aigq:", max_length=100, description="Redis key prefix of those")
     gap_seeks: int = Field(
         3, ge=0, description="seeks back over a skipped source offset before it is taken as real"
     )

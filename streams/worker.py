@@ -38,7 +38,10 @@ from aigq.errors import ConfigError, ServiceError
 from aigq.events import EVENT_TYPES
 from aigq.logging import get_logger
 from aigq.metrics import Metrics
-from aigq.settings import KafkaSettings, TopicSettings, WebSettings
+from aigq.settings import KafkaSettings, RedisSettings, TopicSettings, WebSettings
+from cache.client import open_redis
+from cache.errors import CacheError
+from cache.recent import RecentTriggers
 from streams.gaps import GapGuard, Verdict
 from streams.processor import SessionProcessor
 from streams.settings import TABLE_NAME, StreamSettings
@@ -112,12 +115,15 @@ class SessionWorker:
         topics: TopicSettings,
         web: WebSettings,
         settings: StreamSettings,
+        redis: RedisSettings | None = None,
         metrics: Metrics | None = None,
         on_flushed: Callable[[SessionWorker], None] | None = None,
         flush_at: int | None = None,
     ) -> None:
-        """``flush_at``: flush as soon as that many records are applied, not at the next tick
-        (a benchmark's end; the timer still flushes every interval)."""
+        """``redis``: where each flush records users' recent triggers for the read API
+        (``settings.recent_triggers``; none without it). ``flush_at``: flush as soon as that
+        many records are applied, not at the next tick (a benchmark's end; the timer still
+        flushes every interval)."""
         if settings.store == "rocksdb":
             raise ConfigError(
                 "AIGQ_STREAM_STORE=rocksdb: Faust's RocksDB store files a key under the partition "
@@ -168,7 +174,12 @@ class SessionWorker:
             governor=settings.governor(),
             max_event_bytes=settings.max_event_bytes,
             generate=settings.generate,
+            recent=settings.recent_triggers and redis is not None,
         )
+        self._redis = open_redis(redis) if redis is not None else None
+        self._recent: RecentTriggers | None = None
+        if settings.recent_triggers and self._redis is not None:
+            self._recent = RecentTriggers(self._redis, prefix=settings.cache_prefix)
         self.unacked: list[Any] = []  # events applied but not yet flushed, in arrival order
         self.processed = 0  # records applied
         self.flushed = 0  # records applied, made durable and acked
@@ -249,6 +260,11 @@ class SessionWorker:
                 self._applied.pop(tp, None)
                 self._committed.pop(tp, None)
 
+        @app.on_before_shutdown.connect  # type: ignore[arg-type]
+        async def close_redis(sender: Any, **kwargs: Any) -> None:
+            if self._redis is not None:
+                await self._redis.aclose()
+
         @app.page("/health")
         async def health(view: Any, request: Any) -> Any:
             return view.json({"alive": True, "processed": self.processed})
@@ -306,6 +322,7 @@ class SessionWorker:
                     self._unsealed[metadata.partition] = key
             if self._unsealed:
                 await self._seal(changelog)
+            await self._record_recent(drained.recent)
             if events:
                 # Event.ack() is what Stream.ack does for the consumer (mark the offset safe to
                 # commit), without a coroutine and Faust's monitor sensors per event.
@@ -313,6 +330,17 @@ class SessionWorker:
                     event.ack()
                 self.flushed += len(events)
             self._report(len(events), len(drained.states), time.perf_counter() - started)
+
+    async def _record_recent(self, recent: list[tuple[str, str, str, int]]) -> None:
+        """Users' recent triggers to Redis for the read API. A cache, not state of record: a
+        failure is counted and logged, and the flush goes on (the next event refreshes it)."""
+        if self._recent is None or not recent:
+            return
+        try:
+            await self._recent.record_many(recent)
+        except CacheError as exc:
+            self.metrics.counter("stream_recent_errors_total", "recent-trigger writes failed").inc()
+            log.warning("recent triggers not written", error=str(exc), triggers=len(recent))
 
     async def _seal(self, changelog: str) -> None:
         """End each changelog partition this flush wrote with a batch of one record.

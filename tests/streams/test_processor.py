@@ -190,3 +190,40 @@ def test_forget_keeps_dirty_sessions() -> None:
     processor.drain()
     processor.forget()
     assert processor.sessions == {}
+
+
+def test_recent_triggers_are_what_users_searched_and_clicked_newest_time_each() -> None:
+    from aigq.events import ClickEvent, HintClickEvent
+
+    events = [
+        SearchEvent(user_id="a", ts=TS, query="running shoes"),
+        ClickEvent(
+            user_id="a",
+            ts=TS + 1,
+            item_id="sku-1",
+            item_text="Pegasus 40",
+            category=("Sports", "Running"),
+        ),
+        SearchEvent(user_id="a", ts=TS + 2, query="running shoes"),  # again: the newer time
+        HintClickEvent(
+            user_id="b", ts=TS + 3, request_id="r1", query="trail shoes", source="u2q", position=0
+        ),
+        ClickEvent(user_id="b", ts=TS + 4, item_id="sku-9", item_text="no category"),
+    ]
+    processor = _processor(recent=True)
+    for offset, event in enumerate(events):
+        processor.process(f"t.{event.type}", 0, offset, encode(event))
+    assert sorted(processor.drain().recent) == sorted(
+        [
+            ("a", "query", "running shoes", TS + 2),
+            ("a", "item", "sku-1", TS + 1),
+            ("a", "category", "Running", TS + 1),
+            ("b", "query", "trail shoes", TS + 3),
+            ("b", "item", "sku-9", TS + 4),
+        ]
+    )
+    assert processor.drain().recent == []  # a drain starts clean
+
+    quiet = _processor()  # off by default: nothing is collected
+    quiet.process("t.search", 0, 0, encode(events[0]))
+    assert quiet.drain().recent == []

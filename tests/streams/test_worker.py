@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -22,8 +23,10 @@ from aigq.codec import encode
 from aigq.datasets import Malformed
 from aigq.datasets.synthetic import SyntheticConfig, generate
 from aigq.dev.probe import free_port, wait_until
-from aigq.events import EVENT_TYPES, RegenerationRequest, SearchEvent
-from aigq.settings import KafkaSettings, TopicSettings
+from aigq.events import EVENT_TYPES, ClickEvent, RegenerationRequest, SearchEvent
+from aigq.settings import KafkaSettings, RedisSettings, TopicSettings
+from cache.client import open_redis
+from cache.recent import RecentTriggers
 from streams.replay import KafkaSink, ReplaySettings, replay
 from streams.session import Session
 
@@ -34,10 +37,19 @@ WORLD = SyntheticConfig(users=60, days=6, seed=21)
 class Worker:
     """``python -m aigq worker`` in a subprocess of its own, with its HTTP port."""
 
-    def __init__(self, kafka: KafkaSettings, topics: TopicSettings, app_id: str, tmp: Path) -> None:
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        topics: TopicSettings,
+        app_id: str,
+        tmp: Path,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.port = free_port()
         self.env = {
             **os.environ,
+            "AIGQ_STREAM_RECENT_TRIGGERS": "false",  # on where a test says where Redis is
+            **(env or {}),
             "AIGQ_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
             "AIGQ_TOPICS_PREFIX": topics.prefix,
             "AIGQ_TOPICS_PARTITIONS": str(topics.partitions),
@@ -201,12 +213,13 @@ def test_sigkill_mid_stream_then_restart_loses_and_doubles_nothing(
     assert second.stop() == 0
 
 
-def test_worker_endpoints_requests_and_dead_letters(
+def test_worker_endpoints_requests_dead_letters_and_recent_triggers(
     kafka: KafkaSettings,
     topics: TopicSettings,
     workers: list[Worker],
     tmp_path: Path,
     read_topics: Any,
+    redis_settings: RedisSettings,
 ) -> None:
     items = list(generate(SyntheticConfig(users=8, days=2, seed=5)))
     users = {i.user_id for i in items if not isinstance(i, Malformed)}
@@ -219,7 +232,13 @@ def test_worker_endpoints_requests_and_dead_letters(
     producer.flush()
     producer.close()
 
-    worker = Worker(kafka, topics, f"endpoints-{uuid.uuid4().hex[:6]}", tmp_path)
+    prefix = f"test:{uuid.uuid4().hex}:"
+    env = {
+        "AIGQ_REDIS_URL": redis_settings.url,
+        "AIGQ_STREAM_RECENT_TRIGGERS": "true",
+        "AIGQ_STREAM_CACHE_PREFIX": prefix,
+    }
+    worker = Worker(kafka, topics, f"endpoints-{uuid.uuid4().hex[:6]}", tmp_path, env)
     workers.append(worker)
     worker.start()
     assert wait_until(lambda: worker.get("/ready")[0] == 200, timeout_s=60), worker.log.read_text()
@@ -243,6 +262,30 @@ def test_worker_endpoints_requests_and_dead_letters(
     assert 'aigq_stream_decisions_total{outcome="dead_letter"} 4.0' in text
     assert "aigq_stream_consumer_lag{" in text
     assert worker.stop() == 0
+
+    # Each user's newest search, clicked item and category are in the read API's Redis set.
+    last: dict[tuple[str, str], str] = {}
+    for item in items:
+        if isinstance(item, SearchEvent):
+            last[item.user_id, "query"] = item.query.lower()
+        elif isinstance(item, ClickEvent):
+            last[item.user_id, "item"] = item.item_id.lower()
+
+    async def recent() -> dict[str, list[Any]]:
+        client = open_redis(redis_settings)
+        try:
+            store = RecentTriggers(client, prefix=prefix, keep=50)
+            out = {user: await store.latest(user) for user in users}
+            keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
+            if keys:
+                await client.delete(*keys)
+            return out
+        finally:
+            await client.aclose()
+
+    stored = asyncio.run(recent())
+    for (user, kind), text in last.items():
+        assert any(t.kind == kind and t.text == text for t in stored[user]), (user, kind, text)
 
 
 def test_restart_recovers_every_state_of_a_batched_changelog(
