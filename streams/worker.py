@@ -7,12 +7,16 @@ flushes every ``flush_interval_s``:
 1. the processor's dirty sessions go to the changelog-backed table, one write per user;
 2. the governed regeneration requests and the dead letters are produced;
 3. only once the broker has acknowledged all of that are the flushed events acked, in the order
-   they arrived, so Faust never commits a source offset whose effects are not durable.
+   they arrived, so Faust never commits a source offset whose effects are not durable;
+4. users' recent triggers go to Redis for the read API (a cache: a failure does not stop it).
 
 A crash therefore replays at most the events since the last flush; each session records the
 last offset it applied per topic, so those that did reach the state are skipped (exact counts),
 and requests are at-least-once (a generator's compare-and-set on the session version makes a
 repeat a no-op).
+
+A gap guard (:mod:`streams.gaps`) keeps each source partition's records in offset order with
+none skipped, which Faust alone does not promise right after a rebalance.
 
 Two Faust details this depends on (faust-streaming 0.15): acks must reach Faust in offset order
 per partition (``Consumer._new_offset`` can commit past an un-acked offset otherwise), and its
@@ -181,7 +185,7 @@ class SessionWorker:
         if settings.recent_triggers and self._redis is not None:
             self._recent = RecentTriggers(self._redis, prefix=settings.cache_prefix)
         self.unacked: list[Any] = []  # events applied but not yet flushed, in arrival order
-        self.processed = 0  # records applied
+        self.processed = 0  # records received (applied, or dropped by the gap guard)
         self.flushed = 0  # records applied, made durable and acked
         self.started_at: float | None = None  # monotonic time of the first record
         self.ready = False
@@ -322,13 +326,13 @@ class SessionWorker:
                     self._unsealed[metadata.partition] = key
             if self._unsealed:
                 await self._seal(changelog)
-            await self._record_recent(drained.recent)
             if events:
                 # Event.ack() is what Stream.ack does for the consumer (mark the offset safe to
                 # commit), without a coroutine and Faust's monitor sensors per event.
                 for event in events:
                     event.ack()
                 self.flushed += len(events)
+            await self._record_recent(drained.recent)
             self._report(len(events), len(drained.states), time.perf_counter() - started)
 
     async def _record_recent(self, recent: list[tuple[str, str, str, int]]) -> None:
