@@ -377,6 +377,12 @@ def bench_stream(
             if goal is not None:
                 verdict = f" (goal >= {goal}: {'met' if ratio >= goal else 'NOT met'})"
             console.print(f"sessions / {base}: [bold]{ratio:.2f}[/]{verdict}", highlight=False)
+    if ours and rates.get("sessions_recent"):
+        console.print(
+            f"sessions_recent / sessions: {rates['sessions_recent'] / ours:.2f} "
+            "(the cost of writing users' recent triggers to Redis)",
+            highlight=False,
+        )
 
 
 @bench_app.command("generate")
