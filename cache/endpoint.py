@@ -104,6 +104,17 @@ class HintsEndpoint:
         self._keys = [key.get_secret_value().encode() for key in serve.api_keys]
         self._key_header = serve.api_key_header.lower().encode()
         self._m = metrics
+        self._warned: dict[str, tuple[float, int]] = {}  # event -> (last logged, since then)
+
+    def _warn(self, event: str, error: Exception) -> None:
+        """Log a failure at most once a second per kind (an outage fails every request)."""
+        now = time.monotonic()
+        last, suppressed = self._warned.get(event, (0.0, 0))
+        if now - last >= 1.0:
+            log.warning(event, error=str(error), suppressed_since_last=suppressed)
+            self._warned[event] = (now, 0)
+        else:
+            self._warned[event] = (last, suppressed + 1)
 
     def handles(self, scope: Scope) -> bool:
         return bool(
@@ -156,11 +167,11 @@ class HintsEndpoint:
             result = await client.hints(user_id, k)
         except CacheTimeoutError as exc:
             self._m.failed("timeout", started)
-            log.warning("hints_timeout", error=str(exc))
+            self._warn("hints_timeout", exc)
             return error_reply(503, "hint cache timed out", headers=_RETRY)
         except CacheError as exc:
             self._m.failed("redis", started)
-            log.warning("hints_unavailable", error=str(exc))
+            self._warn("hints_unavailable", exc)
             return error_reply(503, "hint cache unavailable", headers=_RETRY)
         body = orjson.dumps(hints_body(result))
         self._m.served(result, started)

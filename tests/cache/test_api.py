@@ -9,6 +9,7 @@ import httpx
 import pytest
 import pytest_asyncio
 from redis.asyncio import Redis
+from structlog.testing import capture_logs
 
 from aigq.dev.probe import free_port
 from aigq.settings import RedisSettings
@@ -212,3 +213,21 @@ async def test_redis_down_is_a_quick_503(hung_port: int) -> None:
             assert (await http.get("/healthz")).status_code == 200
             metrics = (await http.get("/metrics")).text
             assert 'aigq_serve_errors_total{kind="' in metrics
+
+
+async def test_an_outage_is_logged_once_a_second_not_per_request() -> None:
+    redis = RedisSettings(url=f"redis://127.0.0.1:{free_port()}/0")
+    app = ReadAPI(HintSettings(timeout_ms=200), ServeSettings(), redis)
+    async with (
+        app.lifespan(),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as http,
+    ):
+        with capture_logs() as logs:
+            for _ in range(5):
+                assert (await http.get("/v1/hints/u1")).status_code == 503
+        warnings = [entry for entry in logs if entry["event"] == "hints_unavailable"]
+        assert len(warnings) == 1
+        assert warnings[0]["log_level"] == "warning"
+        assert "Connect call failed" in warnings[0]["error"] or "refused" in warnings[0]["error"]
+        metrics = (await http.get("/metrics")).text
+        assert 'aigq_serve_requests_total{outcome="redis"} 5.0' in metrics
