@@ -109,7 +109,7 @@ class RecentTriggers:
         return f"{self._prefix}recent:{user_id}"
 
     async def record_many(self, items: Sequence[tuple[str, str, str, int]]) -> int:
-        """Record ``(user_id, kind, text, ts_ms)`` triggers in one pipelined round trip.
+        """Record ``(user_id, kind, text, ts_ms)`` triggers: one script call per 1,000 users.
 
         The contract for the session agents:
 
