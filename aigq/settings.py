@@ -77,6 +77,16 @@ def is_loopback(host: str) -> bool:
     return host in ("localhost", "::1") or host.startswith("127.")
 
 
+def check_bind(value: str) -> str:
+    """A listen address: an IP address or ``localhost`` (a field validator's body)."""
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        if value != "localhost":
+            raise ValueError(f"{value!r} is not an IP address or 'localhost'") from None
+    return value
+
+
 class KafkaSettings(BaseSettings):
     """How every component reaches Kafka (any cluster in production, tansu locally)."""
 
@@ -259,12 +269,7 @@ class WebSettings(BaseSettings):
     @field_validator("bind")
     @classmethod
     def _bind(cls, value: str) -> str:
-        try:
-            ipaddress.ip_address(value)
-        except ValueError:
-            if value != "localhost":
-                raise ValueError(f"{value!r} is not an IP address or 'localhost'") from None
-        return value
+        return check_bind(value)
 
     def faust_options(self) -> dict[str, Any]:
         """Keyword arguments for ``faust.App`` that put its web server where these say."""

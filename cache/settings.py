@@ -17,12 +17,13 @@ needs the first and not the second. Both are frozen and read by the command bein
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from typing import Annotated, Any, Self
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from aigq.settings import check_bind
 
 
 def _comma_list(value: Any) -> Any:
@@ -87,12 +88,7 @@ class ServeSettings(BaseSettings):
     @field_validator("bind")
     @classmethod
     def _bind(cls, value: str) -> str:
-        try:
-            ipaddress.ip_address(value)
-        except ValueError:
-            if value != "localhost":
-                raise ValueError(f"{value!r} is not an IP address or 'localhost'") from None
-        return value
+        return check_bind(value)
 
     @field_validator("api_key_header")
     @classmethod
