@@ -84,6 +84,8 @@ class ErrorOut(BaseModel):
 def _response(reply: Reply) -> Response:
     status, body, headers = reply
     response = Response(body, status_code=status)
+    if not any(name == b"content-length" for name, _ in headers):  # not chunked
+        headers = [*headers, (b"content-length", str(len(body)).encode())]
     response.raw_headers = headers
     return response
 
@@ -239,13 +241,13 @@ def app_from_env() -> ReadAPI:
 
 def uvicorn_options(serve: ServeSettings) -> dict[str, Any]:
     """How uvicorn runs the API (the command and the tests use the same)."""
-    from cache.http import CorkedHttpToolsProtocol
+    from cache.http import HintsHttpProtocol
 
     return {
         "host": serve.bind,
         "port": serve.port,
         "loop": "uvloop",
-        "http": CorkedHttpToolsProtocol,  # httptools, one socket write per response
+        "http": HintsHttpProtocol,  # httptools; the hints endpoint answered directly
         "lifespan": "on",
         "access_log": serve.access_log,
         "log_config": None,  # our logging (aigq.logging), not uvicorn's

@@ -20,8 +20,8 @@ its best query before any contributes its second.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from itertools import zip_longest
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import chain, zip_longest
 from typing import Literal, NamedTuple
 
 from cache.recent import Trigger
@@ -46,21 +46,34 @@ class TriggerHits(NamedTuple):
     queries: Sequence[str]
 
 
-def _round_robin(lists: Sequence[TriggerHits], k: int) -> list[tuple[str, str]]:
-    """``(query, trigger key)`` pairs: every list's first, then every list's second, ...
+def _round_robin(lists: Sequence[TriggerHits], k: int) -> Iterator[tuple[str, Source, str]]:
+    """``(query, "x2q", trigger key)``: every list's first, then every list's second, ...
 
-    No list can give more than ``k`` hints, so each is read that far at most.
+    Lazy: composition usually stops after a few. No list can give more than ``k`` hints, so
+    each is read that far at most.
     """
     if len(lists) == 1:  # the common case, without the transposition
         member = lists[0].trigger.member
-        return [(query, member) for query in lists[0].queries[:k]]
+        for query in lists[0].queries[:k]:
+            yield query, "x2q", member
+        return
     members = [hits.trigger.member for hits in lists]
-    merged = []
     for row in zip_longest(*(hits.queries[:k] for hits in lists)):
         for query, member in zip(row, members, strict=True):
             if query is not None:
-                merged.append((query, member))
-    return merged
+                yield query, "x2q", member
+
+
+def _interleave(
+    first: Iterator[tuple[str, Source, str]], runs: Sequence[str]
+) -> Iterator[tuple[str, Source, str | None]]:
+    """One of ``first``, one of ``runs``, ...; then the rest of whichever is longer."""
+    for query in runs:
+        fresh = next(first, None)
+        if fresh is not None:
+            yield fresh
+        yield query, "u2q", None
+    yield from first
 
 
 def compose(
@@ -73,38 +86,32 @@ def compose(
 
     ``x2q`` is newest trigger first (as :class:`cache.recent.RecentTriggers` returns them).
     """
-    out: list[Hint] = []
     if k < 1:
-        return out
-    keys: set[str] = set()
+        return []
+    if u2q is None:
+        candidates: Iterator[tuple[str, Source, str | None]] = _round_robin(x2q, k)
+    else:
+        event_ts = u2q.event_ts
+        fresh = [hits for hits in x2q if hits.trigger.ts > event_ts]
+        seen = [hits for hits in x2q if hits.trigger.ts <= event_ts]
+        candidates = _interleave(_round_robin(fresh, k), u2q.queries)
+        if seen:
+            candidates = chain(candidates, _round_robin(seen, k))
+    out = _take(candidates, k)
+    if not out:
+        out = _take(((query, "popular", None) for query in popular), k)
+    return out
 
-    def take(query: str, source: Source, trigger: str | None) -> bool:
-        """Keep the query unless it is blank or a near-duplicate; True once ``k`` are kept."""
+
+def _take(candidates: Iterable[tuple[str, Source, str | None]], k: int) -> list[Hint]:
+    """The first ``k`` candidates that are not blank and not near-duplicates of earlier ones."""
+    out: list[Hint] = []
+    keys: set[str] = set()
+    for query, source, trigger in candidates:
         key = normalize_cached(query)
         if key and key not in keys:
             keys.add(key)
             out.append(Hint(query.strip(), source, trigger))
-        return len(out) >= k
-
-    fresh: Sequence[TriggerHits] = x2q
-    seen: Sequence[TriggerHits] = ()
-    runs: Sequence[str] = ()
-    if u2q is not None:
-        fresh = [hits for hits in x2q if hits.trigger.ts > u2q.event_ts]
-        seen = [hits for hits in x2q if hits.trigger.ts <= u2q.event_ts]
-        runs = u2q.queries
-    first = _round_robin(fresh, k) if fresh else []
-    for i in range(max(len(first), len(runs))):
-        if i < len(first) and take(first[i][0], "x2q", first[i][1]):
-            return out
-        if i < len(runs) and take(runs[i], "u2q", None):
-            return out
-    if seen:
-        for query, member in _round_robin(seen, k):
-            if take(query, "x2q", member):
-                return out
-    if not out:
-        for query in popular:
-            if take(query, "popular", None):
+            if len(out) >= k:
                 break
     return out

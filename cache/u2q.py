@@ -94,13 +94,22 @@ class U2QRun:
     reason: str = ""  # trigger reason (cold_start, drift, ...)
 
     def __post_init__(self) -> None:
-        if isinstance(self.queries, str) or not all(isinstance(q, str) for q in self.queries):
-            raise ValueError(f"queries must be a sequence of str, got {self.queries!r}")
-        object.__setattr__(self, "queries", tuple(self.queries))
+        # Runs on every read of the API too (decode_run), so the checks are the cheap kind.
+        queries = self.queries
+        if isinstance(queries, str):
+            raise ValueError(f"queries must be a sequence of str, got {queries!r}")
+        if type(queries) is not tuple:
+            queries = tuple(queries)
+            object.__setattr__(self, "queries", queries)
+        try:
+            "".join(queries)  # a TypeError unless every element is a str; fast in C
+        except TypeError:
+            raise ValueError(f"queries must be a sequence of str, got {queries!r}") from None
         if not isinstance(self.model_version, str) or not isinstance(self.reason, str):
             raise ValueError("model_version and reason must be str")
-        for name in ("session_version", "event_ts", "generated_ts"):
-            _check_int(name, getattr(self, name))
+        _check_int("session_version", self.session_version)
+        _check_int("event_ts", self.event_ts)
+        _check_int("generated_ts", self.generated_ts)
 
 
 def encode_run(run: U2QRun) -> bytes:
