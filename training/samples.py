@@ -306,7 +306,8 @@ def direct_samples(items: Iterable[SourceItem], config: SampleConfig | None = No
                 continue
             shown = [s.query for s in sorted(exposure.shown, key=attrgetter("position"))]
             labels = _labels([clicked, shown], config.max_labels)
-            out.append(Sample("direct", context, labels, folder.next_search()))
+            if labels:
+                out.append(Sample("direct", context, labels, folder.next_search()))
     return out
 
 
@@ -341,7 +342,8 @@ def think_samples(
             if generator is not None:
                 lists.append(list(generator(context)))
             labels = _labels(lists, config.max_labels)
-            out.append(Sample("think", context, labels, folder.next_search()))
+            if labels:
+                out.append(Sample("think", context, labels, folder.next_search()))
     return out
 
 

@@ -165,7 +165,8 @@ def test_think_sample_is_a_user_day_from_its_first_search() -> None:
     assert sample.context.last_ts == day2  # the pre-search click is in, the search is not
     assert sample.context.searches == ("tv",)
     assert sample.next_query == "hdmi cable"
-    assert [s.labels for s in think_samples(events)] == [
+    blank = search(T0 + 3 * DAY, "<>")  # day 4: a search that says nothing: no labels, no sample
+    assert [s.labels for s in think_samples([*events, blank])] == [
         ("wall mount", "hdmi cable", "4k tv", "soundbar")
     ]
 
