@@ -489,13 +489,16 @@ def bench_serve(
     connections: Annotated[int, typer.Option(min=1, help="client concurrency")] = 32,
     workers: Annotated[int, typer.Option(min=1, help="uvicorn workers")] = 1,
     rounds: Annotated[int, typer.Option(min=1, help="round-robin runs (medians count)")] = 3,
+    pause: Annotated[float, typer.Option(min=0, help="idle seconds before each phase")] = 0.0,
 ) -> None:
     """The read API at a fixed rate and flat out, against raw Redis GETs, side by side."""
     import os
 
     from cache.bench import BenchConfig, run_bench
 
-    config = BenchConfig(users, rate, duration, warmup, connections, workers, rounds=rounds)
+    config = BenchConfig(
+        users, rate, duration, warmup, connections, workers, rounds=rounds, pause_s=pause
+    )
     load_avg = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     console.print(f"{os.cpu_count()} cores, load average {load_avg}", highlight=False)
     report = run_bench(
@@ -506,7 +509,7 @@ def bench_serve(
         f"{workers} uvicorn worker(s), {duration:g} s per phase, medians of {rounds} rounds"
     )
     columns = ("phase", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "non-200")
-    for name in (*columns, "CPU s: generator", "API", "Redis", "runs"):
+    for name in (*columns, "CPU s: generator", "API", "Redis", "steal", "runs"):
         table.add_column(name, justify="left" if name == "phase" else "right", no_wrap=True)
     labels = {
         "ceiling": "generator ceiling (canned server)",
@@ -522,14 +525,14 @@ def bench_serve(
             if name == "api_rate"
             else ", ".join(f"{r.result['rate']:,.0f}" for r in runs)
         )
-        gen, api, red = report.median_cpu(name)
+        gen, api, red, steal = report.median_cpu(name)
         table.add_row(
             labels[name], f"{report.median(name, 'rate'):,.0f}",
             f"{report.median(name, 'p50_ms'):.2f}", f"{report.median(name, 'p99_ms'):.2f}",
             f"{report.median(name, 'p999_ms'):.2f}", f"{bad:,}",
-            f"{gen:.1f}", f"{api:.1f}", f"{red:.1f}", each,
+            f"{gen:.1f}", f"{api:.1f}", f"{red:.1f}", f"{steal:.0%}", each,
         )  # fmt: skip
-    Console(width=max(console.width, 150)).print(table)
+    Console(width=max(console.width, 175)).print(table)
     sources = sorted({h["source"] for h in report.sample["hints"]})
     console.print(
         f"sample response: {len(report.sample['hints'])} hints from {', '.join(sources)}; "

@@ -16,7 +16,10 @@
 4. Stop the server and delete the keys.
 
 CPU seconds of the generator, the server (all its processes) and Redis are recorded per
-phase: on a 2-core machine they share the cores, and the figures say how.
+phase: on a 2-core machine they share the cores, and the figures say how. So is the share of
+the machine's CPU time the hypervisor kept for others ("steal", from ``/proc/stat``): seen
+here, it climbs from ~0 to 30-60 % after a minute of full load, and every rate of a phase
+with high steal is low, so the ratio is taken per round, between two neighbouring phases.
 Goals (issue 5): p99 <= 5 ms at 2,000 req/s; api_max >= 0.5 x redis_get.
 """
 
@@ -29,6 +32,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -58,6 +62,7 @@ class BenchConfig:
     k: int = 10
     unknown_every: int = 20  # one request in 20 for a user with no entries (the fallback path)
     rounds: int = 3  # the API and Redis phases run round-robin this many times; medians count
+    pause_s: float = 0.0  # idle seconds before each phase (see the module docstring)
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,7 @@ class Phase:
     result: dict[str, Any]
     server_cpu_s: float
     redis_cpu_s: float
+    steal: float  # the machine's CPU time taken by the hypervisor, as a share of the phase's
 
 
 @dataclass(frozen=True)
@@ -78,12 +84,14 @@ class BenchReport:
     def median(self, name: str, field: str) -> float:
         return float(statistics.median(p.result[field] for p in self.phases[name]))
 
-    def median_cpu(self, name: str) -> tuple[float, float, float]:
+    def median_cpu(self, name: str) -> tuple[float, float, float, float]:
+        """Median CPU seconds of the generator, the API and Redis, and the median steal."""
         runs = self.phases[name]
         return (
             statistics.median(p.result["cpu_s"] for p in runs),
             statistics.median(p.server_cpu_s for p in runs),
             statistics.median(p.redis_cpu_s for p in runs),
+            statistics.median(p.steal for p in runs),
         )
 
     def ratios(self) -> list[float]:
@@ -108,6 +116,16 @@ def _tree_cpu_s(pid: int) -> float:
         except (FileNotFoundError, ProcessLookupError):
             continue
     return total
+
+
+def _machine_ticks() -> tuple[int, int]:
+    """(steal, all) CPU ticks of the whole machine so far, from ``/proc/stat``'s cpu line."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    steal = fields[7] if len(fields) > 7 else 0
+    return steal, sum(fields[:8])  # guest time is already counted in user
 
 
 def _redis_cpu_s(url: str) -> float:
@@ -222,14 +240,19 @@ def _measure(
     phases: dict[str, list[Phase]] = {}
 
     def phase(name: str, spec: dict[str, Any], server_pid: int | None) -> None:
+        time.sleep(config.pause_s)
         cpu0 = _tree_cpu_s(server_pid) if server_pid else 0.0
         redis0 = _redis_cpu_s(redis.url)
+        steal0, all0 = _machine_ticks()
         result = _loadgen(common | spec, timeout)
+        steal1, all1 = _machine_ticks()
         server_cpu = _tree_cpu_s(server_pid) - cpu0 if server_pid else 0.0
-        run = Phase(name, result, server_cpu, _redis_cpu_s(redis.url) - redis0)
+        steal = (steal1 - steal0) / (all1 - all0) if all1 > all0 else 0.0
+        run = Phase(name, result, server_cpu, _redis_cpu_s(redis.url) - redis0, steal)
         phases.setdefault(name, []).append(run)
         log(f"{name}: {result['rate']:,.0f}/s, p50 {result['p50_ms']:.2f} ms, "
-            f"p99 {result['p99_ms']:.2f} ms, statuses {result['statuses']}")  # fmt: skip
+            f"p99 {result['p99_ms']:.2f} ms, statuses {result['statuses']}, "
+            f"steal {steal:.0%}")  # fmt: skip
 
     canned_port = free_port()
     log("load generator ceiling (canned server) ...")
