@@ -116,6 +116,18 @@ class Registry:
         ref = ModelRef(name, version, folder / version)
         return ref if (ref.path / MANIFEST).is_file() else None
 
+    def unfinished(self, spec: str) -> ModelRef:
+        """``name@version`` of a reserved, not yet published version (to resume training)."""
+        name, _, version = spec.partition("@")
+        if not _VERSION.fullmatch(version):
+            raise TrainingError(f"{spec!r}: give name@version, e.g. {DEFAULT_NAME}@v0003")
+        ref = ModelRef(name, version, self.root / self._check_name(name) / version)
+        if (ref.path / MANIFEST).is_file():
+            raise TrainingError(f"{ref.tag} is already published; nothing to resume")
+        if not ref.path.is_dir():
+            raise TrainingError(f"{ref.tag} does not exist under {self.root}")
+        return ref
+
     def get(self, name: str, version: str) -> ModelRef:
         ref = ModelRef(name, version, self.root / self._check_name(name) / version)
         if not (ref.path / MANIFEST).is_file():

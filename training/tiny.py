@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from generators.prompt import SPECIAL_TOKENS
 
@@ -42,8 +43,9 @@ class TinyConfig:
             raise ValueError("vocab_size must be >= 300 (256 bytes plus merges)")
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int) -> object:
-    """A byte-level BPE ``PreTrainedTokenizerFast`` with the prompt's special tokens."""
+def train_tokenizer(texts: Iterable[str], vocab_size: int, special: bool = True) -> Any:
+    """A byte-level BPE ``PreTrainedTokenizerFast``, with the prompt's special tokens unless
+    ``special`` is false (the trainer adds them itself, with mean-of-sub-word embeddings)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -60,22 +62,32 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> object:
     tokenizer = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=core, eos_token=EOS, pad_token=EOS, bos_token=None, unk_token=None
     )
-    tokenizer.add_special_tokens({"additional_special_tokens": list(SPECIAL_TOKENS)})
+    if special:
+        tokenizer.add_special_tokens({"additional_special_tokens": list(SPECIAL_TOKENS)})
     return tokenizer
 
 
 def build_tiny_model(path: Path, texts: Iterable[str], config: TinyConfig | None = None) -> Path:
     """Train a tokenizer on ``texts``, create the model with random weights, save both."""
+    config = config or TinyConfig()
+    tokenizer = train_tokenizer(texts, config.vocab_size)
+    model = new_tiny_model(tokenizer, config)
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def new_tiny_model(tokenizer: Any, config: TinyConfig) -> Any:
+    """A Qwen2 causal LM of ``config``'s shape with random weights, sized to ``tokenizer``."""
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    config = config or TinyConfig()
     torch.manual_seed(config.seed)
-    tokenizer = train_tokenizer(texts, config.vocab_size)
-    eos_id = tokenizer.convert_tokens_to_ids(EOS)  # type: ignore[attr-defined]
-    model = Qwen2ForCausalLM(  # type: ignore[no-untyped-call]
+    eos_id = tokenizer.convert_tokens_to_ids(EOS)
+    return Qwen2ForCausalLM(  # type: ignore[no-untyped-call]
         Qwen2Config(
-            vocab_size=len(tokenizer),  # type: ignore[arg-type]
+            vocab_size=len(tokenizer),
             hidden_size=config.hidden_size,
             intermediate_size=config.intermediate_size,
             num_hidden_layers=config.layers,
@@ -88,7 +100,3 @@ def build_tiny_model(path: Path, texts: Iterable[str], config: TinyConfig | None
             pad_token_id=eos_id,
         )
     )
-    path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)  # type: ignore[attr-defined]
-    return path

@@ -1,0 +1,114 @@
+"""``aigq train sft``: IL-SFT on a log, published in the model registry.
+
+The samples are built from the log exactly as ``aigq eval`` builds its held-out test set
+(same cut, held-out fraction and salt, recorded in the manifest), so training never sees a
+held-out user nor anything at or after the cut.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from training import TrainingError
+
+train_app = typer.Typer(help="Training: IL-SFT of the hint-query model.")
+console = Console()
+
+DEFAULT_CUT = "2006-05-15"  # AOL: training before it, evaluation labels after it
+
+
+def parse_day(text: str) -> int:
+    """``YYYY-MM-DD`` (UTC midnight) or an ISO time -> UTC epoch ms."""
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise TrainingError(f"not a date: {text!r} (want YYYY-MM-DD)") from exc
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return int(when.timestamp() * 1000)
+
+
+@train_app.command("sft")
+def sft(
+    source: Annotated[str, typer.Option(help="aol, bestbuy or synthetic")] = "aol",
+    data_dir: Annotated[Path, typer.Option(help="where the logs are")] = Path("../shared/data"),
+    users: Annotated[int, typer.Option(min=0, help="first N users of the log (0: all)")] = 0,
+    cut: Annotated[str, typer.Option(help="UTC day: train before it")] = DEFAULT_CUT,
+    heldout: Annotated[float, typer.Option(help="share of users held out for eval")] = 0.1,
+    base: Annotated[str, typer.Option(help='"tiny", a model folder or name@version')] = "tiny",
+    name: Annotated[str, typer.Option(help="registry name of the result")] = "aigq-direct",
+    epochs: Annotated[float, typer.Option(help="passes over the samples")] = 1.0,
+    max_steps: Annotated[int, typer.Option(min=0, help="stop after N steps (0: epochs)")] = 0,
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    lr: Annotated[float, typer.Option(help="peak learning rate")] = 2e-3,
+    lora: Annotated[bool, typer.Option(help="LoRA adapters (pretrained bases)")] = False,
+    resume: Annotated[str, typer.Option(help="name@version of an unfinished run")] = "",
+    registry: Annotated[
+        Path | None, typer.Option(help="registry root (default $AIGQ_MODEL_REGISTRY)")
+    ] = None,
+    threads: Annotated[int, typer.Option(min=0, help="torch threads (0: default)")] = 0,
+) -> None:
+    """IL-SFT: train on the log's samples and publish the model in the registry."""
+    from aigq.datasets.aol import iter_aol
+    from aigq.datasets.sources import open_source
+    from training.registry import Registry
+    from training.samples import SampleConfig
+    from training.sft import Pair, SFTConfig, train
+    from training.split import SplitConfig, split_samples
+
+    config = SFTConfig(
+        base=base, name=name, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
+        lr=lr, lora=lora, threads=threads,
+    )  # fmt: skip
+    split = SplitConfig(cut_ms=parse_day(cut), heldout_fraction=heldout, samples=SampleConfig())
+    reg = Registry(registry)
+    resume_ref = reg.unfinished(resume) if resume else None
+
+    items = (
+        iter_aol(data_dir / "aol", max_users=users or None)
+        if source == "aol"
+        else open_source(source, data_dir=data_dir)
+    )
+    console.print(f"building samples from {source} (cut {cut}, {heldout:.0%} held out) ...")
+    samples = split_samples(items, split)
+    pairs = [Pair(s.prompt(config.k), s.target(config.k)) for s in samples.train]
+    pairs = [p for p in pairs if p.target]
+    console.print(
+        f"{len(pairs):,} training pairs from {len({s.context.user_id for s in samples.train}):,}"
+        f" users; {len(samples.test):,} held-out test samples are left for aigq eval"
+    )
+    data: dict[str, Any] = {
+        "source": source, "users": users or "all", "cut": cut, "cut_ms": split.cut_ms,
+        "heldout_fraction": heldout, "salt": split.salt, "train_pairs": len(pairs),
+        "sample_kind": "think",
+    }  # fmt: skip
+
+    columns = (
+        TextColumn("[bold]sft"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("{task.fields[stats]}"),
+    )  # fmt: skip
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task("sft", total=1, stats="")
+
+        def progress(step: int, total: int, stats: dict[str, float]) -> None:
+            bar.update(
+                task, completed=step, total=total,
+                stats=f"loss {stats['loss']:.3f}  val {stats['val_loss']:.3f}  "
+                f"lr {stats['lr']:.1e}  {stats['tokens_per_s']:,.0f} tok/s",
+            )  # fmt: skip
+
+        result = train(pairs, config, reg, data, resume=resume_ref, progress=progress)
+    m = result.metrics
+    console.print(
+        f"published [bold]{result.model.tag}[/] at {result.model.path}\n"
+        f"{m['params'] / 1e6:.2f}M parameters, {int(m['steps'])} steps in "
+        f"{m['train_seconds']:.0f} s, {m['tokens_per_s']:,.0f} tokens/s, "
+        f"train loss {m['train_loss']:.3f}, val loss {m['val_loss']:.3f}",
+        highlight=False,
+    )
