@@ -29,6 +29,7 @@ from generators.settings import GeneratorSettings
 from streams.replay import ReplaySettings, parse_speed
 from streams.replay_workers import ReplayJob, SourceSpec, default_workers, replay_with_workers
 from streams.settings import StreamSettings
+from training.cli_train import train_app
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -38,6 +39,7 @@ dev_app = typer.Typer(help="The local development stack: tansu broker, Redis, to
 app.add_typer(dev_app, name="dev")
 bench_app = typer.Typer(help="Benchmarks that print figures measured side by side in one run.")
 app.add_typer(bench_app, name="bench")
+app.add_typer(train_app, name="train")
 console = Console()
 err_console = Console(stderr=True)
 
