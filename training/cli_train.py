@@ -55,12 +55,16 @@ def sft(
     threads: Annotated[int, typer.Option(min=0, help="torch threads (0: default)")] = 0,
 ) -> None:
     """IL-SFT: train on the log's samples and publish the model in the registry."""
+    from transformers.utils import logging as hf_logging
+
     from aigq.datasets.aol import iter_aol
     from aigq.datasets.sources import open_source
     from training.registry import Registry
     from training.samples import SampleConfig
     from training.sft import Pair, SFTConfig, train
     from training.split import SplitConfig, split_samples
+
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # no shard bars
 
     config = SFTConfig(
         base=base, name=name, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
@@ -97,11 +101,13 @@ def sft(
         task = bar.add_task("sft", total=1, stats="")
 
         def progress(step: int, total: int, stats: dict[str, float]) -> None:
-            bar.update(
-                task, completed=step, total=total,
-                stats=f"loss {stats['loss']:.3f}  val {stats['val_loss']:.3f}  "
-                f"lr {stats['lr']:.1e}  {stats['tokens_per_s']:,.0f} tok/s",
-            )  # fmt: skip
+            line = (
+                f"loss {stats['loss']:.3f}  val {stats['val_loss']:.3f}  "
+                f"lr {stats['lr']:.1e}  {stats['tokens_per_s']:,.0f} tok/s"
+            )
+            bar.update(task, completed=step, total=total, stats=line)
+            if not console.is_terminal and (step % 100 == 0 or step == total):
+                console.print(f"step {step}/{total}  {line}", highlight=False)  # logs, CI
 
         result = train(pairs, config, reg, data, resume=resume_ref, progress=progress)
     m = result.metrics

@@ -140,17 +140,48 @@ def batches(
 def collate(
     encoded: Sequence[tuple[list[int], list[int]]], index: Sequence[int], pad_id: int
 ) -> dict[str, torch.Tensor]:
-    """Right-padded input ids, attention mask and labels of one batch."""
+    """Left-padded input ids, attention mask, position ids and labels of one batch.
+
+    Left padding puts every row's target at the end, so the loss needs the logits of the last
+    few positions only (:func:`lm_loss`); position ids count from each row's first real token,
+    as they do at generation time, where nothing is padded.
+    """
     width = max(len(encoded[i][0]) for i in index)
     ids = torch.full((len(index), width), pad_id, dtype=torch.long)
     labels = torch.full((len(index), width), IGNORE, dtype=torch.long)
     mask = torch.zeros((len(index), width), dtype=torch.long)
     for row, i in enumerate(index):
         tokens, target = encoded[i]
-        ids[row, : len(tokens)] = torch.tensor(tokens)
-        labels[row, : len(target)] = torch.tensor(target)
-        mask[row, : len(tokens)] = 1
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        ids[row, width - len(tokens) :] = torch.tensor(tokens)
+        labels[row, width - len(target) :] = torch.tensor(target)
+        mask[row, width - len(tokens) :] = 1
+    positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+    return {"input_ids": ids, "attention_mask": mask, "position_ids": positions, "labels": labels}
+
+
+def lm_loss(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """Mean cross-entropy over the target tokens, and how many there are.
+
+    The vocabulary projection is most of a small model's cost, and only the target positions
+    need it: with left padding they are the last ``keep`` positions of every row (the first
+    target token is predicted from the last prompt position, hence the + 1).
+    """
+    labels = batch["labels"]
+    targets = labels != IGNORE
+    keep = int(targets.sum(dim=1).max()) + 1
+    logits = model(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        position_ids=batch["position_ids"],
+        logits_to_keep=keep,
+    ).logits
+    shifted = labels[:, -keep:][:, 1:]
+    loss = torch.nn.functional.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
+        shifted.reshape(-1),
+        ignore_index=IGNORE,
+    )
+    return loss, int(targets.sum())
 
 
 def lr_at(step: int, total: int, config: SFTConfig) -> float:
@@ -192,11 +223,14 @@ def load_base(config: SFTConfig, pairs: Sequence[Pair], registry: Registry) -> t
             from peft import LoraConfig, get_peft_model
         except ImportError as exc:
             raise TrainingError("LoRA needs peft: pip install 'aigq-nearline[lora]'") from exc
+        tied = bool(getattr(model.config, "tie_word_embeddings", False))
         lora = LoraConfig(
             r=config.lora_r,
             lora_alpha=config.lora_alpha,
             target_modules="all-linear",
-            modules_to_save=["embed_tokens", "lm_head"],  # the new tokens' rows must learn
+            # the new tokens' rows must learn; a tied head follows its embedding
+            modules_to_save=["embed_tokens"] if tied else ["embed_tokens", "lm_head"],
+            ensure_weight_tying=tied,
             task_type="CAUSAL_LM",
         )
         model = get_peft_model(model, lora)
@@ -211,9 +245,8 @@ def validation_loss(
     model.eval()
     total, count = 0.0, 0
     for index in batches(encoded, batch_size, seed=0):
-        batch = collate(encoded, index, pad_id)
-        tokens = int((batch["labels"][:, 1:] != IGNORE).sum())
-        total += float(model(**batch).loss) * tokens
+        loss, tokens = lm_loss(model, collate(encoded, index, pad_id))
+        total += loss.item() * tokens
         count += tokens
     model.train()
     return total / max(1, count)
@@ -288,9 +321,9 @@ def train(
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, total, config)
         batch = collate(encoded, schedule[step], pad_id)
-        loss = model(**batch).loss
+        loss, _ = lm_loss(model, batch)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip)
         optimizer.step()
         step += 1

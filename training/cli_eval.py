@@ -1,0 +1,120 @@
+"""``aigq eval``: offline evaluation on AOL users held out from training.
+
+Registered in :mod:`aigq.cli`; everything heavy (torch, transformers, sentence-transformers,
+matplotlib) is imported inside the command, so ``aigq --help`` stays fast. The split options
+default to ``aigq train sft``'s (the same :data:`~training.cli_train.DEFAULT_CUT`, fraction and
+salt), so the held-out users are the ones the trained model never saw.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from aigq.errors import AigqError
+from training.cli_train import DEFAULT_CUT, parse_day
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _default_out() -> Path:
+    return Path("eval-out") / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def eval_command(
+    data_dir: Annotated[Path, typer.Option(help="holds aol/")] = Path("../shared/data"),
+    users: Annotated[int, typer.Option(min=0, help="first N users of the log (0: all)")] = 0,
+    cut: Annotated[str, typer.Option(help="UTC day: context before it, labels after")] = (
+        DEFAULT_CUT
+    ),
+    heldout: Annotated[float, typer.Option(help="share of users held out")] = 0.1,
+    window_days: Annotated[int, typer.Option(min=1, help="label window after the cut")] = 7,
+    salt: Annotated[str | None, typer.Option(help="split salt (default: training's)")] = None,
+    model: Annotated[
+        list[str] | None, typer.Option(help="more trained models: folder or name@version")
+    ] = None,
+    default_model: Annotated[
+        bool, typer.Option(help="the registry's latest aigq-direct (skipped if none)")
+    ] = True,
+    zero_shot: Annotated[bool, typer.Option(help="zero-shot SmolLM2-135M baseline")] = True,
+    prompt: Annotated[str, typer.Option(help="trained models' prompt: compressed|verbose")] = (
+        "compressed"
+    ),
+    batch_size: Annotated[int, typer.Option(min=1, help="LLM prompts per batch")] = 16,
+    max_tokens: Annotated[int, typer.Option(min=8, help="LLM tokens per list")] = 160,
+    semantic: Annotated[bool, typer.Option(help="MiniLM semantic similarity")] = True,
+    threads: Annotated[int, typer.Option(min=0, help="torch threads (0: default)")] = 0,
+    registry: Annotated[
+        Path | None, typer.Option(help="registry root (default $AIGQ_MODEL_REGISTRY)")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="report folder (default ./eval-out/<UTC time>/)")
+    ] = None,
+) -> None:
+    """Offline evaluation on held-out AOL users: baselines, zero-shot SmolLM2, trained model.
+
+    Writes results.json, results.md and hr_at_k.png into --out, and prints the table.
+    """
+    try:
+        _eval(
+            data_dir, users, cut, heldout, window_days, salt, tuple(model or ()), default_model,
+            zero_shot, prompt, batch_size, max_tokens, semantic, threads, registry, out,
+        )  # fmt: skip
+    except AigqError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(1) from exc
+
+
+def _eval(
+    data_dir: Path, users: int, cut: str, heldout: float, window_days: int, salt: str | None,
+    models: tuple[str, ...], default_model: bool, zero_shot: bool, prompt: str,
+    batch_size: int, max_tokens: int, semantic: bool, threads: int, registry: Path | None,
+    out: Path | None,
+) -> None:  # fmt: skip
+    from training.evaluate import EvalRun, run_eval
+    from training.predictors import PredictorConfig
+    from training.report import comparison_line, markdown_table, write_report
+    from training.samples import DAY_MS, SampleConfig
+    from training.split import DEFAULT_SALT, SplitConfig
+
+    if prompt not in ("compressed", "verbose"):
+        raise typer.BadParameter(f"--prompt must be compressed or verbose, not {prompt!r}")
+    aol = data_dir / "aol"
+    if not aol.exists():
+        raise typer.BadParameter(f"no AOL log at {aol}")
+    split = SplitConfig(
+        cut_ms=parse_day(cut), heldout_fraction=heldout, salt=salt or DEFAULT_SALT,
+        samples=SampleConfig(window_ms=window_days * DAY_MS),
+    )  # fmt: skip
+    run = EvalRun(
+        aol=aol, split=split, users=users, models=models, default_model=default_model,
+        zero_shot=zero_shot, compressed=prompt == "compressed",
+        predictor=PredictorConfig(batch_size=batch_size, max_tokens=max_tokens),
+        semantic=semantic, registry=registry, threads=threads,
+    )  # fmt: skip
+    results = run_eval(run, log=lambda line: console.print(line, highlight=False))
+    files = write_report(results, out or _default_out())
+
+    console.print()
+    console.print(markdown_table(results), highlight=False, soft_wrap=True)
+    for p in results.predictors:
+        console.print(
+            f"{p.name}: fit {p.fit_seconds:.1f} s, predict {p.predict_seconds:.1f} s "
+            f"({p.contexts_per_s:,.2f} lists/s, {p.queries_per_s:,.1f} queries/s)"
+            + (
+                f"; validation: {p.validation['malformed_lists']} of {p.validation['lists']} "
+                "lists malformed (empty)"
+                if p.validation
+                else ""
+            ),
+            highlight=False,
+        )
+    for note in results.notes:
+        console.print(f"[yellow]note:[/] {note}", highlight=False)
+    console.print(f"report: {files.json}, {files.markdown}, {files.plot}", highlight=False)
+    console.print(comparison_line(results), highlight=False)
