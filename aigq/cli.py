@@ -228,6 +228,22 @@ def worker() -> None:
     ).run()
 
 
+def _local_model(settings: GeneratorSettings) -> GeneratorSettings:
+    """For the in-process backends, a model that is not a folder is a registry name.
+
+    So ``aigq generate`` with the transformers or vllm backend loads the registry's latest
+    ``aigq-direct`` (what ``aigq train sft`` publishes) unless told otherwise, and records its
+    ``name@version`` with every run. The vllm-http backend names what the server serves.
+    """
+    if settings.backend == "vllm-http" or Path(settings.model).is_dir():
+        return settings
+    from training.registry import Registry
+
+    ref = Registry().resolve(settings.model)
+    version = settings.model_version or ref.tag
+    return settings.model_copy(update={"model": str(ref.path), "model_version": version})
+
+
 @app.command()
 @_fails_cleanly
 def generate() -> None:
@@ -242,7 +258,7 @@ def generate() -> None:
     from generators.settings import GeneratorSettings
     from generators.worker import GeneratorWorker
 
-    settings = load(GeneratorSettings)
+    settings = _local_model(load(GeneratorSettings))
     worker = GeneratorWorker(
         load(KafkaSettings), load(TopicSettings), load(RedisSettings), settings
     )
@@ -552,6 +568,11 @@ def bench_serve(
     for name, value, note, goal, ok in checks:
         verdict = "met" if ok else "NOT met"
         console.print(f"{name}: [bold]{value}[/]{note} (goal {goal}: {verdict})", highlight=False)
+
+
+from training.cli_eval import eval_command  # noqa: E402
+
+app.command("eval")(eval_command)
 
 
 def main() -> None:

@@ -59,3 +59,20 @@ def test_a_broken_manifest_is_a_clear_error(tmp_path: Path) -> None:
     (ref.path / MANIFEST).write_text("{not json")
     with pytest.raises(TrainingError, match="no readable manifest"):
         ref.manifest()
+
+
+def test_aigq_generate_loads_the_registrys_latest_model_by_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aigq.cli import _local_model
+    from generators.settings import GeneratorSettings
+
+    monkeypatch.setenv("AIGQ_MODEL_REGISTRY", str(tmp_path))
+    reg = Registry()
+    ref = reg.publish(reg.reserve("aigq-direct"), {"metrics": {}})
+    settings = _local_model(GeneratorSettings(backend="transformers"))
+    assert settings.model == str(ref.path) and settings.version == "aigq-direct@v0001"
+    served = GeneratorSettings(backend="vllm-http")  # the server decides what it serves
+    assert _local_model(served) is served
+    with pytest.raises(TrainingError, match="no published"):
+        _local_model(GeneratorSettings(backend="transformers", model="other"))
