@@ -41,6 +41,9 @@ def sft(
     users: Annotated[int, typer.Option(min=0, help="first N users of the log (0: all)")] = 0,
     cut: Annotated[str, typer.Option(help="UTC day: train before it")] = DEFAULT_CUT,
     heldout: Annotated[float, typer.Option(help="share of users held out for eval")] = 0.1,
+    samples_kind: Annotated[
+        str, typer.Option("--samples", help="proxy: weekly cuts, 7-day label windows; think: days")
+    ] = "proxy",
     base: Annotated[str, typer.Option(help='"tiny", a model folder or name@version')] = "tiny",
     name: Annotated[str, typer.Option(help="registry name of the result")] = "aigq-direct",
     epochs: Annotated[float, typer.Option(help="passes over the samples")] = 1.0,
@@ -60,7 +63,7 @@ def sft(
     from aigq.datasets.aol import iter_aol
     from aigq.datasets.sources import open_source
     from training.registry import Registry
-    from training.samples import SampleConfig
+    from training.samples import SampleConfig, rolling_proxy_samples, think_samples
     from training.sft import Pair, SFTConfig, train
     from training.split import SplitConfig, split_samples
 
@@ -80,7 +83,10 @@ def sft(
         else open_source(source, data_dir=data_dir)
     )
     console.print(f"building samples from {source} (cut {cut}, {heldout:.0%} held out) ...")
-    samples = split_samples(items, split)
+    if samples_kind not in ("proxy", "think"):
+        raise TrainingError(f"--samples must be proxy or think, got {samples_kind!r}")
+    builder = rolling_proxy_samples if samples_kind == "proxy" else think_samples
+    samples = split_samples(items, split, train=builder)
     pairs = [Pair(s.prompt(config.k), s.target(config.k)) for s in samples.train]
     pairs = [p for p in pairs if p.target]
     console.print(
@@ -90,7 +96,7 @@ def sft(
     data: dict[str, Any] = {
         "source": source, "users": users or "all", "cut": cut, "cut_ms": split.cut_ms,
         "heldout_fraction": heldout, "salt": split.salt, "train_pairs": len(pairs),
-        "sample_kind": "think",
+        "sample_kind": samples_kind,
     }  # fmt: skip
 
     columns = (

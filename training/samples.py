@@ -373,6 +373,33 @@ def proxy_samples(
     return out
 
 
+def rolling_proxy_samples(
+    items: Iterable[SourceItem], config: SampleConfig | None = None, every_ms: int = 7 * DAY_MS
+) -> list[Sample]:
+    """The proxy task at every ``every_ms`` (UTC-day aligned) through each user's log: one
+    sample per cut with a search in the window after it. Training data shaped exactly like the
+    evaluation's (:func:`proxy_samples`) but from many cuts; give it only events before the
+    evaluation cut (:func:`training.split.split_events` does), so no window reaches past it."""
+    config = config or SampleConfig()
+    if every_ms < DAY_MS:
+        raise TrainingError(f"every_ms must be at least a day, got {every_ms}")
+    out: list[Sample] = []
+    for user_id, events in group_by_user(items).items():
+        if not events:
+            continue
+        folder = _Folder(user_id, events, config)
+        cut = (events[0].ts // DAY_MS + 1) * DAY_MS
+        while cut <= events[-1].ts:
+            end = cut + config.window_ms
+            window = [e for e in events if cut <= e.ts < end]
+            labels = _labels([rank_searches(window)], config.max_labels)
+            context = folder.context(cut) if labels else None
+            if context is not None:
+                out.append(Sample("proxy", context, labels, folder.next_search()))
+            cut += every_ms
+    return out
+
+
 def last_search_samples(
     items: Iterable[SourceItem], config: SampleConfig | None = None
 ) -> list[Sample]:

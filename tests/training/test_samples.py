@@ -247,3 +247,28 @@ def test_group_by_user_skips_malformed_and_orders_by_time() -> None:
     same = search(T0 + MIN, "third")
     users = group_by_user([late, Malformed("aol:1", "junk", "bad"), early, same])
     assert users == {"u1": [early, late, same]}
+
+
+def test_rolling_proxy_samples_cut_every_week_with_the_next_weeks_searches() -> None:
+    from training.samples import rolling_proxy_samples
+
+    events = [
+        search(T0, "tent"),  # day 0
+        search(T0 + 3 * DAY, "stove"),
+        search(T0 + 8 * DAY, "sleeping bag"),  # after the first cut (day 1)
+        search(T0 + 9 * DAY, "sleeping bag"),
+        search(T0 + 10 * DAY, "lantern"),
+        search(T0 + 16 * DAY, "map"),  # the second cut is day 8
+    ]
+    samples = rolling_proxy_samples(events, every_ms=7 * DAY)
+    day1 = (T0 // DAY + 1) * DAY
+    assert [s.context.cut_ms for s in samples] == [day1, day1 + 7 * DAY, day1 + 14 * DAY]
+    first, second, third = samples
+    assert first.labels == ("stove",)  # days 1-7
+    assert second.labels == ("sleeping bag", "lantern")  # days 8-14: twice, then once
+    assert third.labels == ("map",)
+    assert second.context.searches == ("tent", "stove")  # only what came before the cut
+    assert third.context.searches == ("tent", "stove", "sleeping bag", "sleeping bag", "lantern")
+    assert first.next_query == "stove" and second.next_query == "sleeping bag"
+    with pytest.raises(TrainingError, match="at least a day"):
+        rolling_proxy_samples(events, every_ms=HOUR)
