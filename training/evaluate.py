@@ -270,13 +270,17 @@ def run_eval(run: EvalRun, log: Log = lambda _: None) -> EvalResults:
     config = {
         "aol": str(run.aol), "users": run.users or "all", "cut": _day(run.split.cut_ms),
         "cut_ms": run.split.cut_ms, "heldout_fraction": run.split.heldout_fraction,
-        "salt": run.split.salt, "window_days": run.split.samples.window_ms / DAY_MS,
+        "salt": run.split.salt, "window_days": _days(run.split.samples.window_ms),
         "ks": list(run.ks), "curve_k": run.curve_k, "models": list(run.models),
         "default_model": run.default_model, "zero_shot": run.zero_shot,
         "prompt": "compressed" if run.compressed else "verbose",
         "semantic": run.semantic, "threads": run.threads, **asdict(run.predictor),
     }  # fmt: skip
     return EvalResults(config, data, results, notes, timings)
+
+
+def _days(ms: int) -> float | int:
+    return ms // DAY_MS if ms % DAY_MS == 0 else ms / DAY_MS
 
 
 def _day(ms: int) -> str:

@@ -192,7 +192,7 @@ def markdown(results: EvalResults) -> str:
     for p in results.predictors:
         line = manifest_line(p.model) if p.kind == "model" else None
         if line:
-            lines.append(f"- model {p.name}: {line}")
+            lines.append(f"- model {line}")
     lines.extend(f"- note: {note}" for note in results.notes)
     lines += ["", comparison_line(results), ""]
     return "\n".join(lines)
