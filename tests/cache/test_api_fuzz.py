@@ -10,7 +10,6 @@ must match the spec (status code, content type, body schema).
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,7 +18,6 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
-import uvicorn
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.generation.case import Case
@@ -31,12 +29,12 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from aigq.dev.probe import free_port, wait_until
 from aigq.settings import RedisSettings
-from cache.api import ReadAPI, uvicorn_options
+from cache.api import ReadAPI
 from cache.bench_data import BenchData, delete, load
 from cache.client import open_redis
 from cache.settings import HintSettings, ServeSettings
+from tests.cache.conftest import serve_in_thread
 
 pytestmark = pytest.mark.integration
 
@@ -44,16 +42,8 @@ KEY = "fuzz-key-0123456789"
 
 
 def _serve(app: ReadAPI) -> Iterator[str]:
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, **uvicorn_options(ServeSettings(port=port))))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        assert wait_until(lambda: server.started, 10), "uvicorn did not start"
+    for port in serve_in_thread(app):
         yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 @pytest.fixture(scope="module")

@@ -9,21 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
 import uuid
 from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 import orjson
 import pytest
-import uvicorn
 
-from aigq.dev.probe import free_port, wait_until
 from aigq.settings import RedisSettings
-from cache.api import ReadAPI, uvicorn_options
+from cache.api import ReadAPI
 from cache.bench_data import BenchData, delete, load
 from cache.client import open_redis
 from cache.settings import HintSettings, ServeSettings
+from tests.cache.conftest import serve_in_thread
 
 pytestmark = pytest.mark.integration
 
@@ -57,16 +55,8 @@ def data(redis_settings: RedisSettings) -> Iterator[BenchData]:
 @pytest.fixture(scope="module")
 def server(data: BenchData, redis_settings: RedisSettings) -> Iterator[tuple[CountingAPI, int]]:
     app = CountingAPI(HintSettings(cache_prefix=data.prefix), ServeSettings(), redis_settings)
-    port = free_port()
-    runner = uvicorn.Server(uvicorn.Config(app, **uvicorn_options(ServeSettings(port=port))))
-    thread = threading.Thread(target=runner.run, daemon=True)
-    thread.start()
-    try:
-        assert wait_until(lambda: runner.started, 10), "uvicorn did not start"
+    for port in serve_in_thread(app):
         yield app, port
-    finally:
-        runner.should_exit = True
-        thread.join(10)
 
 
 Response = tuple[bytes, dict[bytes, bytes], bytes]
