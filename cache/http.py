@@ -22,7 +22,7 @@ uvicorn writes it.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, MutableMapping
+from collections.abc import Awaitable
 from typing import Any, Protocol, cast
 
 from uvicorn.protocols.http.httptools_impl import (
@@ -32,8 +32,7 @@ from uvicorn.protocols.http.httptools_impl import (
 )
 from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
-Scope = MutableMapping[str, Any]
-Reply = tuple[int, bytes, list[tuple[bytes, bytes]]]
+from cache.endpoint import Reply, Scope
 
 
 class DirectEndpoint(Protocol):
