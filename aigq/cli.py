@@ -570,9 +570,12 @@ def bench_serve(
         console.print(f"{name}: [bold]{value}[/]{note} (goal {goal}: {verdict})", highlight=False)
 
 
+from aigq.e2e.cli import bench_e2e_command, demo_command  # noqa: E402
 from training.cli_eval import eval_command  # noqa: E402
 
 app.command("eval")(eval_command)
+app.command("demo")(_fails_cleanly(demo_command))
+bench_app.command("e2e")(_fails_cleanly(bench_e2e_command))
 
 
 def main() -> None:

@@ -169,7 +169,9 @@ class DeadLetter(_Record):
 MAX_DEAD_LETTER_PAYLOAD = 512 * 1024
 
 
-TriggerReason = Literal["cold_start", "drift", "new_category", "novel_search", "stale"]
+TriggerReason = Literal[
+    "cold_start", "drift", "new_category", "novel_search", "stale", "every_event"
+]
 BehaviourKind = Literal["search", "click", "hint_click"]
 
 
@@ -181,6 +183,9 @@ class RegenerationRequest(_Record):
     first, as ``(ts, kind, text, category)``; ``profile`` its strongest interest features
     (``t:<word>`` / ``c:<category>``) with weights summing to 1. ``event_ts`` is the event time
     of the behaviour that fired it, ``created_ts`` the wall time it was emitted (both UTC ms).
+    ``ingest_ts``, when known, is the Kafka timestamp of that behaviour's record: the wall time
+    it entered the event topics (freshness is measured from it; event times of a replayed log
+    are in the past).
     """
 
     type: Literal["regeneration_request"] = "regeneration_request"
@@ -193,6 +198,7 @@ class RegenerationRequest(_Record):
     fingerprint: str
     recent: tuple[tuple[StrictInt, BehaviourKind, str, str], ...]
     profile: tuple[tuple[str, float], ...]
+    ingest_ts: TimestampMs | None = None
 
 
 class GeneratedQueries(_Record):
@@ -202,7 +208,9 @@ class GeneratedQueries(_Record):
     ``queries`` is the validated list, most likely first (empty when the output was malformed:
     then nothing was written to the cache); ``written`` says whether the cache took it (false:
     a newer session version was there already). ``model_ms`` is the backend time of the batch
-    it was generated in, ``generated_ts`` the wall time it was written (UTC ms).
+    it was generated in, ``generated_ts`` the wall time it was written (UTC ms);
+    ``ingest_ts`` is the request's (when known) and ``received_ts`` when the generator took the
+    request from Kafka, so ``generated_ts - ingest_ts`` is the end-to-end freshness.
     """
 
     type: Literal["generated_queries"] = "generated_queries"
@@ -218,3 +226,5 @@ class GeneratedQueries(_Record):
     written: bool
     model_ms: Annotated[float, Field(ge=0.0)]
     prompt: str | None = None
+    ingest_ts: TimestampMs | None = None
+    received_ts: TimestampMs | None = None

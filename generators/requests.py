@@ -89,6 +89,7 @@ def result_record(
     model_ms: float,
     now_ms: int,
     prompt: str | None = None,
+    received_ms: int | None = None,
 ) -> GeneratedQueries:
     return GeneratedQueries(
         user_id=request.user_id,
@@ -103,4 +104,6 @@ def result_record(
         written=written,
         model_ms=model_ms,
         prompt=prompt,
+        ingest_ts=request.ingest_ts,
+        received_ts=received_ms,
     )

@@ -119,11 +119,12 @@ class GeneratorWorker:
                 records = await self._micro_batch(consumer)
                 if not records:
                     continue
+                received = _now_ms()
                 await self._slots.acquire()
                 offsets: dict[TopicPartition, int] = {}
                 for r in records:
                     offsets[TopicPartition(r[0], r[1])] = r[2] + 1
-                task = asyncio.create_task(self._handle(records, producer, store))
+                task = asyncio.create_task(self._handle(records, producer, store, received))
                 task.add_done_callback(lambda _: self._slots.release())
                 pending.append((offsets, task))
                 if on_batch is not None:
@@ -177,7 +178,11 @@ class GeneratorWorker:
     # --- one micro-batch ------------------------------------------------------------------
 
     async def _handle(
-        self, records: list[Record], producer: AIOKafkaProducer, store: U2QStore
+        self,
+        records: list[Record],
+        producer: AIOKafkaProducer,
+        store: U2QStore,
+        received_ms: int | None = None,
     ) -> None:
         s, m = self.settings, self._m
         decoded = decode_requests(records)
@@ -211,13 +216,16 @@ class GeneratorWorker:
                 model_version=s.version,
                 backend=self.backend.name,
                 model_ms=model_ms,
-                now_ms=now,
+                now_ms=done_ms,  # after the cache write: freshness ends there
                 prompt=prompts[i] if s.log_prompts else None,
+                received_ms=received_ms,
             )
             key = request.user_id.encode()
             futures.append(await producer.send(self.topics.name("results"), encode(record), key))
             if i in written:
-                m.freshness.observe(max(done_ms - request.event_ts, 0) / 1000)
+                m.freshness.observe(
+                    max(done_ms - (request.ingest_ts or request.event_ts), 0) / 1000
+                )
                 m.request_to_cache.observe(max(done_ms - request.created_ts, 0) / 1000)
         for letter in letters:
             futures.append(await producer.send(self.topics.name("dead_letter"), letter))
@@ -287,7 +295,7 @@ class _WorkerMetrics:
         self.paused = metrics.gauge("generate_paused", "1 while waiting for a backend or Redis")
         self.freshness = h(
             "generate_freshness_seconds",
-            "event time of the triggering behaviour to the u2q cache write",
+            "the triggering behaviour's ingest time (else its event time) to the u2q cache write",
             buckets=_FRESHNESS_BUCKETS,
         )
         self.request_to_cache = h(

@@ -149,6 +149,7 @@ class Trigger(NamedTuple):
     fingerprint: str
     recent: list[list[Any]]
     profile: dict[str, float]
+    ingest_ts: int | None = None  # the Kafka timestamp of the record that fired it
 
 
 @dataclass
@@ -200,8 +201,16 @@ class SessionProcessor:
             self.sessions[user_id] = session
         return session
 
-    def process(self, topic: str, partition: int, offset: int, value: bytes | None) -> str:
-        """Apply one source record (its raw value) found at ``topic``/``partition``@``offset``.
+    def process(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        value: bytes | None,
+        record_ts: int | None = None,
+    ) -> str:
+        """Apply one source record (its raw value) found at ``topic``/``partition``@``offset``;
+        ``record_ts`` is its Kafka timestamp in ms (the request carries it as ``ingest_ts``).
 
         Returns what became of it: a decision's outcome, ``replayed`` or ``dead_letter``.
         """
@@ -243,24 +252,26 @@ class SessionProcessor:
                 fingerprint=session.trigger_fp,
                 recent=session.recent.copy(),  # entries are never changed, only dropped
                 profile=session.trigger_profile,  # replaced, never changed, by a trigger
+                ingest_ts=record_ts if record_ts and MIN_TS_MS <= record_ts < MAX_TS_MS else None,
             )
         return decision.outcome
 
     def _request(self, trigger: Trigger) -> bytes:
-        return orjson.dumps(
-            {
-                "type": "regeneration_request",
-                "user_id": trigger.user_id,
-                "version": trigger.version,
-                "reason": trigger.reason,
-                "shift": round(trigger.shift, 6),
-                "event_ts": trigger.ts,
-                "created_ts": self._wall_ms(),
-                "fingerprint": trigger.fingerprint,
-                "recent": trigger.recent,
-                "profile": top_features(trigger.profile, 16),
-            }
-        )
+        request: dict[str, Any] = {
+            "type": "regeneration_request",
+            "user_id": trigger.user_id,
+            "version": trigger.version,
+            "reason": trigger.reason,
+            "shift": round(trigger.shift, 6),
+            "event_ts": trigger.ts,
+            "created_ts": self._wall_ms(),
+            "fingerprint": trigger.fingerprint,
+            "recent": trigger.recent,
+            "profile": top_features(trigger.profile, 16),
+        }
+        if trigger.ingest_ts is not None:
+            request["ingest_ts"] = trigger.ingest_ts
+        return orjson.dumps(request)
 
     def _touch(self, fields: Fields) -> None:
         user, kind, ts, touched = fields.user_id, fields.kind, fields.ts, self.touched

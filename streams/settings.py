@@ -43,6 +43,9 @@ class StreamSettings(BaseSettings):
     window_s: int = Field(7 * 86_400, ge=1, description="behaviours older than this are dropped")
     half_life_s: int = Field(86_400, ge=1, description="interest profile half-life")
 
+    policy: Literal["interest", "every_event"] = Field(
+        "interest", description="interest: the trigger rule; every_event: fire on every behaviour"
+    )
     near_duplicate: float = Field(0.6, gt=0, le=1, description="word Jaccard of a repeat search")
     drift_threshold: float = Field(0.6, gt=0, le=1, description="cosine distance that is drift")
     stale_after_s: int = Field(6 * 3_600, ge=1, description="refresh an active user this often")
@@ -63,6 +66,7 @@ class StreamSettings(BaseSettings):
             drift_threshold=self.drift_threshold,
             stale_after_ms=self.stale_after_s * 1000,
             debounce_ms=self.debounce_s * 1000,
+            every_event=self.policy == "every_event",
         )
 
     def governor(self) -> CostGovernor:

@@ -11,6 +11,9 @@ publishing the rule. Ours, evaluated on each behaviour (search, click, hint clic
   Jaccard similarity below ``near_duplicate``);
 - ``stale``: an active user whose last regeneration is older than ``stale_after_ms``.
 
+``TriggerPolicy(every_event=True)`` is the baseline it is measured against: every behaviour
+fires (reason ``every_event`` when none of the above holds) and nothing is debounced.
+
 The first of these that holds is the reason. A signal within ``debounce_ms`` of the user's last
 trigger is ``debounced``; no signal is ``no_signal``. Every fired trigger also carries the
 interest *shift* (cosine distance from the last trigger's profile, 1.0 at cold start): the
@@ -55,6 +58,9 @@ class TriggerPolicy:
     """an active user's hint queries are refreshed at least this often"""
     debounce_ms: int = 300_000
     """no two triggers of one user closer than this"""
+    every_event: bool = False
+    """the baseline policy: every behaviour fires, undebounced (``every_event`` when no other
+    reason holds); the end-to-end benchmark compares the rule above against it"""
 
     def __post_init__(self) -> None:
         for name in ("near_duplicate", "drift_threshold"):
@@ -133,8 +139,10 @@ def step(
     elif signal == "no_signal" and ts - last >= policy.stale_after_ms:
         signal = "stale"
     if signal == "no_signal":
-        return NO_SIGNAL
-    if last is not None and ts - last < policy.debounce_ms:
+        if not policy.every_event:
+            return NO_SIGNAL
+        signal = "every_event"
+    if last is not None and ts - last < policy.debounce_ms and not policy.every_event:
         return Decision("debounced", shift)
     mark_triggered(session, config, ts)
     return Decision(signal, shift)

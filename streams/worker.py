@@ -222,7 +222,14 @@ class SessionWorker:
                     tp, offset = message.tp, message.offset
                     verdict = check(tp, offset, now)
                     if verdict is Verdict.APPLY:
-                        process(message.topic, message.partition, offset, message.value)
+                        stamp = message.timestamp  # seconds: when it entered the topic
+                        process(
+                            message.topic,
+                            message.partition,
+                            offset,
+                            message.value,
+                            int(stamp * 1000) if stamp else None,
+                        )
                         applied[tp] = offset + 1
                         unacked.append(event)
                     elif verdict is Verdict.SEEK:

@@ -6,6 +6,7 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,8 +59,9 @@ class ManagedProcess:
         self.pid_file.unlink(missing_ok=True)
         return None
 
-    def start(self, argv: list[str]) -> int:
+    def start(self, argv: list[str], env: Mapping[str, str] | None = None) -> int:
         """Start ``argv`` in its own session, output to the log file; record and return its PID.
+        ``env`` replaces this process's environment for it.
 
         ``posix_spawn`` rather than ``subprocess.Popen``: the process is meant to outlive this
         one (a Popen dropped while its process runs is a ResourceWarning), and ``_alive``
@@ -71,7 +73,7 @@ class ManagedProcess:
             pid = os.posix_spawnp(
                 argv[0],
                 argv,
-                os.environ,
+                os.environ if env is None else env,
                 file_actions=[
                     (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                     (os.POSIX_SPAWN_OPEN, 1, str(self.log_file), out, 0o644),

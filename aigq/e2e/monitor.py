@@ -1,0 +1,101 @@
+"""Read back what a run produced: the requests in ``<prefix>.regenerate``, the lists in
+``<prefix>.results``, and the processes' own counters from their ``/metrics`` pages."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import Iterable
+
+import orjson
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import TopicPartition
+
+from aigq.e2e.report import Generated, Requested
+from aigq.e2e.stack import CANARY_USER
+from aigq.settings import KafkaSettings
+
+_SAMPLE = re.compile(r"^(aigq_[a-z_]+)(\{[^}]*\})? ([-+0-9.eEinfa]+)$")
+
+
+def metric_sum(text: str, name: str) -> float:
+    """The sum of every sample of ``name`` (all labels) in a Prometheus text page."""
+    total = 0.0
+    for line in text.splitlines():
+        match = _SAMPLE.match(line)
+        if match and match.group(1) == name:
+            total += float(match.group(3))
+    return total
+
+
+def requested(values: Iterable[bytes]) -> list[Requested]:
+    out = []
+    for value in values:
+        r = orjson.loads(value)
+        if r.get("user_id") == CANARY_USER:
+            continue
+        out.append(
+            Requested(r["user_id"], r["reason"], r["version"], r["created_ts"], r.get("ingest_ts"))
+        )
+    return out
+
+
+def generated(values: Iterable[bytes]) -> list[Generated]:
+    out = []
+    for value in values:
+        r = orjson.loads(value)
+        if r.get("user_id") == CANARY_USER:
+            continue
+        out.append(
+            Generated(
+                r["user_id"],
+                r["session_version"],
+                r["written"],
+                tuple(r["queries"]),
+                float(r["model_ms"]),
+                r["generated_ts"],
+                r["request_ts"],
+                r.get("ingest_ts"),
+                r.get("received_ts"),
+            )
+        )
+    return out
+
+
+class TopicReader:
+    """Every record of one topic from the start, read in the background (no consumer group)."""
+
+    def __init__(self, kafka: KafkaSettings, topic: str) -> None:
+        self.kafka, self.topic = kafka, topic
+        self.values: list[bytes] = []
+        self._task: asyncio.Task[None] | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def start(self) -> None:
+        consumer = AIOKafkaConsumer(
+            **self.kafka.aiokafka_config(), enable_auto_commit=False, auto_offset_reset="earliest"
+        )
+        await consumer.start()
+        partitions = consumer.partitions_for_topic(self.topic) or set()
+        if not partitions:
+            await consumer.stop()
+            raise RuntimeError(f"topic {self.topic} has no partitions")
+        consumer.assign([TopicPartition(self.topic, p) for p in sorted(partitions)])
+        await consumer.seek_to_beginning()
+        self._consumer = consumer
+        self._task = asyncio.create_task(self._read(consumer))
+
+    async def _read(self, consumer: AIOKafkaConsumer) -> None:
+        while True:
+            got = await consumer.getmany(timeout_ms=200, max_records=10_000)
+            for batch in got.values():
+                self.values.extend(m.value for m in batch if m.value is not None)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._consumer is not None:
+            await self._consumer.stop()

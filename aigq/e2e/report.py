@@ -1,0 +1,165 @@
+"""What one end-to-end run measured, from plain records: pure functions, tested with lists.
+
+Times are wall-clock UTC milliseconds. A request's life, as the records tell it:
+
+- ``ingest``: the Kafka timestamp of the behaviour that fired it (when it entered the topics);
+- ``created``: the session worker emitted the request (at a flush);
+- ``received``: the generator took it from ``<prefix>.regenerate``;
+- ``generated``: its list was written to the u2q cache (the results record's time).
+
+**Freshness** is ``generated - ingest``. **Model time** is the backend call of the request's
+micro-batch (``model_ms``). **Waiting for the model** is the part of ``received - created``
+beyond what an idle generator needs to fetch a request, i.e. time spent queued in Kafka
+while every generation slot was busy: it is model capacity, not pipeline. Freshness
+*excluding model time* takes out both, and is what the nearline path itself adds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from cache.text import normalize
+
+
+@dataclass(frozen=True, slots=True)
+class Requested:
+    """One regeneration request as read back from ``<prefix>.regenerate``."""
+
+    user_id: str
+    reason: str
+    version: int
+    created_ms: int
+    ingest_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Generated:
+    """One results record (``generated_queries``) as read back from ``<prefix>.results``."""
+
+    user_id: str
+    version: int
+    written: bool
+    queries: tuple[str, ...]
+    model_ms: float
+    generated_ms: int
+    created_ms: int
+    ingest_ms: int | None
+    received_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """What the read API served a user at the moment of one of their real searches."""
+
+    user_id: str
+    query: str
+    at_ms: int
+    hints: tuple[str, ...]
+    status: int
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (``q`` in [0, 1]); NaN for no values."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return float(ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))])
+
+
+@dataclass(frozen=True)
+class Stages:
+    """Per written run, in ms: each stage of the request's life (see the module doc)."""
+
+    freshness: list[float] = field(default_factory=list)
+    session: list[float] = field(default_factory=list)  # ingest -> created
+    transit: list[float] = field(default_factory=list)  # created -> received
+    generator: list[float] = field(default_factory=list)  # received -> generated
+    model: list[float] = field(default_factory=list)
+    model_wait: list[float] = field(default_factory=list)
+    pipeline: list[float] = field(default_factory=list)  # freshness - model - model_wait
+
+
+def stages(results: Iterable[Generated], since_ms: int = 0, idle_fetch_ms: float = 0.0) -> Stages:
+    """The stages of every written run whose behaviour was ingested at or after ``since_ms``.
+
+    ``idle_fetch_ms`` is what a request takes from the worker to the generator when the
+    generator is idle (the transit's floor, measured on the run's quietest requests by
+    :func:`idle_fetch`); transit beyond it was spent waiting for a model slot.
+    """
+    out = Stages()
+    for r in results:
+        if not r.written or r.ingest_ms is None or r.received_ms is None:
+            continue
+        if r.ingest_ms < since_ms:
+            continue
+        fresh = r.generated_ms - r.ingest_ms
+        transit = r.received_ms - r.created_ms
+        wait = max(0.0, transit - idle_fetch_ms)
+        out.freshness.append(fresh)
+        out.session.append(r.created_ms - r.ingest_ms)
+        out.transit.append(transit)
+        out.generator.append(r.generated_ms - r.received_ms)
+        out.model.append(r.model_ms)
+        out.model_wait.append(wait)
+        out.pipeline.append(max(0.0, fresh - r.model_ms - wait))
+    return out
+
+
+def idle_fetch(results: Iterable[Generated], q: float = 0.1) -> float:
+    """The worker-to-generator transit of an idle generator: a low percentile of all transits
+    (the quietest requests found a free slot at once). 0 when nothing was received."""
+    transits = [
+        r.received_ms - r.created_ms
+        for r in results
+        if r.received_ms is not None and r.received_ms >= r.created_ms
+    ]
+    return percentile(transits, q) if transits else 0.0
+
+
+def reasons(requests: Iterable[Requested]) -> Counter[str]:
+    return Counter(r.reason for r in requests)
+
+
+@dataclass(frozen=True)
+class HitRate:
+    searches: int
+    hits: int
+    served: int  # probes answered with a non-empty list
+
+    @property
+    def rate(self) -> float:
+        return self.hits / self.searches if self.searches else math.nan
+
+
+def served_hit_rate(probes: Iterable[Probe], k: int = 10) -> HitRate:
+    """Query HR@k of the served lists: a search is a hit when its query (normalised as the
+    read path normalises) is among the first ``k`` hints served at that moment."""
+    searches = hits = served = 0
+    for p in probes:
+        searches += 1
+        wanted = normalize(p.query)
+        shown = [normalize(h) for h in p.hints[:k]]
+        served += bool(shown)
+        hits += wanted in shown
+    return HitRate(searches, hits, served)
+
+
+@dataclass(frozen=True)
+class LagSample:
+    """One reading of the loop, taken every second during a run."""
+
+    at_s: float  # since the replay started
+    produced: int  # events sent so far
+    session_lag: int  # events in the topics the session worker has not applied
+    generator_lag: int  # requests in <prefix>.regenerate the generator has not taken
+
+
+def lag_summary(samples: Sequence[LagSample]) -> tuple[int, int]:
+    """The largest session and generator lag seen."""
+    return (
+        max((s.session_lag for s in samples), default=0),
+        max((s.generator_lag for s in samples), default=0),
+    )
