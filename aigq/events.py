@@ -211,6 +211,9 @@ class GeneratedQueries(_Record):
     it was generated in, ``generated_ts`` the wall time it was written (UTC ms);
     ``ingest_ts`` is the request's (when known) and ``received_ts`` when the generator took the
     request from Kafka, so ``generated_ts - ingest_ts`` is the end-to-end freshness.
+    ``blocked_ms`` is the generator's total time, by ``received_ts``, spent unable to take
+    requests (every generation slot busy, or a backend down): the difference between two of
+    its records is how long it was blocked in between, i.e. queueing for the model.
     """
 
     type: Literal["generated_queries"] = "generated_queries"
@@ -228,3 +231,4 @@ class GeneratedQueries(_Record):
     prompt: str | None = None
     ingest_ts: TimestampMs | None = None
     received_ts: TimestampMs | None = None
+    blocked_ms: Annotated[float, Field(ge=0.0)] | None = None

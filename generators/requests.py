@@ -89,8 +89,9 @@ def result_record(
     model_ms: float,
     now_ms: int,
     prompt: str | None = None,
-    received_ms: int | None = None,
+    received: tuple[int, float] | None = None,
 ) -> GeneratedQueries:
+    """``received``: when the generator took the request, and its blocked time by then."""
     return GeneratedQueries(
         user_id=request.user_id,
         session_version=request.version,
@@ -105,5 +106,6 @@ def result_record(
         model_ms=model_ms,
         prompt=prompt,
         ingest_ts=request.ingest_ts,
-        received_ts=received_ms,
+        received_ts=received[0] if received else None,
+        blocked_ms=received[1] if received else None,
     )

@@ -29,15 +29,24 @@ def vllm_python() -> Path | None:
 
 
 def start_vllm_server(
-    model: Path, log: Path, max_model_len: int = 2_048, timeout_s: float = 300
+    model: Path,
+    log: Path,
+    max_model_len: int = 2_048,
+    timeout_s: float = 300,
+    cpus: set[int] | None = None,
 ) -> tuple[subprocess.Popen[bytes], str, float]:
     """Serve ``model`` as ``aigq-direct`` on a free loopback port: the process, its URL and how
-    long it took to answer ``/health``. Raises ServiceError when it cannot start."""
+    long it took to answer ``/health``. Raises ServiceError when it cannot start.
+
+    ``cpus`` pins the server (and the engine processes it starts) to those cores, so that on a
+    small machine the rest of the loop keeps a core of its own."""
     python = vllm_python()
     if python is None:
         raise ServiceError("no vLLM environment: run AIGQ_VLLM=cpu scripts/bootstrap.sh")
     port = free_port()
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_LOGGING_LEVEL": "WARNING"}
+    if cpus:  # its OpenMP threads too, else it binds them to every core
+        env["VLLM_CPU_OMP_THREADS_BIND"] = f"{min(cpus)}-{max(cpus)}"
     argv = [
         str(python), "-m", "vllm.entrypoints.openai.api_server",
         "--model", str(model), "--served-model-name", SERVED_NAME,
@@ -46,7 +55,14 @@ def start_vllm_server(
     ]  # fmt: skip
     started = time.monotonic()
     with log.open("wb") as out:
-        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=out, cwd=model)
+        proc = subprocess.Popen(
+            argv,
+            env=env,
+            stdout=out,
+            stderr=out,
+            cwd=model,
+            preexec_fn=None if cpus is None else lambda: os.sched_setaffinity(0, cpus),
+        )
     url = f"http://127.0.0.1:{port}"
 
     def up() -> bool:

@@ -79,6 +79,9 @@ class GeneratorWorker:
         self.stopping = asyncio.Event()
         self.paused = False  # waiting for the backend or Redis to come back
         self.done = 0  # requests answered (written, stale or malformed)
+        # Time spent unable to take requests (every slot busy, or a backend or Redis down):
+        # stamped on each batch, so a reader can tell queueing for the model from transit.
+        self.blocked_ms = 0.0
         self._slots = asyncio.Semaphore(settings.max_in_flight)
         self._health = ExponentialBackoff(settings.backoff_s, settings.backoff_max_s)
         self._m = _WorkerMetrics(self.metrics)
@@ -112,14 +115,16 @@ class GeneratorWorker:
             while not self.stopping.is_set():
                 await self._commit_done(consumer, pending)
                 if self._slots.locked() or self.paused:
+                    blocked = time.perf_counter()
                     consumer.pause(*consumer.assignment())
                     await consumer.getmany(timeout_ms=100)  # keeps the group membership alive
+                    self.blocked_ms += (time.perf_counter() - blocked) * 1000
                     continue
                 consumer.resume(*consumer.paused())
                 records = await self._micro_batch(consumer)
                 if not records:
                     continue
-                received = _now_ms()
+                received = (_now_ms(), self.blocked_ms)
                 await self._slots.acquire()
                 offsets: dict[TopicPartition, int] = {}
                 for r in records:
@@ -182,7 +187,7 @@ class GeneratorWorker:
         records: list[Record],
         producer: AIOKafkaProducer,
         store: U2QStore,
-        received_ms: int | None = None,
+        received: tuple[int, float] | None = None,
     ) -> None:
         s, m = self.settings, self._m
         decoded = decode_requests(records)
@@ -218,7 +223,7 @@ class GeneratorWorker:
                 model_ms=model_ms,
                 now_ms=done_ms,  # after the cache write: freshness ends there
                 prompt=prompts[i] if s.log_prompts else None,
-                received_ms=received_ms,
+                received=received,
             )
             key = request.user_id.encode()
             futures.append(await producer.send(self.topics.name("results"), encode(record), key))

@@ -58,6 +58,7 @@ def generated(values: Iterable[bytes]) -> list[Generated]:
                 r["request_ts"],
                 r.get("ingest_ts"),
                 r.get("received_ts"),
+                r.get("blocked_ms"),
             )
         )
     return out

@@ -8,17 +8,19 @@ Times are wall-clock UTC milliseconds. A request's life, as the records tell it:
 - ``generated``: its list was written to the u2q cache (the results record's time).
 
 **Freshness** is ``generated - ingest``. **Model time** is the backend call of the request's
-micro-batch (``model_ms``). **Waiting for the model** is the part of ``received - created``
-beyond what an idle generator needs to fetch a request, i.e. time spent queued in Kafka
-while every generation slot was busy: it is model capacity, not pipeline. Freshness
-*excluding model time* takes out both, and is what the nearline path itself adds.
+micro-batch (``model_ms``). **Waiting for the model** is the time, between ``created`` and
+``received``, that the generator spent unable to take requests because every generation
+slot was busy (its ``blocked_ms`` stamps, read as a clock): the request sat queued in Kafka
+for model capacity. Freshness *excluding model time* takes out both, and is what the
+nearline path itself adds: the session worker, Kafka both ways, batching, Redis.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from cache.text import normalize
@@ -48,6 +50,7 @@ class Generated:
     created_ms: int
     ingest_ms: int | None
     received_ms: int | None
+    blocked_ms: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,14 +85,29 @@ class Stages:
     pipeline: list[float] = field(default_factory=list)  # freshness - model - model_wait
 
 
-def stages(results: Iterable[Generated], since_ms: int = 0, idle_fetch_ms: float = 0.0) -> Stages:
-    """The stages of every written run whose behaviour was ingested at or after ``since_ms``.
+def blocked_clock(results: Iterable[Generated]) -> Callable[[float], float]:
+    """The generator's blocked time as a function of wall time (ms), from its batch stamps
+    ``(received, blocked)``: linear between stamps, flat outside them."""
+    points = sorted({(r.received_ms, r.blocked_ms) for r in results
+                     if r.received_ms is not None and r.blocked_ms is not None})  # fmt: skip
+    times = [float(t) for t, _ in points]
 
-    ``idle_fetch_ms`` is what a request takes from the worker to the generator when the
-    generator is idle (the transit's floor, measured on the run's quietest requests by
-    :func:`idle_fetch`); transit beyond it was spent waiting for a model slot.
-    """
+    def at(t: float) -> float:
+        i = bisect.bisect_right(times, t)
+        if i == 0:
+            return points[0][1] if points else 0.0
+        if i == len(points):
+            return points[-1][1]
+        (t0, b0), (t1, b1) = points[i - 1], points[i]
+        return b0 + (b1 - b0) * (t - t0) / (t1 - t0)
+
+    return at
+
+
+def stages(results: Sequence[Generated], since_ms: int = 0) -> Stages:
+    """The stages of every written run whose behaviour was ingested at or after ``since_ms``."""
     out = Stages()
+    blocked = blocked_clock(results)
     for r in results:
         if not r.written or r.ingest_ms is None or r.received_ms is None:
             continue
@@ -97,7 +115,7 @@ def stages(results: Iterable[Generated], since_ms: int = 0, idle_fetch_ms: float
             continue
         fresh = r.generated_ms - r.ingest_ms
         transit = r.received_ms - r.created_ms
-        wait = max(0.0, transit - idle_fetch_ms)
+        wait = min(max(0.0, blocked(r.received_ms) - blocked(r.created_ms)), max(transit, 0))
         out.freshness.append(fresh)
         out.session.append(r.created_ms - r.ingest_ms)
         out.transit.append(transit)
@@ -106,17 +124,6 @@ def stages(results: Iterable[Generated], since_ms: int = 0, idle_fetch_ms: float
         out.model_wait.append(wait)
         out.pipeline.append(max(0.0, fresh - r.model_ms - wait))
     return out
-
-
-def idle_fetch(results: Iterable[Generated], q: float = 0.1) -> float:
-    """The worker-to-generator transit of an idle generator: a low percentile of all transits
-    (the quietest requests found a free slot at once). 0 when nothing was received."""
-    transits = [
-        r.received_ms - r.created_ms
-        for r in results
-        if r.received_ms is not None and r.received_ms >= r.created_ms
-    ]
-    return percentile(transits, q) if transits else 0.0
 
 
 def reasons(requests: Iterable[Requested]) -> Counter[str]:

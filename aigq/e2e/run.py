@@ -26,7 +26,6 @@ from aigq.e2e.report import (
     HitRate,
     Requested,
     Stages,
-    idle_fetch,
     reasons,
     served_hit_rate,
     stages,
@@ -106,7 +105,6 @@ class ArmResult:
     requests: list[Requested]
     results: list[Generated]
     stages: Stages
-    idle_fetch_ms: float
     hit_rate: HitRate
     reasons: Counter[str]
     started_s: float
@@ -139,7 +137,7 @@ def run_arm(
     started = time.monotonic()
     with Loop(config, model) as loop:
         ready_s = time.monotonic() - started
-        say(f"[{name}] loop ready in {ready_s:.1f} s (worker, generator, API; {model.name})")
+        say(f"{name}: loop ready in {ready_s:.1f} s (worker, generator, API; {model.name})")
         outgoing = prepare(data.events, loop.topics)
         endpoints = Endpoints(loop.api_url, loop.worker_metrics_url, loop.generator_metrics_url)
         result = asyncio.run(
@@ -151,16 +149,15 @@ def run_arm(
                 rate,
                 k=config.k,
                 drain_timeout_s=drain_timeout_s,
-                progress=lambda line: say(f"[{name}] {line}"),
+                progress=lambda line: say(f"{name}: {line}"),
             )
         )
         if inspect is not None:
             inspect(loop)
     reqs, gens = requested(result.requests), generated(result.results)
-    floor = idle_fetch(gens)
     since = result.started_ms + int(warmup_s * 1000)
     return ArmResult(
-        name, config, rate, result, reqs, gens, stages(gens, since, floor), floor,
+        name, config, rate, result, reqs, gens, stages(gens, since),
         served_hit_rate(result.probes, config.k), reasons(reqs), ready_s,
     )  # fmt: skip
 

@@ -66,8 +66,11 @@ class ModelServer:
 
         self.state_dir.mkdir(parents=True, exist_ok=True)
         try:
+            # On a machine of a few cores vLLM would take them all and starve the stream.
+            cores = os.cpu_count() or 1
+            cpus = set(range(cores // 2)) if 2 <= cores <= 8 else None
             self.proc, self.url, self.startup_s = start_vllm_server(
-                self.model, self.state_dir / "vllm.log"
+                self.model, self.state_dir / "vllm.log", cpus=cpus
             )
         except ServiceError as exc:
             if self.backend == "vllm-http":
