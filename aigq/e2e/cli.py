@@ -48,7 +48,7 @@ def _model(data_dir: Path, backend: str, state: Path, train_steps: int) -> Model
     server = ModelServer(path, tag, state, backend)  # type: ignore[arg-type]
     console.print("starting the generation backend ...")
     server.start()
-    if server.proc is not None:
+    if server.url:
         console.print(f"vLLM (CPU) serving {tag} at {server.url}, up in {server.startup_s:.0f} s")
     else:
         why = f": {server.fallback_reason}" if server.fallback_reason else ""

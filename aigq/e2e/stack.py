@@ -60,8 +60,8 @@ class ModelServer:
 
     def start(self) -> ModelServer:
         """Start vLLM (unless told to use transformers); fall back to transformers on "auto"."""
-        if self.backend == "transformers":
-            return self
+        if self.backend == "transformers" or self.url:
+            return self  # transformers in the generator, or a server somebody else runs
         from generators.vllm_server import start_vllm_server
 
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -80,11 +80,11 @@ class ModelServer:
 
     @property
     def name(self) -> str:
-        return "vllm-http" if self.proc is not None else "transformers"
+        return "vllm-http" if self.url else "transformers"
 
     def generator_env(self) -> dict[str, str]:
         env = {"AIGQ_GENERATE_MODEL_VERSION": self.model_version}
-        if self.proc is not None:
+        if self.url:
             env |= {"AIGQ_GENERATE_BACKEND": "vllm-http", "AIGQ_GENERATE_BASE_URL": self.url}
             env["AIGQ_GENERATE_MODEL"] = "aigq-direct"
         else:

@@ -227,3 +227,15 @@ def test_recent_triggers_are_what_users_searched_and_clicked_newest_time_each() 
     quiet = _processor()  # off by default: nothing is collected
     quiet.process("t.search", 0, 0, encode(events[0]))
     assert quiet.drain().recent == []
+
+
+def test_requests_carry_the_kafka_timestamp_of_the_record_that_fired_them() -> None:
+    processor = _processor()
+    search = SearchEvent(user_id="u1", ts=TS, query="trail shoes")
+    processor.process("t.search", 0, 0, encode(search), record_ts=WALL - 40)
+    ((_, first),) = processor.drain().requests
+    assert RegenerationRequest.model_validate_json(first).ingest_ts == WALL - 40
+    later = SearchEvent(user_id="u1", ts=TS + 3_600_000, query="rain jacket")
+    processor.process("t.search", 0, 1, encode(later))  # no timestamp: none is invented
+    ((_, second),) = processor.drain().requests
+    assert RegenerationRequest.model_validate_json(second).ingest_ts is None

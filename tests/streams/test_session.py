@@ -191,3 +191,19 @@ def test_governor_refills_at_its_rate_up_to_the_burst() -> None:
 def test_bad_configs(cls: type, fields: dict[str, int]) -> None:
     with pytest.raises(ValueError, match="must be"):
         cls(**fields)
+
+
+def test_every_event_policy_fires_on_each_behaviour_undebounced() -> None:
+    every = TriggerPolicy(every_event=True)
+    session = Session("u1")
+    outcomes = [
+        step(session, CONFIG, every, "search", T0, "trail shoes", ()).outcome,
+        step(session, CONFIG, every, "search", T0 + 1, "trail shoes", ()).outcome,
+        step(session, CONFIG, every, "click", T0 + 2, "shoe", ("Sport", "Shoes")).outcome,
+        step(session, CONFIG, every, "click", T0 + 3, "shoe 2", ("Sport", "Shoes")).outcome,
+        step(session, CONFIG, every, "hint_exposure", T0 + 4, "", ()).outcome,
+    ]
+    # The first is a cold start, a repeat and a same-category click fire as every_event,
+    # a click into a new category keeps its reason; exposures are no behaviour.
+    assert outcomes == ["cold_start", "every_event", "new_category", "every_event", "no_signal"]
+    assert session.trigger_ts == T0 + 3
