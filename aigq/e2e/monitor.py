@@ -6,15 +6,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
 
-import orjson
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
 from aigq.e2e.report import Generated, Requested
 from aigq.e2e.stack import CANARY_USER
+from aigq.events import GeneratedQueries, RegenerationRequest
 from aigq.settings import KafkaSettings
+
+R = TypeVar("R", RegenerationRequest, GeneratedQueries)
 
 _SAMPLE = re.compile(r"^(aigq_[a-z_]+)(\{[^}]*\})? ([-+0-9.eEinfa]+)$")
 
@@ -29,39 +32,37 @@ def metric_sum(text: str, name: str) -> float:
     return total
 
 
-def requested(values: Iterable[bytes]) -> list[Requested]:
-    out = []
+def _records(values: Iterable[bytes], schema: type[R]) -> Iterator[R]:
+    """The records, checked by their own schema, without the loop's start-up canary."""
     for value in values:
-        r = orjson.loads(value)
-        if r.get("user_id") == CANARY_USER:
-            continue
-        out.append(
-            Requested(r["user_id"], r["reason"], r["version"], r["created_ts"], r.get("ingest_ts"))
-        )
-    return out
+        record = schema.model_validate_json(value)
+        if record.user_id != CANARY_USER:
+            yield record
+
+
+def requested(values: Iterable[bytes]) -> list[Requested]:
+    return [
+        Requested(r.user_id, r.reason, r.version, r.created_ts, r.ingest_ts)
+        for r in _records(values, RegenerationRequest)
+    ]
 
 
 def generated(values: Iterable[bytes]) -> list[Generated]:
-    out = []
-    for value in values:
-        r = orjson.loads(value)
-        if r.get("user_id") == CANARY_USER:
-            continue
-        out.append(
-            Generated(
-                r["user_id"],
-                r["session_version"],
-                r["written"],
-                tuple(r["queries"]),
-                float(r["model_ms"]),
-                r["generated_ts"],
-                r["request_ts"],
-                r.get("ingest_ts"),
-                r.get("received_ts"),
-                r.get("blocked_ms"),
-            )
+    return [
+        Generated(
+            r.user_id,
+            r.session_version,
+            r.written,
+            r.queries,
+            r.model_ms,
+            r.generated_ts,
+            r.request_ts,
+            r.ingest_ts,
+            r.received_ts,
+            r.blocked_ms,
         )
-    return out
+        for r in _records(values, GeneratedQueries)
+    ]
 
 
 class TopicReader:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from aigq.datasets.base import Malformed
+from aigq.datasets.base import Malformed, SourceItem
 from aigq.datasets.sources import open_source
 from aigq.datasets.synthetic import SyntheticConfig
 from aigq.e2e.drive import DriveResult, Endpoints, drive, prepare
@@ -50,13 +50,13 @@ def load_slice(
 ) -> Slice:
     """The first ``limit`` events of the AOL log (the synthetic shop when it is absent)."""
     name = source or ("aol" if (data_dir / "aol").is_dir() else "synthetic")
-    items: Iterator[object] = iter(
+    items: Iterator[SourceItem] = iter(
         open_source(name, data_dir=data_dir, synthetic=SyntheticConfig(users=400, days=14))
     )
     events: list[Event] = []
     for item in items:
         if not isinstance(item, Malformed):
-            events.append(item)  # type: ignore[arg-type]
+            events.append(item)
             if len(events) >= limit:
                 break
     upcoming: dict[str, list[str]] = {}

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 
-import orjson
 import pytest
 
+from aigq.codec import encode
 from aigq.e2e.monitor import generated, metric_sum, requested
 from aigq.e2e.report import (
     Generated,
@@ -19,6 +19,7 @@ from aigq.e2e.report import (
     stages,
 )
 from aigq.e2e.stack import CANARY_USER
+from aigq.events import GeneratedQueries, RegenerationRequest
 
 T = 1_800_000_000_000
 
@@ -102,16 +103,21 @@ def test_metric_sum_adds_every_label_of_one_name() -> None:
 
 
 def test_records_read_back_without_the_canary() -> None:
-    req = {"user_id": "u1", "reason": "drift", "version": 3, "created_ts": T, "ingest_ts": T - 5}
-    canary = {**req, "user_id": CANARY_USER}
-    assert [
-        (r.user_id, r.ingest_ms) for r in requested([orjson.dumps(req), orjson.dumps(canary)])
-    ] == [("u1", T - 5)]
-    res = {
-        "user_id": "u1", "session_version": 3, "written": True, "queries": ["a"],
-        "model_ms": 12.5, "generated_ts": T + 9, "request_ts": T, "received_ts": T + 2,
-    }  # fmt: skip
-    (one,) = generated([orjson.dumps(res), orjson.dumps({**res, "user_id": CANARY_USER})])
+    req = RegenerationRequest(
+        user_id="u1", version=3, reason="drift", shift=0.7, event_ts=T - 9, created_ts=T,
+        fingerprint="f", recent=((T - 9, "search", "shoes", ""),), profile=(("t:shoes", 1.0),),
+        ingest_ts=T - 5,
+    )  # fmt: skip
+    canary = req.model_copy(update={"user_id": CANARY_USER})
+    assert [(r.user_id, r.ingest_ms) for r in requested([encode(req), encode(canary)])] == [
+        ("u1", T - 5)
+    ]
+    res = GeneratedQueries(
+        user_id="u1", session_version=3, reason="drift", event_ts=T - 9, request_ts=T,
+        generated_ts=T + 9, model_version="m", backend="b", queries=("a",), written=True,
+        model_ms=12.5, received_ts=T + 2,
+    )  # fmt: skip
+    (one,) = generated([encode(res), encode(res.model_copy(update={"user_id": CANARY_USER}))])
     assert one.ingest_ms is None and one.blocked_ms is None and one.received_ms == T + 2
 
 
