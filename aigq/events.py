@@ -13,6 +13,9 @@ Rules every record follows:
 
 - ``ts`` is UTC epoch **milliseconds**, a JSON integer between 1990-01-01 and 2100-01-01; a
   value in seconds is rejected with a hint rather than silently read as 1970.
+- ``user_id`` follows one rule everywhere (events, requests, the read API): 1 to 256 characters
+  of ``A-Z a-z 0-9 . _ : @ + = -`` (:data:`USER_ID_RULE`), so every user an event names can be
+  read back; other ids are dead letters.
 - Text is stripped of surrounding whitespace; empty text, NUL characters and oversized fields
   are rejected naming the field (the limits are the ``MAX_*`` constants below).
 - **Unknown fields are ignored, by explicit choice**: a newer producer may add optional fields
@@ -23,6 +26,7 @@ Records are frozen pydantic models; :mod:`aigq.codec` turns them into bytes and 
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal, TypeAlias
 
 from pydantic import (
@@ -44,6 +48,12 @@ MAX_CATEGORY_DEPTH = 16
 MAX_CATEGORY_CHARS = 128
 MAX_SHOWN_QUERIES = 64
 MAX_CONTEXT_ENTRIES = 32
+
+# The one user-id rule: every id an event carries must be one the read API can be asked for.
+USER_ID_CHARS = "A-Za-z0-9._:@+=-"
+USER_ID_PATTERN = f"^[{USER_ID_CHARS}]{{1,{MAX_ID_CHARS}}}$"  # for JSON schemas (OpenAPI)
+USER_ID_RULE = f"1 to {MAX_ID_CHARS} characters of A-Z a-z 0-9 . _ : @ + = -"
+USER_ID_RE = re.compile(f"[{USER_ID_CHARS}]{{1,{MAX_ID_CHARS}}}")
 
 
 def _no_nul(value: str) -> str:
@@ -67,7 +77,15 @@ def _text(max_chars: int) -> object:
     return StringConstraints(strip_whitespace=True, min_length=1, max_length=max_chars)
 
 
+def _user_id(value: str) -> str:
+    if not USER_ID_RE.fullmatch(value):
+        raise ValueError(f"must be {USER_ID_RULE}")
+    return value
+
+
 Id = Annotated[str, _text(MAX_ID_CHARS), AfterValidator(_no_nul)]
+# Not stripped: an id with surrounding spaces is another id, and the read API rejects spaces.
+UserId = Annotated[str, StringConstraints(max_length=MAX_ID_CHARS), AfterValidator(_user_id)]
 QueryText = Annotated[str, _text(MAX_QUERY_CHARS), AfterValidator(_no_nul)]
 ItemText = Annotated[str, _text(MAX_ITEM_TEXT_CHARS), AfterValidator(_no_nul)]
 CategoryName = Annotated[str, _text(MAX_CATEGORY_CHARS), AfterValidator(_no_nul)]
@@ -80,7 +98,7 @@ class _Record(BaseModel):
 
 
 class _Envelope(_Record):
-    user_id: Id
+    user_id: UserId
     ts: TimestampMs
 
 
@@ -189,7 +207,7 @@ class RegenerationRequest(_Record):
     """
 
     type: Literal["regeneration_request"] = "regeneration_request"
-    user_id: Id
+    user_id: UserId
     version: Annotated[StrictInt, Field(ge=1)]
     reason: TriggerReason
     shift: Annotated[float, Field(ge=0.0, le=1.0)]
@@ -217,7 +235,7 @@ class GeneratedQueries(_Record):
     """
 
     type: Literal["generated_queries"] = "generated_queries"
-    user_id: Id
+    user_id: UserId
     session_version: Annotated[StrictInt, Field(ge=1)]
     reason: TriggerReason
     event_ts: TimestampMs

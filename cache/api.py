@@ -38,7 +38,8 @@ from aigq.metrics import Metrics
 from aigq.settings import RedisSettings, load
 from cache.endpoint import PATH_PREFIX, HintsEndpoint, Reply, Send, error_reply
 from cache.errors import CacheError
-from cache.hints import USER_ID_PATTERN, USER_ID_RULE, HintClient
+from aigq.events import USER_ID_PATTERN, USER_ID_RULE
+from cache.hints import HintClient
 from cache.serve_metrics import ServeMetrics
 from cache.settings import HintSettings, ServeSettings
 

@@ -22,7 +22,8 @@ import orjson
 
 from aigq.logging import get_logger
 from cache.errors import CacheError, CacheTimeoutError, InvalidRequestError
-from cache.hints import USER_ID_RULE, HintClient, HintResult, check_user_id
+from aigq.events import USER_ID_RULE
+from cache.hints import HintClient, HintResult, check_user_id
 from cache.serve_metrics import ServeMetrics
 from cache.settings import HintSettings, ServeSettings
 

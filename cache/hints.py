@@ -23,12 +23,11 @@ A value of the wrong type, or an undecodable u2q run or x2q entry, is skipped an
 from __future__ import annotations
 
 import hashlib
-import re
 import time
 from types import TracebackType
 from typing import Any, Literal, NamedTuple, Self
 
-from aigq.events import MAX_ID_CHARS
+from aigq.events import USER_ID_RE, USER_ID_RULE
 from aigq.logging import get_logger
 from aigq.settings import RedisSettings
 from cache.compose import Hint, TriggerHits, compose
@@ -41,10 +40,6 @@ from cache.x2q import decode_queries
 
 log = get_logger(__name__)
 
-USER_ID_CHARS = "A-Za-z0-9._:@+=-"
-USER_ID_PATTERN = f"^[{USER_ID_CHARS}]{{1,{MAX_ID_CHARS}}}$"  # for the OpenAPI schema
-USER_ID_RULE = f"1 to {MAX_ID_CHARS} characters of A-Z a-z 0-9 . _ : @ + = -"
-_USER_ID = re.compile(f"[{USER_ID_CHARS}]{{1,{MAX_ID_CHARS}}}")
 
 # KEYS: u2q list, recent-trigger zset, popular zset.
 # ARGV: x2q key prefix, triggers to look up, popular queries wanted.
@@ -81,7 +76,7 @@ Fallback = Literal["popular", "static"]
 
 def check_user_id(user_id: str) -> str:
     """Return ``user_id`` if it is 1..256 of the allowed characters, else InvalidRequestError."""
-    if not isinstance(user_id, str) or not _USER_ID.fullmatch(user_id):
+    if not isinstance(user_id, str) or not USER_ID_RE.fullmatch(user_id):
         raise InvalidRequestError(f"user_id must be {USER_ID_RULE}")
     return user_id
 
