@@ -33,12 +33,12 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from aigq import __version__
+from aigq.events import USER_ID_PATTERN, USER_ID_RULE
 from aigq.logging import configure_logging, get_logger
 from aigq.metrics import Metrics
 from aigq.settings import RedisSettings, load
 from cache.endpoint import PATH_PREFIX, HintsEndpoint, Reply, Send, error_reply
 from cache.errors import CacheError
-from aigq.events import USER_ID_PATTERN, USER_ID_RULE
 from cache.hints import HintClient
 from cache.serve_metrics import ServeMetrics
 from cache.settings import HintSettings, ServeSettings

@@ -20,9 +20,9 @@ from typing import Any
 
 import orjson
 
+from aigq.events import USER_ID_RULE
 from aigq.logging import get_logger
 from cache.errors import CacheError, CacheTimeoutError, InvalidRequestError
-from aigq.events import USER_ID_RULE
 from cache.hints import HintClient, HintResult, check_user_id
 from cache.serve_metrics import ServeMetrics
 from cache.settings import HintSettings, ServeSettings
