@@ -74,12 +74,20 @@ def _event_error(exc: ValidationError, tag: object) -> EventError:
     return EventError(".".join(loc) or "<root>", reason)
 
 
-def dead_letter(origin: str, payload: bytes | str, error: EventError | str) -> DeadLetter:
-    """Wrap an unusable payload with its reason, cut to a size Kafka accepts.
+def dead_letter(
+    origin: str,
+    payload: bytes | str,
+    error: EventError | str,
+    limit: int = MAX_DEAD_LETTER_PAYLOAD,
+) -> DeadLetter:
+    """Wrap an unusable payload with its reason, cut to ``limit`` characters (at most a size
+    Kafka accepts); ``truncated`` says whether anything was cut. Pass the whole payload: the
+    cut is made here so that the flag is true.
 
     Text is kept as text; bytes that are not UTF-8 are kept exactly, as base64
     (``encoding="base64"``), so no payload is ever altered on its way to the dead letters.
     """
+    limit = min(limit, MAX_DEAD_LETTER_PAYLOAD)
     encoding: Literal["utf-8", "base64"] = "utf-8"
     if isinstance(payload, bytes):
         try:
@@ -96,8 +104,8 @@ def dead_letter(origin: str, payload: bytes | str, error: EventError | str) -> D
         origin=origin,
         reason=reason,
         field=field,
-        payload=text[:MAX_DEAD_LETTER_PAYLOAD],
+        payload=text[:limit],
         encoding=encoding,
-        truncated=len(text) > MAX_DEAD_LETTER_PAYLOAD,
+        truncated=len(text) > limit,
         ts=int(time.time() * 1000),
     )
