@@ -100,6 +100,10 @@ class _Record(BaseModel):
 class _Envelope(_Record):
     user_id: UserId
     ts: TimestampMs
+    event_id: Id | None = None
+    """Optional, set by the producer. An id ``<stream>#<n>`` (``n`` counting the user's events
+    of that stream from 0, as ``aigq replay`` writes them) makes the event idempotent: a
+    session applies each ``n`` of a stream once, so a file replayed twice counts once."""
 
 
 class SearchEvent(_Envelope):

@@ -7,13 +7,31 @@ regeneration requests that fired (the latest per user; the cost governor picks a
 and the dead letters. Nothing here awaits or touches the network, so it is tested with plain
 lists.
 
-The message path is kept thin on purpose: ``orjson.loads`` and a few type checks on the fields
-the state needs. Only a record that fails them is run through the full pydantic schema, to
-name the bad field in its dead letter.
+The message path is kept thin on purpose: ``orjson.loads`` and type checks of every field the
+schema checks (:func:`fast_fields` accepts exactly what :mod:`aigq.events` accepts; a property
+test holds the two equal). Only a record that fails them is run through the full pydantic
+schema, to name the bad field in its dead letter.
+
+Rules that keep one record from breaking a session:
+
+- **Offsets per source partition.** A session records, per ``topic/partition``, the last
+  offset it applied and that partition's incarnation (``epochs``, which the worker raises when
+  it finds a partition reset); a record at or below it in the same incarnation is a
+  re-delivery and skipped. A record's user is read from its value, never its key.
+- **Event time is bounded.** An event dated more than ``max_future_ms`` after its record's
+  broker timestamp (or after the wall clock, whichever is earlier) is taken as dated at that
+  bound and counted in ``clamped``: a wrong client clock cannot push a user's session into the
+  future and freeze its triggers. Events from the past are applied as they are: they fall out
+  of the window and the decayed profile on their own, and never move a trigger back.
+- **Replayed streams count once.** An ``event_id`` of the form ``<stream>#<n>`` is applied
+  once per user (``duplicate`` otherwise).
+- **No poison pill.** A record that makes the state code raise is dead-lettered with the
+  error, logged, counted as ``internal_error``, and the agent goes on.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -28,20 +46,26 @@ from aigq.errors import EventError
 from aigq.events import (
     MAX_CATEGORY_CHARS,
     MAX_CATEGORY_DEPTH,
+    MAX_CONTEXT_ENTRIES,
+    MAX_DEAD_LETTER_PAYLOAD,
     MAX_ID_CHARS,
     MAX_ITEM_TEXT_CHARS,
     MAX_QUERY_CHARS,
     MAX_SHOWN_QUERIES,
     MAX_TS_MS,
     MIN_TS_MS,
+    USER_ID_RE,
     ClickEvent,
     HintClickEvent,
     SearchEvent,
 )
+from aigq.logging import get_logger
 from streams.session import Session, SessionConfig, top_features
 from streams.triggers import CostGovernor, TriggerPolicy, step
 
+log = get_logger(__name__)
 Loader = Callable[[str], bytes | None]
+_SEQ = re.compile(r"(.{1,200})#(\d{1,18})")  # an event id with a sequence: <stream>#<n>
 
 
 class Fields(NamedTuple):
@@ -53,6 +77,7 @@ class Fields(NamedTuple):
     text: str
     category: tuple[str, ...] | list[str]
     item: str = ""  # a click's item id
+    event_id: str | None = None
 
 
 def _text(obj: dict[str, Any], name: str, limit: int) -> str | None:
@@ -63,24 +88,54 @@ def _text(obj: dict[str, Any], name: str, limit: int) -> str | None:
     return value or None
 
 
+def _optional_id(obj: dict[str, Any], name: str) -> bool:
+    """Whether ``obj[name]`` is absent, null, or a valid id (what ``Id | None`` accepts)."""
+    return obj.get(name) is None or _text(obj, name, MAX_ID_CHARS) is not None
+
+
+def _context(value: Any) -> bool:
+    """Whether a search's ``context`` is what the schema accepts: null, or a small id map."""
+    if value is None:
+        return True
+    if type(value) is not dict or len(value) > MAX_CONTEXT_ENTRIES:
+        return False
+    for key, tag in value.items():
+        if type(tag) is not str or len(tag) > MAX_ID_CHARS or "\x00" in tag or not tag.strip():
+            return False
+        if len(key) > MAX_ID_CHARS or "\x00" in key or not key.strip():
+            return False
+    return True
+
+
 def fast_fields(obj: Any) -> Fields | None:
     """The fields of a well-formed event, or None when anything is off (then ask pydantic why).
 
-    Accepts a subset of what :mod:`aigq.events` accepts: whatever passes here passes there.
+    Accepts a subset of what :mod:`aigq.events` accepts, and gives the same fields: whatever
+    passes here passes there (``tests/streams/test_fast_path.py`` holds them equal).
     """
     if type(obj) is not dict:
         return None
-    kind, ts = obj.get("type"), obj.get("ts")
-    user = _text(obj, "user_id", MAX_ID_CHARS)
-    if user is None or type(ts) is not int or not MIN_TS_MS <= ts < MAX_TS_MS:
+    kind, ts, user = obj.get("type"), obj.get("ts"), obj.get("user_id")
+    if type(user) is not str or not USER_ID_RE.fullmatch(user):
         return None
+    if type(ts) is not int or not MIN_TS_MS <= ts < MAX_TS_MS:
+        return None
+    if not _optional_id(obj, "event_id"):
+        return None
+    event_id = obj.get("event_id")
+    if event_id is not None:
+        event_id = event_id.strip()
     if kind == "search":
         query = _text(obj, "query", MAX_QUERY_CHARS)
-        return None if query is None else Fields(kind, user, ts, query, ())
+        if query is None or not _optional_id(obj, "session_id"):
+            return None
+        if not _context(obj.get("context")):
+            return None
+        return Fields(kind, user, ts, query, (), "", event_id)
     if kind == "click":
         text, category = _text(obj, "item_text", MAX_ITEM_TEXT_CHARS), obj.get("category", [])
         item = _text(obj, "item_id", MAX_ID_CHARS)
-        if text is None or item is None:
+        if text is None or item is None or not _optional_id(obj, "session_id"):
             return None
         if type(category) is not list or len(category) > MAX_CATEGORY_DEPTH:
             return None
@@ -92,7 +147,7 @@ def fast_fields(obj: Any) -> Fields | None:
             if not name:
                 return None
             names.append(name)
-        return Fields(kind, user, ts, text, names, item)
+        return Fields(kind, user, ts, text, names, item, event_id)
     if kind == "hint_click":
         query, request = (
             _text(obj, "query", MAX_QUERY_CHARS),
@@ -103,7 +158,7 @@ def fast_fields(obj: Any) -> Fields | None:
             return None
         if type(position) is not int or not 0 <= position < MAX_SHOWN_QUERIES:
             return None
-        return Fields(kind, user, ts, query, ())
+        return Fields(kind, user, ts, query, (), "", event_id)
     if kind == "hint_exposure":
         shown = obj.get("shown")
         if _text(obj, "request_id", MAX_ID_CHARS) is None or type(shown) is not list:
@@ -122,20 +177,21 @@ def fast_fields(obj: Any) -> Fields | None:
             if _text(entry, "source", MAX_ID_CHARS) is None:
                 return None
             positions.add(position)
-        return Fields(kind, user, ts, "", ()) if len(positions) == len(shown) else None
+        if len(positions) != len(shown):
+            return None
+        return Fields(kind, user, ts, "", (), "", event_id)
     return None
 
 
 def full_fields(data: bytes) -> Fields:
     """The schema's verdict on a record the fast path did not take; raises EventError."""
     event = decode(data)
+    kind, user, ts, event_id = event.type, event.user_id, event.ts, event.event_id
     if isinstance(event, SearchEvent | HintClickEvent):
-        return Fields(event.type, event.user_id, event.ts, event.query, ())
+        return Fields(kind, user, ts, event.query, (), "", event_id)
     if isinstance(event, ClickEvent):
-        return Fields(
-            event.type, event.user_id, event.ts, event.item_text, event.category, event.item_id
-        )
-    return Fields(event.type, event.user_id, event.ts, "", ())
+        return Fields(kind, user, ts, event.item_text, event.category, event.item_id, event_id)
+    return Fields(kind, user, ts, "", (), "", event_id)
 
 
 class Trigger(NamedTuple):
@@ -150,6 +206,7 @@ class Trigger(NamedTuple):
     recent: list[list[Any]]
     profile: dict[str, float]
     ingest_ts: int | None = None  # the Kafka timestamp of the record that fired it
+    watermark_ts: int | None = None  # the newest event time the state had applied
 
 
 @dataclass
@@ -178,8 +235,11 @@ class SessionProcessor:
         generate: bool = True,
         wall_ms: Callable[[], int] = lambda: int(time.time() * 1000),
         recent: bool = False,
+        max_future_ms: int = 300_000,
     ) -> None:
-        """``recent``: collect what each user searched and clicked (see :attr:`Drained.recent`)."""
+        """``recent``: collect what each user searched and clicked (see :attr:`Drained.recent`).
+        ``max_future_ms``: how far an event's time may run ahead of its record's broker time
+        (or the wall clock) before it is clamped (see the module doc)."""
         self.config, self.policy, self._load = config, policy, load
         self.governor = governor or CostGovernor(0)
         self.max_event_bytes = max_event_bytes
@@ -192,6 +252,9 @@ class SessionProcessor:
         self.outcomes: Counter[str] = Counter()  # decisions by outcome, plus replayed/dead_letter
         self.recent = recent
         self.touched: dict[tuple[str, str, str], int] = {}  # (user, kind, text) -> newest ts
+        self.max_future_ms = max_future_ms
+        self.epochs: dict[str, int] = {}  # "topic/partition" -> its incarnation (0 unless reset)
+        self.clamped = 0  # events whose time was clamped to their record's time
 
     def session(self, user_id: str) -> Session:
         session = self.sessions.get(user_id)
@@ -218,7 +281,7 @@ class SessionProcessor:
             return self._dead(topic, partition, offset, b"", "record has no value")
         if len(value) > self.max_event_bytes:
             reason = f"payload is {len(value)} bytes; the limit is {self.max_event_bytes}"
-            return self._dead(topic, partition, offset, value[: self.max_event_bytes], reason)
+            return self._dead(topic, partition, offset, value, reason, self.max_event_bytes)
         try:
             fields = fast_fields(orjson.loads(value))
         except orjson.JSONDecodeError:
@@ -228,18 +291,41 @@ class SessionProcessor:
                 fields = full_fields(value)
             except EventError as exc:
                 return self._dead(topic, partition, offset, value, exc)
+        try:
+            return self._apply(topic, partition, offset, fields, record_ts)
+        except Exception as exc:  # a bug must not make this record a poison pill
+            log.exception("record not applied", origin=f"{topic}/{partition}@{offset}")
+            self.outcomes["internal_error"] += 1
+            return self._dead(topic, partition, offset, value, f"internal error: {exc!r}")
+
+    def _apply(
+        self, topic: str, partition: int, offset: int, fields: Fields, record_ts: int | None
+    ) -> str:
         session = self.session(fields.user_id)
-        if session.offsets.get(topic, -1) >= offset:
+        where = f"{topic}/{partition}"
+        if session.seen(where, self.epochs.get(where, 0), offset):
             self.outcomes["replayed"] += 1  # applied before a crash: already in this state
             return "replayed"
-        session.offsets[topic] = offset
+        if fields.event_id is not None:
+            seq = _SEQ.fullmatch(fields.event_id)
+            if seq is not None and session.seen_seq(seq[1], int(seq[2])):
+                self.dirty.add(fields.user_id)  # the offset moved on
+                self.outcomes["duplicate"] += 1
+                return "duplicate"
+        ts = fields.ts
+        wall = self._wall_ms()
+        bound = min(record_ts, wall) if record_ts else wall
+        bound += self.max_future_ms
+        if ts > bound:
+            ts = bound
+            self.clamped += 1
         decision = step(
-            session, self.config, self.policy, fields.kind, fields.ts, fields.text, fields.category
+            session, self.config, self.policy, fields.kind, ts, fields.text, fields.category
         )
         self.dirty.add(fields.user_id)
         self.outcomes[decision.outcome] += 1
         if self.recent:
-            self._touch(fields)
+            self._touch(fields, ts)
         if decision.fired and self.generate:
             # What the request needs, as of now; its bytes are built at the flush, and only
             # for the user's latest trigger that the governor lets through.
@@ -248,11 +334,12 @@ class SessionProcessor:
                 session.version,
                 decision.outcome,
                 decision.shift,
-                ts=session.trigger_ts or fields.ts,
+                ts=session.trigger_ts or ts,
                 fingerprint=session.trigger_fp,
                 recent=session.recent.copy(),  # entries are never changed, only dropped
                 profile=session.trigger_profile,  # replaced, never changed, by a trigger
                 ingest_ts=record_ts if record_ts and MIN_TS_MS <= record_ts < MAX_TS_MS else None,
+                watermark_ts=session.last_ts,
             )
         return decision.outcome
 
@@ -271,10 +358,12 @@ class SessionProcessor:
         }
         if trigger.ingest_ts is not None:
             request["ingest_ts"] = trigger.ingest_ts
+        if trigger.watermark_ts is not None:
+            request["watermark_ts"] = trigger.watermark_ts
         return orjson.dumps(request)
 
-    def _touch(self, fields: Fields) -> None:
-        user, kind, ts, touched = fields.user_id, fields.kind, fields.ts, self.touched
+    def _touch(self, fields: Fields, ts: int) -> None:
+        user, kind, touched = fields.user_id, fields.kind, self.touched
         keys: list[tuple[str, str, str]] = []
         if kind == "search" or kind == "hint_click":
             keys.append((user, "query", fields.text))
@@ -287,10 +376,18 @@ class SessionProcessor:
                 touched[key] = ts
 
     def _dead(
-        self, topic: str, partition: int, offset: int, value: bytes, error: EventError | str
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        value: bytes,
+        error: EventError | str,
+        limit: int | None = None,
     ) -> str:
         self.outcomes["dead_letter"] += 1
-        self.dead.append(encode(dead_letter(f"{topic}/{partition}@{offset}", value, error)))
+        origin = f"{topic}/{partition}@{offset}"
+        letter = dead_letter(origin, value, error, limit or MAX_DEAD_LETTER_PAYLOAD)
+        self.dead.append(encode(letter))
         return "dead_letter"
 
     def drain(self) -> Drained:

@@ -10,8 +10,12 @@ A :class:`Session` holds what the trigger policy and the prompt builder need of 
   same as decaying every older weight by the half-life, without touching them. Rankings and
   cosine similarities do not care about the common scale; the scale is folded back in
   (``profile_ts`` moves) before it grows large;
-- ``version``: how many events were applied (monotonic); ``counts`` by kind; ``offsets``: the
-  last applied offset per source topic, so a replayed event is recognised and skipped;
+- ``version``: how many events were applied (monotonic); ``counts`` by kind; ``offsets``: per
+  source *partition* (``"<topic>/<partition>"``), the partition's incarnation (epoch) and the
+  last offset applied in it, so a re-delivered record is recognised and skipped, and a record
+  of a partition that was reset (a new epoch) is not; ``seqs``: per replay stream, the last
+  event sequence number applied (event ids ``<stream>#<n>``), so a file replayed twice counts
+  once;
 - ``trigger_ts`` / ``trigger_fp`` / ``trigger_profile``: when the last regeneration was triggered
   and a fingerprint and snapshot of the profile it used (drift is measured against it).
 
@@ -43,6 +47,8 @@ _STOP_WORDS = (
 _STOP = frozenset(_STOP_WORDS.split())
 MAX_TEXT_CHARS = 120  # a behaviour's text as kept in the state (and sent to the generator)
 _RESCALE_AT = 1e12  # fold the scale back in before floats lose precision
+_RESCALE_EXP = math.log2(_RESCALE_AT)  # the same, as half-lives
+MAX_SEQ_STREAMS = 8  # replay streams whose sequence a session remembers
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +79,8 @@ class Session:
     user_id: str
     version: int = 0
     counts: dict[str, int] = field(default_factory=dict)
-    offsets: dict[str, int] = field(default_factory=dict)
+    offsets: dict[str, list[int]] = field(default_factory=dict)  # "topic/p" -> [epoch, offset]
+    seqs: dict[str, int] = field(default_factory=dict)  # replay stream -> last sequence applied
     recent: list[list[Any]] = field(default_factory=list)
     profile: dict[str, float] = field(default_factory=dict)
     profile_ts: int = 0
@@ -96,7 +103,34 @@ class Session:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Session:
-        return cls(**orjson.loads(data))
+        fields = orjson.loads(data)
+        # States written before offsets were kept per partition hold one offset per topic,
+        # which cannot be mapped to a partition: they are dropped (the records since the last
+        # commit may then be applied again, once, at the upgrade).
+        offsets = fields.get("offsets") or {}
+        fields["offsets"] = {k: v for k, v in offsets.items() if type(v) is list}
+        return cls(**fields)
+
+    def seen(self, where: str, epoch: int, offset: int) -> bool:
+        """Whether the record at ``offset`` of source partition ``where`` (in its incarnation
+        ``epoch``) is already in this state; if not, it is recorded as applied."""
+        last = self.offsets.get(where)
+        if last is not None and last[0] == epoch and offset <= last[1]:
+            return True
+        self.offsets[where] = [epoch, offset]
+        return False
+
+    def seen_seq(self, stream: str, seq: int) -> bool:
+        """Whether event ``seq`` of replay stream ``stream`` is already in this state; if not,
+        it is recorded. A user's events of one stream come in sequence order (the replay sends
+        them so); the newest :data:`MAX_SEQ_STREAMS` streams are remembered."""
+        last = self.seqs.get(stream)
+        if last is not None and seq <= last:
+            return True
+        if last is None and len(self.seqs) >= MAX_SEQ_STREAMS:
+            del self.seqs[next(iter(self.seqs))]  # the stream seen first
+        self.seqs[stream] = seq
+        return False
 
 
 def features(kind: str, text: str, category: Sequence[str]) -> dict[str, float]:
@@ -158,12 +192,18 @@ def _add_profile(session: Session, config: SessionConfig, ts: int, add: dict[str
     # so drift costs O(features of this event), not O(profile).
     if not session.profile:
         session.profile_ts = ts
-    scale = 2.0 ** ((ts - session.profile_ts) / config.half_life_ms)
-    if scale > _RESCALE_AT:
-        session.profile = {k: w / scale for k, w in session.profile.items()}
-        session.norm2 /= scale * scale
-        session.dot /= scale
-        session.profile_ts, scale = ts, 1.0
+    half_lives = (ts - session.profile_ts) / config.half_life_ms
+    if half_lives > _RESCALE_EXP:
+        # Fold the scale back in as a factor below 1, never as 2 ** half_lives: a user back
+        # after years is thousands of half-lives on (2.0 ** 1100 overflows). Older weights
+        # that underflow to 0 have decayed to nothing, which is what they are worth.
+        fold = 2.0**-half_lives
+        session.profile = {k: w * fold for k, w in session.profile.items()}
+        session.norm2 *= fold * fold
+        session.dot *= fold
+        session.profile_ts, half_lives = ts, 0.0
+    # An event far older than the profile adds (almost) nothing: 2 ** -x underflows to 0.
+    scale = 2.0**half_lives
     profile, snapshot = session.profile, session.trigger_profile
     norm2, dot = session.norm2, session.dot
     for feature, weight in add.items():

@@ -147,7 +147,8 @@ def test_oversized_records_are_rejected_by_the_limit() -> None:
     processor.process("t.search", 0, 1, big)
     [letter] = [orjson.loads(d) for d in processor.drain().dead_letters]
     assert letter["reason"] == f"payload is {len(big)} bytes; the limit is 100"
-    assert letter["truncated"] is False and len(letter["payload"]) == 100
+    # The payload is cut to the limit, and the letter says so.
+    assert letter["truncated"] is True and len(letter["payload"]) == 100
 
 
 def test_fast_path_agrees_with_the_schema_on_hard_cases() -> None:
@@ -239,3 +240,117 @@ def test_requests_carry_the_kafka_timestamp_of_the_record_that_fired_them() -> N
     processor.process("t.search", 0, 1, encode(later))  # no timestamp: none is invented
     ((_, second),) = processor.drain().requests
     assert RegenerationRequest.model_validate_json(second).ingest_ts is None
+
+
+# --- issue 15: nothing lost, nothing poisoned ------------------------------------------------
+
+DAY = 86_400_000
+
+
+def _search(user: str, ts: int, query: str, **extra: Any) -> bytes:
+    return orjson.dumps({"type": "search", "user_id": user, "ts": ts, "query": query, **extra})
+
+
+def _version(processor: SessionProcessor, user: str) -> int:
+    return processor.session(user).version
+
+
+def test_offsets_are_per_partition_so_a_record_in_another_partition_is_applied() -> None:
+    # A record with a null key or another user's key lands in another partition, at offsets
+    # that have nothing to do with this user's: before, the per-topic offset skipped it.
+    processor = _processor()
+    assert processor.process("t.search", 3, 500, _search("u1", TS, "first")) != "replayed"
+    assert processor.process("t.search", 5, 10, _search("u1", TS + 1, "second")) != "replayed"
+    assert processor.process("t.search", 3, 500, _search("u1", TS, "first")) == "replayed"
+    assert processor.process("t.search", 5, 10, _search("u1", TS + 1, "second")) == "replayed"
+    assert _version(processor, "u1") == 2
+
+
+def test_a_reset_partition_is_a_new_incarnation_whose_records_are_applied() -> None:
+    processor = _processor()
+    for offset in range(100, 110):
+        processor.process("t.search", 0, offset, _search("u1", TS + offset, f"q {offset}"))
+    assert processor.process("t.search", 0, 3, _search("u1", TS + 200, "new")) == "replayed"
+    processor.epochs["t.search/0"] = 1  # the worker found the partition reset
+    assert processor.process("t.search", 0, 3, _search("u1", TS + 200, "new")) != "replayed"
+    assert processor.process("t.search", 0, 3, _search("u1", TS + 200, "new")) == "replayed"
+    assert _version(processor, "u1") == 11
+
+
+def test_states_survive_their_bytes_with_partition_offsets() -> None:
+    processor = _processor()
+    processor.process("t.search", 2, 7, _search("u1", TS, "hello"))
+    processor.epochs["t.click/1"] = 4
+    processor.process("t.click", 1, 9, _search("u1", TS + 1, "world"))
+    state = Session.from_bytes(processor.drain().states["u1"])
+    assert state.offsets == {"t.search/2": [0, 7], "t.click/1": [4, 9]}
+    # A state of the old format (one offset per topic) loads, without those offsets.
+    old = orjson.loads(processor.session("u1").to_bytes())
+    old["offsets"] = {"t.search": 7}
+    assert Session.from_bytes(orjson.dumps(old)).offsets == {}
+
+
+def test_a_user_back_after_years_does_not_overflow_the_profile() -> None:
+    processor = _processor()
+    processor.process("t.search", 0, 0, _search("u1", TS - 1_100 * DAY, "old interest"))
+    outcome = processor.process("t.search", 0, 1, _search("u1", TS, "new interest"))
+    assert outcome == "novel_search"
+    session = processor.session("u1")
+    assert session.version == 2 and session.profile["t:new"] > 0
+    assert session.profile["t:old"] == 0.0  # decayed to nothing, not to infinity
+
+
+def test_a_future_event_time_is_clamped_to_its_record_time_and_does_not_freeze_the_user() -> None:
+    processor = _processor()
+    now = WALL - DAY
+    y2099 = 4_070_908_800_000
+    processor.process("t.search", 0, 0, _search("u1", now, "laptop"), record_ts=now)
+    processor.process("t.search", 0, 1, _search("u1", y2099, "phone"), record_ts=now)
+    assert processor.clamped == 1
+    session = processor.session("u1")
+    assert session.last_ts == now + processor.max_future_ms
+    # Ten later searches on new topics, an hour apart: they fire (not debounced for 73 years).
+    fired = [
+        processor.process(
+            "t.search", 0, 2 + i, _search("u1", now + (i + 1) * 3_600_000, f"topic{i} thing{i}")
+        )
+        for i in range(10)
+    ]
+    assert fired.count("novel_search") == 10
+    # Without a record time the bound is the wall clock.
+    processor.process("t.search", 0, 20, _search("u2", y2099, "x y"))
+    assert processor.session("u2").last_ts == WALL + processor.max_future_ms
+
+
+def test_requests_carry_the_state_watermark() -> None:
+    processor = _processor()
+    processor.process("t.search", 0, 0, _search("u1", TS, "laptop"))
+    [(_, data)] = processor.drain().requests
+    request = RegenerationRequest.model_validate_json(data)
+    assert request.watermark_ts == TS and request.version == 1
+
+
+def test_replayed_stream_events_count_once() -> None:
+    processor = _processor()
+    for replay in range(2):  # the same file twice: new offsets, same event ids
+        for n in range(5):
+            value = _search("u1", TS + n, f"q{n}", event_id=f"aol#{n}")
+            processor.process("t.search", 0, replay * 5 + n, value)
+    assert _version(processor, "u1") == 5
+    assert processor.outcomes["duplicate"] == 5
+    # A replay cut short, then the whole file: only what is new is applied.
+    for n in range(8):
+        processor.process(
+            "t.search", 0, 10 + n, _search("u1", TS + n, f"q{n}", event_id=f"aol#{n}")
+        )
+    assert _version(processor, "u1") == 8
+
+
+def test_a_record_that_breaks_the_state_code_is_dead_lettered_not_a_poison_pill() -> None:
+    processor = _processor({"bad": b"{not a state"})
+    assert processor.process("t.search", 0, 0, _search("bad", TS, "q")) == "dead_letter"
+    assert processor.process("t.search", 0, 1, _search("good", TS, "q")) == "cold_start"
+    assert processor.outcomes["internal_error"] == 1
+    [letter] = [orjson.loads(d) for d in processor.drain().dead_letters]
+    assert letter["reason"].startswith("internal error") and letter["origin"] == "t.search/0@0"
+    assert _version(processor, "good") == 1

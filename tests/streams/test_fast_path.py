@@ -1,0 +1,121 @@
+"""The worker's fast decoder against the schema: it accepts nothing the schema rejects, and
+what it accepts it reads the same (a property test over generated records, hostile ones too)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from aigq.errors import EventError
+from aigq.events import MAX_ID_CHARS, MAX_TS_MS, MIN_TS_MS
+from streams.processor import Fields, fast_fields, full_fields
+
+_odd_text = st.sampled_from(
+    ["", " ", "\x00", "a\x00b", " padded ", "x" * (MAX_ID_CHARS + 1), "u 1", "ü", "\u3000"]
+)
+_text = st.one_of(st.text(max_size=8), _odd_text, st.just("ok"))
+_user = st.one_of(
+    st.from_regex(r"[A-Za-z0-9._:@+=-]{1,8}", fullmatch=True),
+    _odd_text,
+    st.just("u" * MAX_ID_CHARS),
+    st.just("u" * (MAX_ID_CHARS + 1)),
+)
+_ts = st.one_of(
+    st.integers(MIN_TS_MS, MAX_TS_MS - 1),
+    st.sampled_from([MIN_TS_MS - 1, MAX_TS_MS, 1_700_000_000, True, 1.7e12, "1700000000000"]),
+)
+_any: st.SearchStrategy[Any] = st.one_of(
+    st.none(), st.booleans(), st.integers(-2, 70), st.floats(allow_nan=False), _text
+)
+_context = st.one_of(
+    st.none(),
+    st.dictionaries(_text, st.one_of(_text, _any), max_size=3),
+    st.dictionaries(st.text(min_size=1, max_size=3), st.just("v"), min_size=33, max_size=34),
+    _any,
+)
+_shown = st.lists(
+    st.fixed_dictionaries(
+        {"query": _text, "source": _text, "position": st.one_of(st.integers(-1, 65), _any)}
+    ),
+    max_size=3,
+)
+
+
+def _maybe(**fields: st.SearchStrategy[Any]) -> st.SearchStrategy[dict[str, Any]]:
+    """Records where each field may also be missing."""
+    return st.fixed_dictionaries({}, optional=fields)
+
+
+_records = st.builds(
+    lambda base, kind, extra: {**base, **extra, **({"type": kind} if kind else {})},
+    _maybe(user_id=_user, ts=_ts, event_id=st.one_of(_text, _any)),
+    st.sampled_from(["search", "click", "hint_click", "hint_exposure", "other", None]),
+    _maybe(
+        query=_text,
+        session_id=st.one_of(_text, _any),
+        context=_context,
+        item_id=_text,
+        item_text=_text,
+        category=st.one_of(st.lists(st.one_of(_text, _any), max_size=3), _any),
+        request_id=_text,
+        source=_text,
+        position=st.one_of(st.integers(-1, 65), _any),
+        shown=st.one_of(_shown, _any),
+    ),
+)
+
+
+def _same(fields: Fields) -> Fields:
+    return fields._replace(category=tuple(fields.category))
+
+
+@settings(max_examples=3_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_records)
+def test_the_fast_path_accepts_exactly_what_the_schema_accepts(record: dict[str, Any]) -> None:
+    fast = fast_fields(record)
+    try:
+        full = full_fields(orjson.dumps(record))
+    except EventError:
+        assert fast is None, f"the fast path took a record the schema rejects: {record!r}"
+        return
+    if fast is not None:  # the fast path may decline (then the schema decides): never differ
+        assert _same(fast) == _same(full)
+
+
+def test_the_fast_path_takes_the_ordinary_records() -> None:
+    # Declining is allowed but costs the schema's time: the usual records must go fast.
+    ts = 1_767_225_600_000
+    ordinary = [
+        {"type": "search", "user_id": "u1", "ts": ts, "query": "red shoes", "session_id": "s"},
+        {"type": "search", "user_id": "u1", "ts": ts, "query": "x", "context": {"page": "home"}},
+        {
+            "type": "click",
+            "user_id": "u1",
+            "ts": ts,
+            "item_id": "i",
+            "item_text": "t",
+            "category": ["a", "b"],
+        },
+        {
+            "type": "hint_click",
+            "user_id": "u1",
+            "ts": ts,
+            "request_id": "r",
+            "query": "q",
+            "source": "u2q",
+            "position": 0,
+        },
+        {
+            "type": "hint_exposure",
+            "user_id": "u1",
+            "ts": ts,
+            "request_id": "r",
+            "shown": [{"query": "q", "source": "u2q", "position": 0}],
+            "event_id": "aol#3",
+        },
+    ]
+    for record in ordinary:
+        assert fast_fields(record) is not None, record
