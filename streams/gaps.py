@@ -11,10 +11,13 @@ down, so the guard checks the outcome instead of patching a cause.
 :class:`GapGuard` knows the next offset due on each partition: the committed offset after an
 assignment, then the last applied offset + 1. A record past it means records were skipped: the
 guard asks for a seek back to the offset due and drops (does not apply, does not ack) what
-arrives past it until that offset comes. Records below it are re-deliveries, applied as usual
-(each session skips what it already holds). Where a gap is real (a compacted source topic, or
-a transactional producer's commit markers, which take offsets), the seeks find the same gap
-again; after ``max_seeks`` the guard accepts it and moves on, counting it.
+arrives past it until that offset comes. A record below it is ``BEHIND``: the position went
+back without a rebalance, which is a re-delivery or a log that was reset; the worker tells
+which (:mod:`streams.resets`), forgets the partition here and asks again.
+
+Where a gap is real (a compacted source topic, or a transactional producer's commit markers, which
+take offsets), the seeks find the same gap again; after ``max_seeks`` the guard accepts it and
+moves on, counting it.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ class Verdict(enum.Enum):
     APPLY = "apply"
     DROP = "drop"  # past a gap being repaired: do not apply, do not ack
     SEEK = "seek"  # a new gap: seek back to :meth:`GapGuard.due` and drop this record
+    BEHIND = "behind"  # below the offset due: the position went back (see the module doc)
 
 
 @dataclass(slots=True)
@@ -77,8 +81,8 @@ class GapGuard(Generic[K]):
         if due is None or offset == due:
             part.due, part.seeks = offset + 1, 0
             return Verdict.APPLY
-        if offset < due:  # a re-delivery: the session skips what it holds
-            return Verdict.APPLY
+        if offset < due:
+            return Verdict.BEHIND
         if part.seeks and now - part.sought_at < self.settle_s:
             self.dropped += 1
             return Verdict.DROP

@@ -39,6 +39,14 @@ class SourceSpec:
     def open(self) -> Iterator[SourceItem]:
         return open_source(self.name, self.path, self.data_dir, self.synthetic)
 
+    @property
+    def stream(self) -> str:
+        """The name of this source's event stream in event ids (``<stream>#<n>``): the same
+        for every replay of the same data, so a second replay is recognised."""
+        if self.name == "synthetic":
+            return f"synthetic-{self.synthetic.seed}"
+        return self.name if self.path is None else f"{self.name}-{self.path.name}"
+
 
 @dataclass(frozen=True)
 class ReplayJob:
@@ -132,6 +140,7 @@ def run_shard(
             progress_every=max(1, job.settings.progress_every // shard.count),
             shard=shard,
             event_time=job.settings.timestamps == "event",
+            stream=job.source.stream,
         )
     report.failed = sink.failed
     return report, sink.first_error

@@ -20,7 +20,7 @@ class StreamSettings(BaseSettings):
 
     app_id: str = Field("aigq-sessions", description="consumer group and changelog topic prefix")
     store: Literal["auto", "memory", "rocksdb"] = Field(
-        "auto", description="table store; auto: RocksDB when rocksdict is installed"
+        "auto", description="table store; auto and memory: in memory (rocksdb is refused)"
     )
     data_dir: str = Field(".aigq/worker", description="where Faust keeps RocksDB tables")
     flush_interval_s: float = Field(1.0, gt=0, le=60, description="state writes per user at most")
@@ -38,6 +38,12 @@ class StreamSettings(BaseSettings):
         512 * 1024, ge=16, description="producer batch size of state writes (16: one per batch)"
     )
     generate: bool = Field(True, description="emit regeneration requests (off: rebuild only)")
+    max_future_s: float = Field(
+        300.0,
+        ge=0,
+        le=86_400,
+        description="event times further ahead of their record's broker time are clamped to it",
+    )
 
     max_recent: int = Field(20, ge=1, description="behaviours kept per user")
     window_s: int = Field(7 * 86_400, ge=1, description="behaviours older than this are dropped")

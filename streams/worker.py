@@ -10,10 +10,19 @@ flushes every ``flush_interval_s``:
    they arrived, so Faust never commits a source offset whose effects are not durable;
 4. users' recent triggers go to Redis for the read API (a cache: a failure does not stop it).
 
-A crash therefore replays at most the events since the last flush; each session records the
-last offset it applied per topic, so those that did reach the state are skipped (exact counts),
-and requests are at-least-once (a generator's compare-and-set on the session version makes a
-repeat a no-op).
+A crash therefore replays the events since the group's last commit (Faust commits every
+``broker_commit_every`` seconds, only up to acked events: often several flush intervals, more
+under lag); each session records the last offset it applied per source partition, so those
+that did reach the state are skipped (exact counts), and requests are at-least-once (a
+generator's compare-and-set on the session watermark and version makes a repeat a no-op).
+
+A partition whose log was reset (recreated, or a broker that lost its data) is told from a
+re-delivery by the mark the worker keeps per source partition (:mod:`streams.resets`); its
+new records are applied, and the reset is logged and counted.
+
+An agent that crashes (a bug outside the per-record path, which dead-letters what it cannot
+apply) makes the worker unready (``/ready`` 503, ``/health`` 500), and the worker stops and
+exits non-zero, so an orchestrator restarts it; nothing unflushed is acked.
 
 A gap guard (:mod:`streams.gaps`) keeps each source partition's records in offset order with
 none skipped, which Faust alone does not promise right after a rebalance.
@@ -48,6 +57,7 @@ from cache.errors import CacheError
 from cache.recent import RecentTriggers
 from streams.gaps import GapGuard, Verdict
 from streams.processor import SessionProcessor
+from streams.resets import Found, Mark, checksum, mark_key, read_marked, source_marks
 from streams.settings import TABLE_NAME, StreamSettings
 
 log = get_logger(__name__)
@@ -179,6 +189,7 @@ class SessionWorker:
             max_event_bytes=settings.max_event_bytes,
             generate=settings.generate,
             recent=settings.recent_triggers and redis is not None,
+            max_future_ms=int(settings.max_future_s * 1000),
         )
         self._redis = open_redis(redis) if redis is not None else None
         self._recent: RecentTriggers | None = None
@@ -189,6 +200,10 @@ class SessionWorker:
         self.flushed = 0  # records applied, made durable and acked
         self.started_at: float | None = None  # monotonic time of the first record
         self.ready = False
+        self.crashed: BaseException | None = None
+        self.resets = 0  # source partitions found reset (a new incarnation of their log)
+        self._last: dict[TP, Any] = {}  # the last message applied per source partition
+        self._unverified: set[TP] = set()  # assigned, marks not yet checked with the broker
         self._flush_lock = asyncio.Lock()
         self._unsealed: dict[int, bytes] = {}  # changelog partition -> its last key, unsealed
         self._flush_now: asyncio.Future[None] | None = None
@@ -208,44 +223,109 @@ class SessionWorker:
 
         @app.agent(self.source, name="sessions")
         async def sessions(stream: Any) -> None:
-            process = self.processor.process
             # Batches of what arrived within 50 ms: the flush, not the batch, sets the pace.
             within = min(0.05, settings.flush_interval_s)
-            applied, check, unacked = self._applied, self.gaps.check, self.unacked
-            async for events in stream.noack_take(10_000, within=within):
-                now = time.monotonic()
-                if self.started_at is None:
-                    self.started_at = now
-                seeks: dict[TP, int] = {}
-                for event in events:
-                    message = event.message
-                    tp, offset = message.tp, message.offset
-                    verdict = check(tp, offset, now)
-                    if verdict is Verdict.APPLY:
-                        stamp = message.timestamp  # seconds: when it entered the topic
-                        process(
-                            message.topic,
-                            message.partition,
-                            offset,
-                            message.value,
-                            int(stamp * 1000) if stamp else None,
-                        )
-                        applied[tp] = offset + 1
-                        unacked.append(event)
-                    elif verdict is Verdict.SEEK:
-                        seeks[tp] = self.gaps.due(tp) or 0
-                    # Verdict.DROP: neither applied nor acked; it comes again after the seek
-                self.processed += len(events)
-                for tp, due in seeks.items():
-                    log.warning("source records skipped: reading again", partition=str(tp), at=due)
-                    await app.consumer.seek(tp, due)
-                if self.flush_at is not None and self.processed >= self.flush_at:
-                    self.flush_at = None
-                    self._flush_now = asyncio.ensure_future(self.flush())
+            try:
+                await self._consume(stream, within)
+            except Exception as exc:
+                await self._crash(exc)
+                raise
 
         @app.timer(settings.flush_interval_s)  # type: ignore[untyped-decorator]
         async def flush_timer() -> None:
-            await self.flush()
+            try:
+                await self.flush()
+            except Exception as exc:
+                await self._crash(exc)
+                raise
+
+        self._define_hooks()
+
+    async def _consume(self, stream: Any, within: float) -> None:
+        """The agent's loop (see the module doc)."""
+        app, process, gaps = self.app, self.processor.process, self.gaps
+        applied, check, unacked, last = self._applied, gaps.check, self.unacked, self._last
+        async for events in stream.noack_take(10_000, within=within):
+            now = time.monotonic()
+            if self.started_at is None:
+                self.started_at = now
+            if self._unverified:
+                await self._verify({e.message.tp for e in events} & self._unverified)
+            seeks: dict[TP, int] = {}
+            for event in events:
+                message = event.message
+                tp, offset = message.tp, message.offset
+                verdict = check(tp, offset, now)
+                if verdict is Verdict.BEHIND:
+                    # Gone back without a rebalance: a reset log, or a re-delivery.
+                    await self._verify({tp}, rewound=True)
+                    gaps.forget([tp])  # the position is here now, either way
+                    verdict = check(tp, offset, now)
+                if verdict is Verdict.APPLY:
+                    stamp = message.timestamp  # seconds: when it entered the topic
+                    process(
+                        message.topic,
+                        message.partition,
+                        offset,
+                        message.value,
+                        int(stamp * 1000) if stamp else None,
+                    )
+                    applied[tp] = offset + 1
+                    last[tp] = message
+                    unacked.append(event)
+                elif verdict is Verdict.SEEK:
+                    seeks[tp] = gaps.due(tp) or 0
+                # Verdict.DROP: neither applied nor acked; it comes again after the seek
+            self.processed += len(events)
+            for tp, due in seeks.items():
+                log.warning("source records skipped: reading again", partition=str(tp), at=due)
+                await app.consumer.seek(tp, due)
+            if self.flush_at is not None and self.processed >= self.flush_at:
+                self.flush_at = None
+                self._flush_now = asyncio.ensure_future(self.flush())
+
+    async def _verify(self, tps: set[TP], rewound: bool = False) -> None:
+        """Check the marks of ``tps`` against the broker; a partition whose marked record is
+        gone or changed is a new incarnation: its epoch goes up (see :mod:`streams.resets`)."""
+        self._unverified -= tps
+        marks = source_marks(tps, self.table.data)
+        epochs = self.processor.epochs
+        for tp, mark in marks.items():
+            epochs.setdefault(f"{tp.topic}/{tp.partition}", mark.epoch)
+        if not marks:
+            return
+        try:
+            found = await read_marked(self._kafka, marks)
+        except ServiceError as exc:  # keep the marks: a skipped re-delivery is the safe side
+            log.warning("source marks not checked", error=str(exc))
+            return
+        for tp, what in found.items():
+            where, mark = f"{tp.topic}/{tp.partition}", marks[tp]
+            if what is Found.OTHER and epochs[where] <= mark.epoch:
+                epochs[where] = mark.epoch + 1
+                self.resets += 1
+                self.gaps.forget([tp])
+                log.warning(
+                    "source partition reset: its records are applied as new",
+                    partition=where,
+                    epoch=epochs[where],
+                    marked_offset=mark.offset,
+                    rewound=rewound,
+                )
+            elif what is Found.UNKNOWN:
+                log.info("source mark not checkable (record gone)", partition=where)
+
+    async def _crash(self, exc: BaseException) -> None:
+        """Unready, then stop the worker (it exits non-zero: see :meth:`run`)."""
+        if self.crashed is not None:
+            return
+        self.crashed = exc
+        self.ready = False
+        log.error("session agent crashed: stopping", error=repr(exc))
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    def _define_hooks(self) -> None:
+        app, settings = self.app, self.settings
 
         @app.task  # type: ignore[untyped-decorator]
         async def mark_ready() -> None:  # tasks start after table recovery
@@ -255,6 +335,7 @@ class SessionWorker:
         async def on_assigned(sender: Any, assigned: set[TP], **kwargs: Any) -> None:
             sources = {tp for tp in assigned if tp.topic in self._source_names}
             self.gaps.forget(sources)
+            self._unverified |= sources  # checked at their first records, after recovery
             try:
                 committed = await committed_offsets(self._kafka, settings.app_id, sources)
             except ServiceError as exc:  # the guard then trusts the first record it sees
@@ -267,6 +348,7 @@ class SessionWorker:
             await self.flush()  # Faust waits for our acks before giving partitions away
             self.processor.forget()
             self.gaps.forget(revoked)
+            self._unverified -= revoked
             for tp in revoked:
                 self._applied.pop(tp, None)
                 self._committed.pop(tp, None)
@@ -278,11 +360,13 @@ class SessionWorker:
 
         @app.page("/health")
         async def health(view: Any, request: Any) -> Any:
+            if self.crashed is not None:
+                return view.json({"alive": False, "error": repr(self.crashed)}, status=500)
             return view.json({"alive": True, "processed": self.processed})
 
         @app.page("/ready")
         async def ready(view: Any, request: Any) -> Any:
-            ok = self.ready and not app.rebalancing
+            ok = self.ready and not app.rebalancing and self.crashed is None
             return view.json({"ready": ok}, status=200 if ok else 503)
 
         @app.page("/metrics")
@@ -320,6 +404,22 @@ class SessionWorker:
                 store[key] = state
                 keys.append(key)
                 futures.append(await producer.send(changelog, key, state, None, None, None))
+            # Each source partition's mark goes to the changelog partition of its number,
+            # where the sessions it describes are (same partitioner, same count).
+            epochs = self.processor.epochs
+            for tp, message in self._last.items():
+                key = mark_key(tp.topic, tp.partition)
+                stamp = message.timestamp
+                mark = Mark(
+                    epochs.get(f"{tp.topic}/{tp.partition}", 0),
+                    message.offset,
+                    int(stamp * 1000) if stamp else 0,
+                    checksum(message.value),
+                )
+                store[key] = value = mark.to_bytes()
+                keys.append(key)
+                futures.append(await producer.send(changelog, key, value, tp.partition, None, None))
+            self._last.clear()
             regenerate, dead = self.topics.name("regenerate"), self.topics.name("dead_letter")
             for user, request in drained.requests:
                 futures.append(
@@ -386,6 +486,10 @@ class SessionWorker:
         gauge.labels(what="dropped").set(self.gaps.dropped)
         gauge.labels(what="accepted").set(self.gaps.accepted)
         m.histogram("stream_flush_seconds", "time to make one flush durable").observe(seconds)
+        m.gauge("stream_source_resets", "source partitions found reset (new log)").set(self.resets)
+        m.gauge("stream_clock_clamped", "events dated too far ahead, clamped").set(
+            self.processor.clamped
+        )
         decisions = m.counter("stream_decisions_total", "records by outcome", ["outcome"])
         for outcome, count in self.processor.outcomes.items():
             delta = count - self._reported[outcome]
@@ -402,10 +506,11 @@ class SessionWorker:
         for tp in consumer.assignment():
             if tp.topic in self._source_names:
                 end = consumer.highwater(tp)
-                if end is not None:
-                    gauge.labels(partition=f"{tp.topic}/{tp.partition}").set(
-                        max(end - self._applied.get(tp, 0), 0)
-                    )
+                # Nothing applied yet since the assignment: the position is the committed
+                # offset, not 0 (which read as the whole topic after every restart).
+                at = self._applied.get(tp, self._committed.get(tp))
+                if end is not None and at is not None:
+                    gauge.labels(partition=f"{tp.topic}/{tp.partition}").set(max(end - at, 0))
 
     def run(self) -> None:
         """Run until SIGTERM/SIGINT (blocking; Faust owns the event loop)."""
@@ -413,6 +518,8 @@ class SessionWorker:
         # default threshold (700) the collector walks them constantly. Measured: +5% events/s.
         gc.set_threshold(50_000, 20, 100)
         run_app(self.app)
+        if self.crashed is not None:
+            raise ServiceError(f"the session agent crashed: {self.crashed!r}")
 
     @staticmethod
     def stop() -> None:

@@ -6,16 +6,17 @@ import pytest
 
 from streams.gaps import GapGuard, Verdict
 
-A, D, S = Verdict.APPLY, Verdict.DROP, Verdict.SEEK
+A, D, S, B = Verdict.APPLY, Verdict.DROP, Verdict.SEEK, Verdict.BEHIND
 
 
 def run(guard: GapGuard[str], offsets: list[tuple[str, int, float]]) -> list[Verdict]:
     return [guard.check(tp, offset, now) for tp, offset, now in offsets]
 
 
-def test_in_order_and_repeated_records_are_applied() -> None:
+def test_in_order_records_are_applied_and_going_back_is_behind() -> None:
+    # Going back without a rebalance is a re-delivery or a reset log: the worker tells which.
     guard: GapGuard[str] = GapGuard(committed=lambda tp: 10)
-    assert run(guard, [("p", 10, 0), ("p", 11, 0), ("p", 9, 0), ("p", 12, 0)]) == [A, A, A, A]
+    assert run(guard, [("p", 10, 0), ("p", 11, 0), ("p", 9, 0), ("p", 12, 0)]) == [A, A, B, A]
     assert guard.due("p") == 13 and guard.seeks == guard.dropped == 0
 
 

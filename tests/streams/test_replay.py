@@ -10,7 +10,7 @@ from aigq.datasets import Malformed
 from aigq.datasets.synthetic import SyntheticConfig, generate
 from aigq.events import ClickEvent, SearchEvent
 from aigq.settings import TopicSettings
-from streams.replay import Pacer, parse_speed, replay
+from streams.replay import Pacer, Shard, parse_speed, replay
 
 TS = 1_767_225_600_000
 TOPICS = TopicSettings(prefix="r")
@@ -126,3 +126,32 @@ def test_parse_speed(text: str, speed: float | None) -> None:
 def test_parse_speed_rejects(text: str) -> None:
     with pytest.raises(ValueError, match="speed must be"):
         parse_speed(text)
+
+
+def test_a_stream_replayed_twice_counts_once_in_the_sessions() -> None:
+    from streams.processor import SessionProcessor
+    from streams.session import SessionConfig
+    from streams.triggers import TriggerPolicy
+
+    items = [
+        i
+        for i in generate(SyntheticConfig(users=6, days=2, seed=3))
+        if not isinstance(i, Malformed)
+    ]
+    first, second, sharded = ListSink(), ListSink(), ListSink()
+    replay(items, first, TOPICS, stream="synthetic-3")
+    replay(items, second, TOPICS, stream="synthetic-3")
+    for index in range(2):  # two producers, each its own users: the same ids
+        replay(items, sharded, TOPICS, stream="synthetic-3", shard=Shard(index, 2))
+
+    def ids(sink: ListSink) -> list[tuple[str, str]]:  # an id counts within its user
+        return [(e["user_id"], e["event_id"]) for e in (orjson.loads(v) for _, _, v in sink.sent)]
+
+    assert ids(first) == ids(second)
+    assert sorted(ids(first)) == sorted(ids(sharded))
+    assert len(set(ids(first))) == len(items)
+    processor = SessionProcessor(SessionConfig(), TriggerPolicy(), load=lambda _: None)
+    for offset, (topic, _, value) in enumerate(first.sent + second.sent):
+        processor.process(topic, 0, offset, value)
+    assert sum(s.version for s in processor.sessions.values()) == len(items)
+    assert processor.outcomes["duplicate"] == len(items)

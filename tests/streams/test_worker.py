@@ -28,6 +28,7 @@ from aigq.settings import KafkaSettings, RedisSettings, TopicSettings
 from cache.client import open_redis
 from cache.recent import RecentTriggers
 from streams.replay import KafkaSink, ReplaySettings, replay
+from streams.resets import is_mark
 from streams.session import Session
 
 pytestmark = pytest.mark.integration
@@ -159,6 +160,8 @@ def _latest_states(kafka: KafkaSettings, topic: str) -> tuple[dict[str, Session]
         while any(consumer.position(tp) < ends[tp] for tp in parts) and time.monotonic() < deadline:
             for records in consumer.poll(timeout_ms=300).values():
                 for record in records:
+                    if is_mark(record.key):  # a source partition's mark, not a session
+                        continue
                     session = Session.from_bytes(record.value)
                     before = states.get(session.user_id)
                     monotonic &= before is None or session.version >= before.version
