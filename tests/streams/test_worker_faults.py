@@ -1,0 +1,166 @@
+"""The session worker against faults of the real broker: a broker that restarts and loses its
+logs (the local broker keeps them in memory), records keyed to another partition, a crash."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kafka import KafkaProducer
+
+from aigq.codec import encode
+from aigq.datasets.synthetic import SyntheticConfig, generate
+from aigq.dev.probe import free_port, wait_until
+from aigq.dev.stack import DevSettings, DevStack
+from aigq.dev.topics import ensure_topics
+from aigq.events import SearchEvent
+from aigq.settings import KafkaSettings, RedisSettings, TopicSettings
+
+# The SIGKILL test's helpers: one way to run a worker and read its state.
+from tests.streams.test_worker import Worker, _latest_states, _produce
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def own_stack(tmp_path: Path, redis_settings: RedisSettings) -> Iterator[DevStack]:
+    """A broker of this test's own, which it may kill and start again."""
+    stack = DevStack(
+        kafka=KafkaSettings(
+            bootstrap_servers=f"127.0.0.1:{free_port()}", bootstrap_timeout_ms=10_000
+        ),
+        redis=redis_settings,
+        topics=TopicSettings(prefix=f"r{uuid.uuid4().hex[:6]}", partitions=2),
+        dev=DevSettings(state_dir=tmp_path / "stack"),
+    )
+    stack.up()
+    yield stack
+    stack.down()
+
+
+def _events(seed: int, days: int) -> list[SearchEvent]:
+    world = SyntheticConfig(users=12, days=days, seed=seed)
+    return [i for i in generate(world) if isinstance(i, SearchEvent)]
+
+
+def test_a_broker_that_lost_its_logs_is_a_reset_and_no_new_event_is_skipped(
+    own_stack: DevStack, tmp_path: Path
+) -> None:
+    kafka, topics = own_stack.kafka, own_stack.topics
+    app_id = f"reset-{uuid.uuid4().hex[:6]}"
+    changelog = f"{app_id}-sessions-changelog"
+    before = _events(seed=1, days=6)
+    after = _events(seed=2, days=2)  # fewer: the new log stays below the old offsets
+    _produce(kafka, topics, before)
+    worker = Worker(kafka, topics, app_id, tmp_path)
+    worker.start()
+    try:
+
+        def applied(want: int) -> bool:
+            states, _ = _latest_states(kafka, changelog)
+            return sum(s.version for s in states.values()) >= want
+
+        assert wait_until(lambda: applied(len(before)), 90, 1.0), worker.log.read_text()[-3000:]
+        # The broker dies and comes back empty: topics, offsets and changelog are gone.
+        assert own_stack.broker_process.stop()
+        own_stack.up()
+        # The worker's changelog is gone too; a real broker keeps it (only the source log is
+        # new here), so it is made again as the worker made it at its start.
+        ensure_topics(kafka, [changelog], topics.partitions, 1)
+        _produce(kafka, topics, after)
+        want = Counter(e.user_id for e in before) + Counter(e.user_id for e in after)
+        touched = {e.user_id for e in after}
+
+        def caught_up() -> bool:
+            states, _ = _latest_states(kafka, changelog)
+            return all(u in states and states[u].version >= want[u] for u in touched)
+
+        ok = wait_until(caught_up, 120, 1.0)
+        states, _ = _latest_states(kafka, changelog)
+        got = {u: states[u].version if u in states else None for u in touched}
+        assert ok, (got, {u: want[u] for u in touched}, worker.log.read_text()[-3000:])
+        assert got == {u: want[u] for u in touched}  # nothing skipped, nothing twice
+        assert "source partition reset" in worker.log.read_text()
+        assert worker.stop() == 0
+    finally:
+        if worker.proc is not None and worker.proc.poll() is None:
+            worker.proc.kill()
+
+
+def test_records_keyed_to_another_partition_are_all_applied(
+    kafka: KafkaSettings, topics: TopicSettings, tmp_path: Path
+) -> None:
+    # A null key, or another user's key, puts a user's record in another partition, at
+    # offsets unrelated to the user's own: each is applied once.
+    app_id = f"keys-{uuid.uuid4().hex[:6]}"
+    events = _events(seed=3, days=3)
+    producer = KafkaProducer(**kafka.kafka_python_config(), enable_idempotence=False)
+    for i, event in enumerate(events):
+        key = [event.user_id.encode(), None, b"someone-else", f"k{i}".encode()][i % 4]
+        producer.send(topics.name("search"), key=key, value=encode(event))
+    producer.flush()
+    producer.close()
+    worker = Worker(kafka, topics, app_id, tmp_path)
+    worker.start()
+    try:
+        changelog = f"{app_id}-sessions-changelog"
+        want = Counter(e.user_id for e in events)
+
+        def done() -> bool:
+            states, _ = _latest_states(kafka, changelog)
+            return sum(s.version for s in states.values()) >= len(events)
+
+        assert wait_until(done, 90, 1.0), worker.log.read_text()[-3000:]
+        states, _ = _latest_states(kafka, changelog)
+        assert {u: s.version for u, s in states.items()} == dict(want)
+        assert worker.stop() == 0
+    finally:
+        if worker.proc is not None and worker.proc.poll() is None:
+            worker.proc.kill()
+
+
+_CRASHING_WORKER = """
+import sys
+from aigq.logging import configure_logging
+from aigq.settings import KafkaSettings, TopicSettings, WebSettings, load
+from streams.processor import Drained, SessionProcessor
+from streams.settings import StreamSettings
+from streams.worker import SessionWorker
+
+class Broken(SessionProcessor):  # a bug in the flush path, as a crash would meet it
+    def drain(self) -> Drained:
+        if self.dirty:
+            raise RuntimeError("a bug in drain")
+        return super().drain()
+
+configure_logging("INFO")
+w = SessionWorker(load(KafkaSettings), load(TopicSettings), load(WebSettings), load(StreamSettings))
+p = w.processor
+w.processor = Broken(p.config, p.policy, p._load)
+w.run()
+"""
+
+
+def test_a_crashed_agent_makes_the_worker_unready_and_exit_non_zero(
+    kafka: KafkaSettings, topics: TopicSettings, tmp_path: Path
+) -> None:
+    worker = Worker(kafka, topics, f"crash-{uuid.uuid4().hex[:6]}", tmp_path)
+    with worker.log.open("wb") as log:
+        worker.proc = subprocess.Popen(
+            [sys.executable, "-c", _CRASHING_WORKER], env=worker.env, stdout=log, stderr=log
+        )
+    try:
+        assert wait_until(lambda: worker.get("/ready")[0] == 200, 60), worker.log.read_text()
+        _produce(kafka, topics, _events(seed=4, days=1)[:5])
+        # It stops by itself, non-zero, without being asked.
+        assert wait_until(lambda: worker.proc is not None and worker.proc.poll() is not None, 60)
+        assert worker.proc.returncode not in (0, None), worker.log.read_text()[-2000:]
+        assert "session agent crashed" in worker.log.read_text()
+    finally:
+        if worker.proc.poll() is None:
+            worker.proc.kill()
