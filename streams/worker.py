@@ -507,9 +507,9 @@ class SessionWorker:
             if tp.topic in self._source_names:
                 end = consumer.highwater(tp)
                 # Nothing applied yet since the assignment: the position is the committed
-                # offset, not 0 (which read as the whole topic after every restart).
-                at = self._applied.get(tp, self._committed.get(tp))
-                if end is not None and at is not None:
+                # offset (0 read as the whole topic after every restart), or the start.
+                at = self._applied.get(tp, self._committed.get(tp, 0))
+                if end is not None:
                     gauge.labels(partition=f"{tp.topic}/{tp.partition}").set(max(end - at, 0))
 
     def run(self) -> None:

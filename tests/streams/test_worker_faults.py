@@ -164,3 +164,43 @@ def test_a_crashed_agent_makes_the_worker_unready_and_exit_non_zero(
     finally:
         if worker.proc.poll() is None:
             worker.proc.kill()
+
+
+def test_consumer_lag_after_a_restart_counts_from_the_committed_offset(
+    kafka: KafkaSettings, topics: TopicSettings, tmp_path: Path
+) -> None:
+    # Before: a restarted worker reported each partition's whole log as lag until it applied
+    # a record there (83,610 against a real lag of 0).
+    app_id = f"lag-{uuid.uuid4().hex[:6]}"
+    events = _events(seed=5, days=3)
+    _produce(kafka, topics, events)
+    changelog = f"{app_id}-sessions-changelog"
+    first = Worker(kafka, topics, app_id, tmp_path)
+    first.start()
+    try:
+
+        def done() -> bool:
+            states, _ = _latest_states(kafka, changelog)
+            return sum(s.version for s in states.values()) >= len(events)
+
+        assert wait_until(done, 90, 1.0), first.log.read_text()[-3000:]
+        assert first.stop() == 0
+        second = Worker(kafka, topics, app_id, tmp_path)
+        second.start()
+        assert wait_until(lambda: second.get("/ready")[0] == 200, 60), second.log.read_text()
+
+        def lags() -> dict[str, float]:
+            _, body = second.get("/metrics")
+            return {
+                line.split("{")[1].split("}")[0]: float(line.rsplit(" ", 1)[1])
+                for line in (body or b"").decode().splitlines()
+                if line.startswith("aigq_stream_consumer_lag{")
+            }
+
+        assert wait_until(lambda: len(lags()) == topics.partitions * 4, 30), lags()
+        assert set(lags().values()) == {0.0}, lags()
+        assert second.stop() == 0
+    finally:
+        for worker in (first, locals().get("second")):
+            if isinstance(worker, Worker) and worker.proc and worker.proc.poll() is None:
+                worker.proc.kill()
