@@ -167,7 +167,7 @@ def _faust_baseline(
 ) -> None:
     import faust
 
-    from streams.worker import faust_broker_options, run_app
+    from streams.faust_app import faust_broker_options, run_app
 
     app = faust.App(
         f"bench-{'table' if table else 'count'}-{uuid.uuid4().hex[:6]}",

@@ -31,6 +31,7 @@ import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -63,6 +64,15 @@ class Mark:
     offset: int
     ts: int  # the record's Kafka timestamp, ms (0 when it had none)
     crc: int  # CRC-32 of its value
+
+    @classmethod
+    def of(cls, message: Any, epoch: int) -> Mark:
+        """The mark of a consumed message (Faust's, or anything with ``offset``,
+        ``timestamp`` in seconds and ``value``)."""
+        stamp = message.timestamp
+        return cls(
+            epoch, message.offset, int(stamp * 1000) if stamp else 0, checksum(message.value)
+        )
 
     def to_bytes(self) -> bytes:
         return orjson.dumps([self.epoch, self.offset, self.ts, self.crc])

@@ -55,69 +55,13 @@ from aigq.settings import KafkaSettings, RedisSettings, TopicSettings, WebSettin
 from cache.client import open_redis
 from cache.errors import CacheError
 from cache.recent import RecentTriggers
+from streams.faust_app import committed_offsets, faust_broker_options, run_app
 from streams.gaps import GapGuard, Verdict
 from streams.processor import SessionProcessor
-from streams.resets import Found, Mark, checksum, mark_key, read_marked, source_marks
+from streams.resets import Found, Mark, mark_key, read_marked, source_marks
 from streams.settings import TABLE_NAME, StreamSettings
 
 log = get_logger(__name__)
-
-
-def faust_broker_options(kafka: KafkaSettings) -> dict[str, Any]:
-    """``faust.App`` keyword arguments that reach the cluster ``kafka`` describes."""
-    options: dict[str, Any] = {
-        "broker": ";".join(f"kafka://{host}:{port}" for host, port in kafka.servers),
-        "broker_request_timeout": kafka.request_timeout_ms / 1000,
-    }
-    context = kafka.ssl_context()
-    if kafka.security_protocol.startswith("SASL_"):
-        assert kafka.sasl_mechanism and kafka.sasl_username and kafka.sasl_password
-        options["broker_credentials"] = faust.SASLCredentials(
-            username=kafka.sasl_username,
-            password=kafka.sasl_password.get_secret_value(),
-            mechanism=kafka.sasl_mechanism,
-            ssl_context=context,
-        )
-    elif context is not None:
-        options["broker_credentials"] = faust.SSLCredentials(context)
-    return options
-
-
-async def committed_offsets(kafka: KafkaSettings, group: str, tps: set[TP]) -> dict[TP, int]:
-    """The group's committed offsets of ``tps`` (those it has one for), from the broker."""
-    if not tps:
-        return {}
-    from aiokafka import TopicPartition
-    from aiokafka.admin import AIOKafkaAdminClient
-    from aiokafka.errors import KafkaError
-
-    admin = AIOKafkaAdminClient(**kafka.aiokafka_config())
-    try:
-        await admin.start()
-        got = await admin.list_consumer_group_offsets(
-            group, partitions=[TopicPartition(tp.topic, tp.partition) for tp in tps]
-        )
-    except KafkaError as exc:
-        raise ServiceError(f"cannot read the committed offsets of {group}: {exc}") from exc
-    finally:
-        await admin.close()
-    return {TP(tp.topic, tp.partition): meta.offset for tp, meta in got.items() if meta.offset >= 0}
-
-
-def run_app(app: faust.App) -> None:
-    """Run a Faust app's worker in this process until SIGTERM/SIGINT; exit 0 is a clean stop.
-
-    The logging stays as the command configured it. Faust's own set-up would replace it and,
-    for the terminal spinner it drives from log records, put the root logger at DEBUG: every
-    debug call in aiokafka then builds a record (measured: ~3% of the session agent's time).
-    """
-    worker = faust.Worker(app, override_logging=False, quiet=True, redirect_stdouts=False)
-    worker.spinner = None
-    try:
-        worker.execute_from_commandline()
-    except SystemExit as exc:  # mode's worker always ends in SystemExit
-        if exc.code not in (0, None):
-            raise
 
 
 class SessionWorker:
@@ -409,13 +353,7 @@ class SessionWorker:
             epochs = self.processor.epochs
             for tp, message in self._last.items():
                 key = mark_key(tp.topic, tp.partition)
-                stamp = message.timestamp
-                mark = Mark(
-                    epochs.get(f"{tp.topic}/{tp.partition}", 0),
-                    message.offset,
-                    int(stamp * 1000) if stamp else 0,
-                    checksum(message.value),
-                )
+                mark = Mark.of(message, epochs.get(f"{tp.topic}/{tp.partition}", 0))
                 store[key] = value = mark.to_bytes()
                 keys.append(key)
                 futures.append(await producer.send(changelog, key, value, tp.partition, None, None))

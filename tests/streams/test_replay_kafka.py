@@ -28,6 +28,16 @@ SYNTHETIC = SyntheticConfig(users=25, days=2, malformed_rate=0.02, seed=11)
 EVENT_KINDS = ("search", "click", "hint_exposure", "hint_click")
 
 
+def _with_ids(events: list[Any]) -> list[Any]:
+    """The events as the replay sends them: each with its id ``<stream>#<n>`` per user."""
+    numbers: Counter[str] = Counter()
+    out = []
+    for event in events:
+        out.append(event.model_copy(update={"event_id": f"synthetic-11#{numbers[event.user_id]}"}))
+        numbers[event.user_id] += 1
+    return out
+
+
 def _job(kafka: KafkaSettings, topics: TopicSettings, limit: int | None = None) -> ReplayJob:
     spec = SourceSpec("synthetic", None, ReplaySettings().data_dir, SYNTHETIC)
     return ReplayJob(spec, kafka, ReplaySettings(linger_ms=5), topics, speed=None, limit=limit)
@@ -38,7 +48,7 @@ def test_replayed_events_arrive_whole_keyed_and_in_user_order(
     kafka: KafkaSettings, topics: TopicSettings, read_topics: Any, workers: int
 ) -> None:
     source = list(generate(SYNTHETIC))
-    events = [i for i in source if not isinstance(i, Malformed)]
+    events = _with_ids([i for i in source if not isinstance(i, Malformed)])
     malformed = len(source) - len(events)
     assert malformed > 0
 
@@ -86,7 +96,7 @@ def test_limit_is_exact_across_workers(
     report, _ = replay_with_workers(_job(kafka, topics, limit=321), workers=3)
     assert report.events == 321
     records = read_topics([topics.name(k) for k in EVENT_KINDS], 321)
-    first = [e for e in generate(SYNTHETIC) if not isinstance(e, Malformed)][:321]
+    first = _with_ids([e for e in generate(SYNTHETIC) if not isinstance(e, Malformed)][:321])
     assert Counter(r.value for r in records) == Counter(
         orjson.dumps(e.model_dump(mode="json", exclude_none=True)) for e in first
     )
