@@ -5,16 +5,30 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from urllib.parse import urlsplit
 
 import pytest
+import pytest_asyncio
+from redis._parsers.base import BaseParser
 from redis.asyncio import Redis
+from redis.exceptions import NoPermissionError, ResponseError
 
 from aigq.dev.probe import free_port
 from aigq.errors import ServiceError
 from aigq.settings import RedisSettings
 from cache.client import open_redis
 from cache.errors import CorruptEntryError
-from cache.u2q import U2QRun, U2QStore, WriteResult, decode_run, encode_run
+from cache.u2q import (
+    U2QRun,
+    U2QStore,
+    WriteRefused,
+    WriteResult,
+    decode_run,
+    encode_run,
+    is_outage,
+)
 
 # The pure encoding and validation tests below need no Redis; they stay here beside the rest.
 pytestmark = pytest.mark.integration
@@ -22,7 +36,7 @@ pytestmark = pytest.mark.integration
 TS = 1_700_000_000_000
 
 
-def run(version: int, *queries: str, reason: str = "drift") -> U2QRun:
+def run(version: int, *queries: str, reason: str = "drift", watermark: int | None = None) -> U2QRun:
     return U2QRun(
         queries=queries or (f"query for v{version}", "second"),
         model_version="model-7",
@@ -30,6 +44,7 @@ def run(version: int, *queries: str, reason: str = "drift") -> U2QRun:
         event_ts=TS + version,
         generated_ts=TS + version + 250,
         reason=reason,
+        watermark_ts=watermark,
     )
 
 
@@ -221,9 +236,16 @@ def test_decode_rejects_malformed(raw: bytes) -> None:
         decode_run(raw)
 
 
-def test_encoding_puts_the_version_first() -> None:
-    assert encode_run(run(42)).startswith(b'{"v":42,')
+def test_encoding_puts_the_version_then_the_watermark_first() -> None:
+    assert encode_run(run(42)).startswith(b'{"v":42,"q":')
     assert decode_run(encode_run(run(42)).decode()) == run(42)
+    assert encode_run(run(42, watermark=TS)).startswith(b'{"v":42,"w":%d,"q":' % TS)
+    assert decode_run(encode_run(run(42, watermark=TS))) == run(42, watermark=TS)
+
+
+def test_an_element_written_before_watermarks_still_decodes() -> None:
+    old = b'{"v":7,"q":["a"],"m":"m-1","e":%d,"g":%d,"r":"drift"}' % (TS, TS + 1)
+    assert decode_run(old) == U2QRun(("a",), "m-1", 7, TS, TS + 1, "drift", watermark_ts=None)
 
 
 def test_run_validation() -> None:
@@ -234,6 +256,8 @@ def test_run_validation() -> None:
         U2QRun(("a",), "m", 1, True, TS)
     with pytest.raises(ValueError, match="queries"):
         U2QRun("abc", "m", 1, TS, TS)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="watermark_ts"):
+        U2QRun(("a",), "m", 1, TS, TS, watermark_ts=2**63)
 
 
 def test_store_validation() -> None:
@@ -261,3 +285,140 @@ async def test_unreachable_redis_is_a_service_error() -> None:
         with pytest.raises(ServiceError, match="u2q read"):
             await store.latest("u1")
         assert time.monotonic() - started < 5
+
+
+# --- the (watermark, version) order ------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_a_rebuilt_state_with_a_lower_version_and_a_newer_watermark_is_written(
+    store: U2QStore,
+) -> None:
+    before = run(500, watermark=TS)
+    await store.write("u1", before)
+    rebuilt = run(3, watermark=TS + 1)  # rebuilt from the log: counts from 1 again
+    assert await store.write("u1", rebuilt) is WriteResult.WRITTEN
+    assert await store.write("u1", run(4, watermark=TS + 60_000)) is WriteResult.WRITTEN
+    assert [r.session_version for r in await store.runs("u1")] == [4, 3, 500]
+
+
+@pytest.mark.asyncio
+async def test_an_older_watermark_is_refused_whatever_its_version(store: U2QStore) -> None:
+    newest = run(3, watermark=TS + 1_000)
+    await store.write("u1", newest)
+    assert await store.write("u1", run(10**15, watermark=TS + 999)) is WriteResult.STALE
+    assert await store.write("u1", run(4)) is WriteResult.STALE  # no watermark: counts as 0
+    assert await store.runs("u1") == [newest]
+
+
+@pytest.mark.asyncio
+async def test_an_equal_watermark_falls_back_to_the_version(store: U2QStore) -> None:
+    await store.write("u1", run(5, watermark=TS))
+    assert await store.write("u1", run(4, watermark=TS)) is WriteResult.STALE
+    assert await store.write("u1", run(5, watermark=TS)) is WriteResult.STALE  # a replay
+    assert await store.write("u1", run(6, watermark=TS)) is WriteResult.WRITTEN
+    assert [r.session_version for r in await store.runs("u1")] == [6, 5]
+
+
+@pytest.mark.asyncio
+async def test_watermarks_of_different_lengths_compare_as_numbers(store: U2QStore) -> None:
+    await store.write("u1", run(1, watermark=99))
+    assert await store.write("u1", run(1, watermark=100)) is WriteResult.WRITTEN
+    assert await store.write("u1", run(9, watermark=99)) is WriteResult.STALE
+
+
+@pytest.mark.asyncio
+async def test_an_old_format_head_counts_as_watermark_zero(
+    redis: tuple[Redis, str], store: U2QStore
+) -> None:
+    client, _ = redis
+    old = b'{"v":900,"q":["old"],"m":"m-1","e":%d,"g":%d,"r":"drift"}' % (TS, TS + 1)
+    await client.lpush(store.key("u1"), old)
+    await client.lpush(store.key("u2"), old)
+    # Without a watermark, the version decides as before: lower is stale, higher lands.
+    assert await store.write("u1", run(899)) is WriteResult.STALE
+    assert await store.write("u1", run(901)) is WriteResult.WRITTEN
+    # Any watermark beats the old head, whatever the version; the old head stays as history.
+    assert await store.write("u2", run(1, watermark=TS)) is WriteResult.WRITTEN
+    assert await store.runs("u2") == [run(1, watermark=TS), decode_run(old)]
+    assert (await store.runs("u2"))[1].watermark_ts is None
+
+
+# --- refusals and outages ------------------------------------------------------------------
+
+
+@pytest_asyncio.fixture
+async def limited(
+    redis: tuple[Redis, str], redis_settings: RedisSettings
+) -> AsyncIterator[tuple[Redis, str]]:
+    """A client whose Redis user may touch only keys under ``<prefix>u2q:ok-`` (an ACL user
+    made for the test and deleted after it): Redis refuses its writes of any other key."""
+    client, prefix = redis
+    user, password = f"aigq-test-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    await client.acl_setuser(
+        user,
+        enabled=True,
+        passwords=[f"+{password}"],
+        commands=["+@all"],
+        keys=[f"{prefix}u2q:ok-*"],
+    )
+    parts = urlsplit(redis_settings.url)
+    url = parts._replace(netloc=f"{user}:{password}@{parts.hostname}:{parts.port or 6379}")
+    limited = open_redis(RedisSettings(url=url.geturl()))
+    try:
+        yield limited, prefix
+    finally:
+        await limited.aclose()
+        await client.acl_deluser(user)
+
+
+@pytest.mark.asyncio
+async def test_a_write_redis_refuses_comes_back_in_its_place(
+    limited: tuple[Redis, str],
+) -> None:
+    client, prefix = limited
+    store = U2QStore(client, prefix=prefix)
+    results = await store.write_many(
+        [("ok-1", run(1)), ("other", run(1)), ("ok-2", run(2)), ("ok-1", run(0))]
+    )
+    assert results[0] is WriteResult.WRITTEN and results[2] is WriteResult.WRITTEN
+    assert results[3] is WriteResult.STALE
+    refused = results[1]
+    assert isinstance(refused, WriteRefused) and not isinstance(refused, ServiceError)
+    assert isinstance(refused.__cause__, NoPermissionError)
+    assert f"{prefix}u2q:other" in str(refused)
+    assert await store.runs("ok-1") == [run(1)] and await store.runs("ok-2") == [run(2)]
+    with pytest.raises(WriteRefused, match="refused the u2q write"):
+        await store.write("other", run(3))
+    assert await store.write("ok-1", run(3)) is WriteResult.WRITTEN
+
+
+# How redis-py turns an error reply into an exception (the parser is untyped).
+_parse_error: Callable[[str], BaseException] = BaseParser.parse_error
+
+
+def _reply(line: str) -> ResponseError:
+    error = _parse_error(line)
+    assert isinstance(error, ResponseError)
+    return error
+
+
+@pytest.mark.parametrize(
+    ("line", "outage"),
+    [
+        ("NOPERM this user has no permissions to access one of the keys used as arguments", False),
+        ("NOPERM No permissions to access a key", False),
+        ("ERR user_script:12: Script attempted to access nonexistent global variable", False),
+        ("ERR Error running script (call to f_0123): @user_script:5: bad argument", False),
+        ("WRONGTYPE Operation against a key holding the wrong kind of value", False),
+        ("NOPERM this user has no permissions to run the 'evalsha' command", True),
+        ("OOM command not allowed when used memory > 'maxmemory'.", True),
+        ("READONLY You can't write against a read only replica.", True),
+        ("BUSY Redis is busy running a script.", True),
+        ("MISCONF Redis is configured to save RDB snapshots, but it's unable to persist", True),
+        ("NOSCRIPT No matching script. Please use EVAL.", True),
+        ("MASTERDOWN Link with MASTER is down", True),
+    ],
+)
+def test_outages_are_told_from_refusals_of_one_write(line: str, outage: bool) -> None:
+    assert is_outage(_reply(line)) is outage
