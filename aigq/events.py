@@ -196,31 +196,67 @@ TriggerReason = Literal[
 ]
 BehaviourKind = Literal["search", "click", "hint_click"]
 
+# Bounds of the generator's records: every field that crosses a process boundary has one, so a
+# hostile or broken producer can only make a record that is dead-lettered, never one that
+# breaks a consumer later (the u2q write, the prompt, a JSON reader in another language).
+MAX_VERSION = 2**53 - 1  # the largest integer a double holds exactly (JSON readers, Lua)
+MAX_FINGERPRINT_CHARS = 64
+MAX_RECENT_BEHAVIOURS = 64
+MAX_BEHAVIOUR_TEXT_CHARS = 1_024
+MAX_BEHAVIOUR_CATEGORY_CHARS = 1_024
+MAX_PROFILE_FEATURES = 64
+MAX_FEATURE_CHARS = 256
+MAX_GENERATED_QUERIES = 64
+MAX_GENERATED_QUERY_CHARS = 1_024
+
+SessionVersion = Annotated[StrictInt, Field(ge=1, le=MAX_VERSION)]
+Behaviour = tuple[
+    TimestampMs,
+    BehaviourKind,
+    Annotated[str, StringConstraints(max_length=MAX_BEHAVIOUR_TEXT_CHARS)],
+    Annotated[str, StringConstraints(max_length=MAX_BEHAVIOUR_CATEGORY_CHARS)],
+]
+Feature = tuple[
+    Annotated[str, StringConstraints(min_length=1, max_length=MAX_FEATURE_CHARS)],
+    Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)],
+]
+GeneratedQuery = Annotated[str, StringConstraints(max_length=MAX_GENERATED_QUERY_CHARS)]
+Millis = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
+
 
 class RegenerationRequest(_Record):
     """A user's interests changed enough to generate fresh hint queries (``<prefix>.regenerate``).
 
-    ``version`` is the user's session version when the trigger fired: a generator writes its
-    result only over an older one. ``recent`` holds the session's last behaviours, oldest
-    first, as ``(ts, kind, text, category)``; ``profile`` its strongest interest features
+    ``version`` is the user's session version when the trigger fired, ``watermark_ts`` the
+    newest event time (UTC ms) the session state had applied then (absent: ``event_ts``): a
+    generator writes its result only over an older ``(watermark_ts, version)`` pair, so a state
+    rebuilt from the log (whose version counts from lower) still wins over the old one.
+    ``recent`` holds the session's last behaviours, oldest first, as
+    ``(ts, kind, text, category)``; ``profile`` its strongest interest features
     (``t:<word>`` / ``c:<category>``) with weights summing to 1. ``event_ts`` is the event time
     of the behaviour that fired it, ``created_ts`` the wall time it was emitted (both UTC ms).
     ``ingest_ts``, when known, is the Kafka timestamp of that behaviour's record: the wall time
     it entered the event topics (freshness is measured from it; event times of a replayed log
-    are in the past).
+    are in the past). Every field is bounded (the ``MAX_*`` constants above).
     """
 
     type: Literal["regeneration_request"] = "regeneration_request"
     user_id: UserId
-    version: Annotated[StrictInt, Field(ge=1)]
+    version: SessionVersion
     reason: TriggerReason
-    shift: Annotated[float, Field(ge=0.0, le=1.0)]
+    shift: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
     event_ts: TimestampMs
     created_ts: TimestampMs
-    fingerprint: str
-    recent: tuple[tuple[StrictInt, BehaviourKind, str, str], ...]
-    profile: tuple[tuple[str, float], ...]
+    fingerprint: Annotated[str, StringConstraints(max_length=MAX_FINGERPRINT_CHARS)]
+    recent: Annotated[tuple[Behaviour, ...], Field(max_length=MAX_RECENT_BEHAVIOURS)]
+    profile: Annotated[tuple[Feature, ...], Field(max_length=MAX_PROFILE_FEATURES)]
     ingest_ts: TimestampMs | None = None
+    watermark_ts: TimestampMs | None = None
+
+    @property
+    def order(self) -> tuple[int, int]:
+        """What the u2q compare-and-set orders runs by: ``(watermark_ts, version)``."""
+        return (self.event_ts if self.watermark_ts is None else self.watermark_ts, self.version)
 
 
 class GeneratedQueries(_Record):
@@ -240,17 +276,17 @@ class GeneratedQueries(_Record):
 
     type: Literal["generated_queries"] = "generated_queries"
     user_id: UserId
-    session_version: Annotated[StrictInt, Field(ge=1)]
+    session_version: SessionVersion
     reason: TriggerReason
     event_ts: TimestampMs
     request_ts: TimestampMs
     generated_ts: TimestampMs
     model_version: str
     backend: str
-    queries: tuple[str, ...]
+    queries: Annotated[tuple[GeneratedQuery, ...], Field(max_length=MAX_GENERATED_QUERIES)]
     written: bool
-    model_ms: Annotated[float, Field(ge=0.0)]
+    model_ms: Millis
     prompt: str | None = None
     ingest_ts: TimestampMs | None = None
     received_ts: TimestampMs | None = None
-    blocked_ms: Annotated[float, Field(ge=0.0)] | None = None
+    blocked_ms: Millis | None = None

@@ -7,16 +7,28 @@ from typing import Any
 
 import orjson
 import pytest
+from pydantic import ValidationError
 
 from aigq.codec import MAX_EVENT_BYTES, dead_letter, decode, encode, event_key
 from aigq.errors import EventError
 from aigq.events import (
+    MAX_BEHAVIOUR_CATEGORY_CHARS,
+    MAX_BEHAVIOUR_TEXT_CHARS,
     MAX_DEAD_LETTER_PAYLOAD,
+    MAX_FEATURE_CHARS,
+    MAX_FINGERPRINT_CHARS,
+    MAX_GENERATED_QUERIES,
+    MAX_GENERATED_QUERY_CHARS,
     MAX_ITEM_TEXT_CHARS,
+    MAX_PROFILE_FEATURES,
     MAX_QUERY_CHARS,
+    MAX_RECENT_BEHAVIOURS,
+    MAX_VERSION,
     ClickEvent,
+    GeneratedQueries,
     HintClickEvent,
     HintExposureEvent,
+    RegenerationRequest,
     SearchEvent,
     ShownQuery,
 )
@@ -65,9 +77,9 @@ def test_every_event_kind_round_trips(event: Any) -> None:
 
 
 def test_none_fields_are_left_out_and_key_is_user_id() -> None:
-    event = SearchEvent(user_id="ü-7", ts=TS, query="x")
+    event = SearchEvent(user_id="u@7", ts=TS, query="x")
     assert "session_id" not in orjson.loads(encode(event))
-    assert event_key(event) == "ü-7".encode()
+    assert event_key(event) == b"u@7"
 
 
 def test_unicode_survives_and_whitespace_is_stripped() -> None:
@@ -216,3 +228,123 @@ def test_dead_letter_keeps_non_utf8_bytes_exactly() -> None:
     assert letter.encoding == "base64"
     assert base64.b64decode(letter.payload) == raw
     assert dead_letter("x", b"ok text", "r").encoding == "utf-8"
+
+
+# --- the generator's records: every field bounded ------------------------------------------
+
+
+def _request(**fields: Any) -> dict[str, Any]:
+    return {
+        "type": "regeneration_request",
+        "user_id": "u1",
+        "version": 3,
+        "reason": "drift",
+        "shift": 0.5,
+        "event_ts": TS,
+        "created_ts": TS + 5,
+        "fingerprint": "0123456789abcdef",
+        "recent": [[TS - 1, "search", "running shoes", ""]],
+        "profile": [["t:running", 1.0]],
+        **fields,
+    }
+
+
+def _request_error(data: bytes) -> str:
+    """The dotted path of the first field a request is refused for."""
+    with pytest.raises(ValidationError) as caught:
+        RegenerationRequest.model_validate_json(data)
+    return ".".join(str(p) for p in caught.value.errors()[0]["loc"])
+
+
+def test_a_request_at_every_bound_is_accepted() -> None:
+    request = RegenerationRequest.model_validate_json(
+        orjson.dumps(
+            _request(
+                version=MAX_VERSION,
+                fingerprint="f" * MAX_FINGERPRINT_CHARS,
+                recent=[
+                    [
+                        TS,
+                        "click",
+                        "t" * MAX_BEHAVIOUR_TEXT_CHARS,
+                        "c" * MAX_BEHAVIOUR_CATEGORY_CHARS,
+                    ]
+                ]
+                * MAX_RECENT_BEHAVIOURS,
+                profile=[["f" * MAX_FEATURE_CHARS, 0.0], ["g", 1.0]]
+                + [["h", 0.5]] * (MAX_PROFILE_FEATURES - 2),
+                shift=1.0,
+                watermark_ts=TS + 10,
+            )
+        )
+    )
+    assert request.version == MAX_VERSION == 2**53 - 1
+    assert request.order == (TS + 10, MAX_VERSION)
+    assert RegenerationRequest.model_validate(_request()).order == (TS, 3)  # no watermark
+
+
+@pytest.mark.parametrize(
+    ("fields", "where"),
+    [
+        ({"version": 2**63}, "version"),  # the poison pill of issue 15
+        ({"version": MAX_VERSION + 1}, "version"),
+        ({"version": 0}, "version"),
+        ({"fingerprint": "f" * (MAX_FINGERPRINT_CHARS + 1)}, "fingerprint"),
+        ({"recent": [[TS, "search", "q", ""]] * (MAX_RECENT_BEHAVIOURS + 1)}, "recent"),
+        ({"recent": [[TS, "search", "q" * (MAX_BEHAVIOUR_TEXT_CHARS + 1), ""]]}, "recent.0.2"),
+        ({"recent": [[TS, "click", "q", "c" * (MAX_BEHAVIOUR_CATEGORY_CHARS + 1)]]}, "recent.0.3"),
+        ({"recent": [[2**62, "search", "q", ""]]}, "recent.0.0"),
+        ({"recent": [[TS, "purchase", "q", ""]]}, "recent.0.1"),
+        ({"profile": [["t:x", 0.01]] * (MAX_PROFILE_FEATURES + 1)}, "profile"),
+        ({"profile": [["f" * (MAX_FEATURE_CHARS + 1), 0.5]]}, "profile.0.0"),
+        ({"profile": [["", 0.5]]}, "profile.0.0"),
+        ({"profile": [["t:x", 1.5]]}, "profile.0.1"),
+        ({"profile": [["t:x", -0.1]]}, "profile.0.1"),
+        ({"shift": 1.01}, "shift"),
+        ({"watermark_ts": 5}, "watermark_ts"),
+    ],
+)
+def test_every_request_field_is_bounded(fields: dict[str, Any], where: str) -> None:
+    assert _request_error(orjson.dumps(_request(**fields))) == where
+
+
+@pytest.mark.parametrize("number", [b"NaN", b"Infinity", b"-Infinity", b"1e999"])
+def test_non_finite_numbers_are_refused(number: bytes) -> None:
+    data = orjson.dumps(_request())
+    assert _request_error(data.replace(b'"shift":0.5', b'"shift":' + number)) == "shift"
+    weight = data.replace(b'["t:running",1.0]', b'["t:running",' + number + b"]")
+    assert _request_error(weight) == "profile.0.1"
+
+
+def _result(**fields: Any) -> dict[str, Any]:
+    return {
+        "user_id": "u1",
+        "session_version": 3,
+        "reason": "drift",
+        "event_ts": TS,
+        "request_ts": TS,
+        "generated_ts": TS + 9,
+        "model_version": "m-1",
+        "backend": "vllm-http",
+        "queries": ["a query"],
+        "written": True,
+        "model_ms": 12.5,
+        **fields,
+    }
+
+
+@pytest.mark.parametrize(
+    ("fields", "where"),
+    [
+        ({"queries": ["q"] * (MAX_GENERATED_QUERIES + 1)}, "queries"),
+        ({"queries": ["q" * (MAX_GENERATED_QUERY_CHARS + 1)]}, "queries.0"),
+        ({"session_version": MAX_VERSION + 1}, "session_version"),
+        ({"model_ms": float("inf")}, "model_ms"),
+        ({"blocked_ms": float("nan")}, "blocked_ms"),
+    ],
+)
+def test_generated_queries_are_bounded(fields: dict[str, Any], where: str) -> None:
+    assert GeneratedQueries.model_validate(_result(queries=["q"] * MAX_GENERATED_QUERIES))
+    with pytest.raises(ValidationError) as caught:
+        GeneratedQueries.model_validate(_result(**fields))
+    assert ".".join(str(p) for p in caught.value.errors()[0]["loc"]) == where
