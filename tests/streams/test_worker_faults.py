@@ -7,7 +7,7 @@ import subprocess
 import sys
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +22,7 @@ from aigq.events import SearchEvent
 from aigq.settings import KafkaSettings, RedisSettings, TopicSettings
 
 # The SIGKILL test's helpers: one way to run a worker and read its state.
-from tests.streams.test_worker import Worker, _latest_states, _produce
+from tests.streams.worker_proc import Worker, _latest_states, _produce
 
 pytestmark = pytest.mark.integration
 
@@ -48,8 +48,13 @@ def _events(seed: int, days: int) -> list[SearchEvent]:
     return [i for i in generate(world) if isinstance(i, SearchEvent)]
 
 
+def _applied(kafka: KafkaSettings, changelog: str, want: int) -> Callable[[], bool]:
+    """Whether the sessions in ``changelog`` count ``want`` events in all."""
+    return lambda: sum(s.version for s in _latest_states(kafka, changelog)[0].values()) >= want
+
+
 def test_a_broker_that_lost_its_logs_is_a_reset_and_no_new_event_is_skipped(
-    own_stack: DevStack, tmp_path: Path
+    own_stack: DevStack, tmp_path: Path, workers: list[Worker]
 ) -> None:
     kafka, topics = own_stack.kafka, own_stack.topics
     app_id = f"reset-{uuid.uuid4().hex[:6]}"
@@ -58,42 +63,35 @@ def test_a_broker_that_lost_its_logs_is_a_reset_and_no_new_event_is_skipped(
     after = _events(seed=2, days=2)  # fewer: the new log stays below the old offsets
     _produce(kafka, topics, before)
     worker = Worker(kafka, topics, app_id, tmp_path)
+    workers.append(worker)
     worker.start()
-    try:
+    applied = _applied(kafka, changelog, len(before))
+    assert wait_until(applied, 90, 1.0), worker.log.read_text()[-3000:]
+    # The broker dies and comes back empty: topics, offsets and changelog are gone.
+    assert own_stack.broker_process.stop()
+    own_stack.up()
+    # The worker's changelog is gone too; a real broker keeps it (only the source log is
+    # new here), so it is made again as the worker made it at its start.
+    ensure_topics(kafka, [changelog], topics.partitions, 1)
+    _produce(kafka, topics, after)
+    want = Counter(e.user_id for e in before) + Counter(e.user_id for e in after)
+    touched = {e.user_id for e in after}
 
-        def applied(want: int) -> bool:
-            states, _ = _latest_states(kafka, changelog)
-            return sum(s.version for s in states.values()) >= want
-
-        assert wait_until(lambda: applied(len(before)), 90, 1.0), worker.log.read_text()[-3000:]
-        # The broker dies and comes back empty: topics, offsets and changelog are gone.
-        assert own_stack.broker_process.stop()
-        own_stack.up()
-        # The worker's changelog is gone too; a real broker keeps it (only the source log is
-        # new here), so it is made again as the worker made it at its start.
-        ensure_topics(kafka, [changelog], topics.partitions, 1)
-        _produce(kafka, topics, after)
-        want = Counter(e.user_id for e in before) + Counter(e.user_id for e in after)
-        touched = {e.user_id for e in after}
-
-        def caught_up() -> bool:
-            states, _ = _latest_states(kafka, changelog)
-            return all(u in states and states[u].version >= want[u] for u in touched)
-
-        ok = wait_until(caught_up, 120, 1.0)
+    def caught_up() -> bool:
         states, _ = _latest_states(kafka, changelog)
-        got = {u: states[u].version if u in states else None for u in touched}
-        assert ok, (got, {u: want[u] for u in touched}, worker.log.read_text()[-3000:])
-        assert got == {u: want[u] for u in touched}  # nothing skipped, nothing twice
-        assert "source partition reset" in worker.log.read_text()
-        assert worker.stop() == 0
-    finally:
-        if worker.proc is not None and worker.proc.poll() is None:
-            worker.proc.kill()
+        return all(u in states and states[u].version >= want[u] for u in touched)
+
+    ok = wait_until(caught_up, 120, 1.0)
+    states, _ = _latest_states(kafka, changelog)
+    got = {u: states[u].version if u in states else None for u in touched}
+    assert ok, (got, {u: want[u] for u in touched}, worker.log.read_text()[-3000:])
+    assert got == {u: want[u] for u in touched}  # nothing skipped, nothing twice
+    assert "source partition reset" in worker.log.read_text()
+    assert worker.stop() == 0
 
 
 def test_records_keyed_to_another_partition_are_all_applied(
-    kafka: KafkaSettings, topics: TopicSettings, tmp_path: Path
+    kafka: KafkaSettings, topics: TopicSettings, tmp_path: Path, workers: list[Worker]
 ) -> None:
     # A null key, or another user's key, puts a user's record in another partition, at
     # offsets unrelated to the user's own: each is applied once.
@@ -106,22 +104,13 @@ def test_records_keyed_to_another_partition_are_all_applied(
     producer.flush()
     producer.close()
     worker = Worker(kafka, topics, app_id, tmp_path)
+    workers.append(worker)
     worker.start()
-    try:
-        changelog = f"{app_id}-sessions-changelog"
-        want = Counter(e.user_id for e in events)
-
-        def done() -> bool:
-            states, _ = _latest_states(kafka, changelog)
-            return sum(s.version for s in states.values()) >= len(events)
-
-        assert wait_until(done, 90, 1.0), worker.log.read_text()[-3000:]
-        states, _ = _latest_states(kafka, changelog)
-        assert {u: s.version for u, s in states.items()} == dict(want)
-        assert worker.stop() == 0
-    finally:
-        if worker.proc is not None and worker.proc.poll() is None:
-            worker.proc.kill()
+    changelog = f"{app_id}-sessions-changelog"
+    assert wait_until(_applied(kafka, changelog, len(events)), 90, 1.0), worker.log.read_text()
+    states, _ = _latest_states(kafka, changelog)
+    assert {u: s.version for u, s in states.items()} == dict(Counter(e.user_id for e in events))
+    assert worker.stop() == 0
 
 
 _CRASHING_WORKER = """
@@ -147,27 +136,24 @@ w.run()
 
 
 def test_a_crashed_agent_makes_the_worker_unready_and_exit_non_zero(
-    kafka: KafkaSettings, topics: TopicSettings, tmp_path: Path
+    kafka: KafkaSettings, topics: TopicSettings, tmp_path: Path, workers: list[Worker]
 ) -> None:
     worker = Worker(kafka, topics, f"crash-{uuid.uuid4().hex[:6]}", tmp_path)
+    workers.append(worker)
     with worker.log.open("wb") as log:
         worker.proc = subprocess.Popen(
             [sys.executable, "-c", _CRASHING_WORKER], env=worker.env, stdout=log, stderr=log
         )
-    try:
-        assert wait_until(lambda: worker.get("/ready")[0] == 200, 60), worker.log.read_text()
-        _produce(kafka, topics, _events(seed=4, days=1)[:5])
-        # It stops by itself, non-zero, without being asked.
-        assert wait_until(lambda: worker.proc is not None and worker.proc.poll() is not None, 60)
-        assert worker.proc.returncode not in (0, None), worker.log.read_text()[-2000:]
-        assert "session agent crashed" in worker.log.read_text()
-    finally:
-        if worker.proc.poll() is None:
-            worker.proc.kill()
+    assert wait_until(lambda: worker.get("/ready")[0] == 200, 60), worker.log.read_text()
+    _produce(kafka, topics, _events(seed=4, days=1)[:5])
+    # It stops by itself, non-zero, without being asked.
+    assert wait_until(lambda: worker.proc is not None and worker.proc.poll() is not None, 60)
+    assert worker.proc.returncode not in (0, None), worker.log.read_text()[-2000:]
+    assert "session agent crashed" in worker.log.read_text()
 
 
 def test_consumer_lag_after_a_restart_counts_from_the_committed_offset(
-    kafka: KafkaSettings, topics: TopicSettings, tmp_path: Path
+    kafka: KafkaSettings, topics: TopicSettings, tmp_path: Path, workers: list[Worker]
 ) -> None:
     # Before: a restarted worker reported each partition's whole log as lag until it applied
     # a record there (83,610 against a real lag of 0).
@@ -176,31 +162,23 @@ def test_consumer_lag_after_a_restart_counts_from_the_committed_offset(
     _produce(kafka, topics, events)
     changelog = f"{app_id}-sessions-changelog"
     first = Worker(kafka, topics, app_id, tmp_path)
+    workers.append(first)
     first.start()
-    try:
+    assert wait_until(_applied(kafka, changelog, len(events)), 90, 1.0), first.log.read_text()
+    assert first.stop() == 0
+    second = Worker(kafka, topics, app_id, tmp_path)
+    workers.append(second)
+    second.start()
+    assert wait_until(lambda: second.get("/ready")[0] == 200, 60), second.log.read_text()
 
-        def done() -> bool:
-            states, _ = _latest_states(kafka, changelog)
-            return sum(s.version for s in states.values()) >= len(events)
+    def lags() -> dict[str, float]:
+        _, body = second.get("/metrics")
+        return {
+            line.split("{")[1].split("}")[0]: float(line.rsplit(" ", 1)[1])
+            for line in (body or b"").decode().splitlines()
+            if line.startswith("aigq_stream_consumer_lag{")
+        }
 
-        assert wait_until(done, 90, 1.0), first.log.read_text()[-3000:]
-        assert first.stop() == 0
-        second = Worker(kafka, topics, app_id, tmp_path)
-        second.start()
-        assert wait_until(lambda: second.get("/ready")[0] == 200, 60), second.log.read_text()
-
-        def lags() -> dict[str, float]:
-            _, body = second.get("/metrics")
-            return {
-                line.split("{")[1].split("}")[0]: float(line.rsplit(" ", 1)[1])
-                for line in (body or b"").decode().splitlines()
-                if line.startswith("aigq_stream_consumer_lag{")
-            }
-
-        assert wait_until(lambda: len(lags()) == topics.partitions * 4, 30), lags()
-        assert set(lags().values()) == {0.0}, lags()
-        assert second.stop() == 0
-    finally:
-        for worker in (first, locals().get("second")):
-            if isinstance(worker, Worker) and worker.proc and worker.proc.poll() is None:
-                worker.proc.kill()
+    assert wait_until(lambda: len(lags()) == topics.partitions * 4, 30), lags()
+    assert set(lags().values()) == {0.0}, lags()
+    assert second.stop() == 0
