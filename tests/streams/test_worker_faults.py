@@ -182,3 +182,25 @@ def test_consumer_lag_after_a_restart_counts_from_the_committed_offset(
     assert wait_until(lambda: len(lags()) == topics.partitions * 4, 30), lags()
     assert set(lags().values()) == {0.0}, lags()
     assert second.stop() == 0
+
+
+def test_a_full_disk_under_stderr_and_redis_down_do_not_stop_the_worker(
+    kafka: KafkaSettings, topics: TopicSettings, tmp_path: Path, workers: list[Worker]
+) -> None:
+    # Seen: with stderr on a full disk and Redis down, the worker exited 1 (its warning about
+    # the recent triggers could not be written). Logging must never take it down.
+    app_id = f"full-{uuid.uuid4().hex[:6]}"
+    events = _events(seed=6, days=2)
+    _produce(kafka, topics, events)
+    env = {
+        "AIGQ_STREAM_RECENT_TRIGGERS": "true",
+        "AIGQ_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+    }
+    worker = Worker(kafka, topics, app_id, tmp_path, env)
+    workers.append(worker)
+    worker.start(stderr=Path("/dev/full"))
+    changelog = f"{app_id}-sessions-changelog"
+    assert wait_until(_applied(kafka, changelog, len(events)), 90, 1.0)
+    assert worker.proc is not None and worker.proc.poll() is None  # still running
+    assert worker.get("/ready")[0] == 200
+    assert worker.stop() == 0

@@ -51,10 +51,11 @@ class Worker:
         self.log = tmp / f"worker-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
-        with self.log.open("wb") as log:
+    def start(self, stderr: Path | None = None) -> None:
+        """Start it, its output to :attr:`log` (stderr to ``stderr`` when given)."""
+        with self.log.open("wb") as log, (stderr or self.log).open("ab") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "aigq", "worker"], env=self.env, stdout=log, stderr=log
+                [sys.executable, "-m", "aigq", "worker"], env=self.env, stdout=log, stderr=err
             )
 
     def get(self, path: str) -> tuple[int, Any]:
