@@ -8,8 +8,8 @@ A bounded, one-shot run of the same :class:`~streams.processor.SessionProcessor`
 - state lives in the changelog of the app ``app_id`` (default ``<worker app>-backfill``), in the
   worker's own format, so a worker started with ``AIGQ_STREAM_APP_ID`` set to it carries on
   from the rebuilt state. The changelog is read back first, and each session remembers the
-  last offset it applied per topic: a second run over the same range applies nothing, which
-  is what makes backfill idempotent;
+  last offset it applied per source partition: a second run over the same range applies
+  nothing, which is what makes backfill idempotent;
 - regeneration requests are off (``--no-generate``) or go through the cost governor
   (``--max-regenerations-per-s``), so a backfill cannot flood the generators;
 - state is written every ``flush_events`` records and at the end; offsets are committed for
