@@ -1,61 +1,102 @@
 """From raw regeneration-request records to prompts and back to cache runs: pure functions.
 
 The generator worker is a loop around these. A micro-batch may hold several requests of one
-user (the session agent fires again before the generator caught up): only the newest session
-version is generated, since the cache would refuse the older ones anyway.
+user (the session agent fires again before the generator caught up): only the newest, by the
+cache's own order ``(watermark_ts, version)``, is generated, since the cache would refuse the
+older ones anyway.
+
+A record that cannot be used, at any step, becomes a :class:`Letter`: the dead-letter record
+(origin, reason, the payload as it came) and a short ``kind`` the worker counts it under.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from pydantic import ValidationError
 
 from aigq.codec import dead_letter, encode
 from aigq.errors import EventError
-from aigq.events import GeneratedQueries, RegenerationRequest
+from aigq.events import MAX_DEAD_LETTER_PAYLOAD, GeneratedQueries, RegenerationRequest
 from cache.u2q import U2QRun
 from generators.prompt import compressed_prompt, verbose_prompt
 
 Record = tuple[str, int, int, bytes | None]  # topic, partition, offset, value
+MAX_REQUEST_BYTES = 256 * 1024
+
+# Why a record was dead-lettered: the label of the worker's dead-letter counter (a short, closed
+# set; the full reason is in the dead letter itself).
+LetterKind = Literal[
+    "no_value",  # a record without a value
+    "too_large",  # over MAX_REQUEST_BYTES
+    "invalid",  # not a RegenerationRequest (not JSON, a field out of its bounds, ...)
+    "prompt",  # its prompt could not be built
+    "backend_refused",  # the backend refused its prompt (a 4xx)
+    "backend_error",  # generating it failed with an error that is not an outage
+    "run",  # its run could not be made
+    "cache_refused",  # Redis refused its u2q write
+    "result",  # its result record could not be made
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Letter:
+    kind: LetterKind
+    record: bytes  # the encoded DeadLetter
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where a request came from, and its bytes as they came (what a dead letter keeps)."""
+
+    origin: str  # topic/partition@offset
+    value: bytes
+
+    def letter(
+        self, kind: LetterKind, reason: str | EventError, limit: int = MAX_DEAD_LETTER_PAYLOAD
+    ) -> Letter:
+        """The dead letter of this record (its payload cut to ``limit``, flagged if cut)."""
+        return Letter(kind, encode(dead_letter(self.origin, self.value, reason, limit=limit)))
 
 
 @dataclass
 class Decoded:
     requests: list[RegenerationRequest] = field(default_factory=list)
-    dead_letters: list[bytes] = field(default_factory=list)  # encoded DeadLetter records
+    sources: list[Source] = field(default_factory=list)  # one per request, in the same order
+    dead_letters: list[Letter] = field(default_factory=list)
     superseded: int = 0  # older requests of a user that has a newer one in the batch
 
 
-def decode_requests(records: Sequence[Record], max_bytes: int = 256 * 1024) -> Decoded:
+def decode_requests(records: Sequence[Record], max_bytes: int = MAX_REQUEST_BYTES) -> Decoded:
     """Valid requests (the newest per user, in first-seen order) and dead letters for the rest."""
     out = Decoded()
-    newest: dict[str, RegenerationRequest] = {}
+    newest: dict[str, tuple[RegenerationRequest, Source]] = {}
     for topic, partition, offset, value in records:
-        origin = f"{topic}/{partition}@{offset}"
+        source = Source(f"{topic}/{partition}@{offset}", value or b"")
         if value is None:
-            out.dead_letters.append(encode(dead_letter(origin, b"", "record has no value")))
+            out.dead_letters.append(source.letter("no_value", "record has no value"))
             continue
         if len(value) > max_bytes:
             reason = f"payload is {len(value)} bytes; the limit is {max_bytes}"
-            out.dead_letters.append(encode(dead_letter(origin, value[:max_bytes], reason)))
+            out.dead_letters.append(source.letter("too_large", reason, limit=max_bytes))
             continue
         try:
             request = RegenerationRequest.model_validate_json(value)
         except ValidationError as exc:
             error = exc.errors(include_url=False)[0]
             where = ".".join(str(p) for p in error["loc"]) or "<root>"
-            letter = dead_letter(origin, value, EventError(where, error["msg"]))
-            out.dead_letters.append(encode(letter))
+            out.dead_letters.append(source.letter("invalid", EventError(where, error["msg"])))
             continue
         seen = newest.get(request.user_id)
         if seen is not None:
             out.superseded += 1
-            if seen.version >= request.version:
+            if seen[0].order >= request.order:
                 continue
-        newest[request.user_id] = request
-    out.requests = list(newest.values())
+        newest[request.user_id] = (request, source)
+    out.requests = [request for request, _ in newest.values()]
+    out.sources = [source for _, source in newest.values()]
     return out
 
 
@@ -76,6 +117,7 @@ def run_for(
         event_ts=request.event_ts,
         generated_ts=now_ms,
         reason=request.reason,
+        watermark_ts=request.order[0],
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Literal, Self
 
@@ -68,5 +70,11 @@ class GeneratorSettings(BaseSettings):
     def version(self) -> str:
         return self.model_version or self.model
 
-    def retry(self, retry_on: tuple[type[BaseException], ...]) -> Retry:
-        return Retry(ExponentialBackoff(self.backoff_s, self.backoff_max_s), self.retries, retry_on)
+    def retry(
+        self,
+        retry_on: tuple[type[BaseException], ...],
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> Retry:
+        """``sleep`` waits between tries (the worker's ends early when it is stopped)."""
+        backoff = ExponentialBackoff(self.backoff_s, self.backoff_max_s)
+        return Retry(backoff, self.retries, retry_on, sleep=sleep)

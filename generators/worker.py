@@ -8,15 +8,27 @@ The loop (one consumer group; offsets committed by hand, never automatically):
    partitions are *paused*: nothing piles up in memory (backpressure), and polling goes on so
    the group does not drop the worker;
 3. the task builds the prompts, generates (timeout, retries with jittered backoff), writes
-   the runs to Redis (compare-and-set on the session version: an older or replayed request
-   is a no-op), logs every list to ``<prefix>.results`` and records freshness;
+   the runs to Redis (compare-and-set on ``(watermark_ts, session version)``: an older or
+   replayed request is a no-op), logs every list to ``<prefix>.results`` and records
+   freshness;
 4. offsets are committed only up to the newest batch whose every earlier batch is done too.
 
-If the backend (or Redis) stays down past the retries, the batch is **kept**: the worker
-pauses the partitions, polls the backend's health with backoff, and carries on with the same
-batch when it answers. Nothing is committed meanwhile, so even a crash loses no request.
-Bad records go to the dead-letter topic with the reason; a batch the backend *refuses* is
-retried one request at a time, so only the offending request is dead-lettered.
+**Outages and refusals.** An *outage* (the backend or Redis down, timing out, or unable to
+take writes at all) is waited out: past the retries the batch is **kept**, the partitions are
+paused, the backend's health is polled with backoff, and the same batch carries on when it
+answers. Nothing is committed meanwhile, so even a crash loses no request. A *refusal* is about
+one record and would repeat forever: a record that is not a valid request (every field is
+bounded), a prompt that cannot be built, a prompt the backend refuses or fails on, a run Redis
+refuses for that user. That record goes to the dead-letter topic with its reason (counted by
+kind in ``generate_dead_letters_total``), the rest of its batch carries on, and its offset is
+committed like any other: no record can stop the worker or be retried forever. A batch the
+backend refuses as a whole is retried one request at a time to find the offending ones.
+
+**Stopping.** :meth:`GeneratorWorker.stop` ends every wait at once (the retry and backoff
+sleeps, the health polls, a backend or Redis call in flight): a batch that was waiting ends
+uncommitted, so it is redone after a restart (a cache write it had made replays as stale), and
+:meth:`~GeneratorWorker.run` returns within about a second. Only logging a batch whose cache
+write is done is let finish, so that its results are not lost.
 """
 
 from __future__ import annotations
@@ -25,7 +37,7 @@ import asyncio
 import functools
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -33,16 +45,19 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 from redis.exceptions import RedisError
 
-from aigq.codec import dead_letter, encode
+from aigq.codec import encode
 from aigq.errors import ServiceError
+from aigq.events import GeneratedQueries
 from aigq.logging import get_logger
 from aigq.metrics import Metrics
 from aigq.retry import ExponentialBackoff
 from aigq.settings import KafkaSettings, RedisSettings, TopicSettings
 from cache.client import open_redis
-from cache.u2q import U2QStore
+from cache.u2q import U2QRun, U2QStore, WriteRefused, WriteResult
 from generators.backends import Backend, BackendRejected, BackendUnavailable, open_backend
 from generators.requests import (
+    Letter,
+    LetterKind,
     Record,
     decode_requests,
     prompt_for,
@@ -55,6 +70,14 @@ log = get_logger(__name__)
 T = TypeVar("T")
 # Freshness spans model time (seconds on a CPU) and queueing: buckets from 10 ms to 10 min.
 _FRESHNESS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+# What a wait outlasts: the backend or Redis down, timing out, or unable to take work at all.
+_OUTAGES = (BackendUnavailable, ServiceError, RedisError, OSError)
+Pending = deque[tuple[dict[TopicPartition, int], asyncio.Task[None]]]
+
+
+class Stopped(Exception):
+    """Raised out of a batch's waits when :meth:`GeneratorWorker.stop` is called: the batch
+    ends there, uncommitted."""
 
 
 def _now_ms() -> int:
@@ -77,14 +100,19 @@ class GeneratorWorker:
         self.backend = backend or open_backend(settings)
         self.metrics = metrics or Metrics()
         self.stopping = asyncio.Event()
-        self.paused = False  # waiting for the backend or Redis to come back
-        self.done = 0  # requests answered (written, stale or malformed)
+        self._waiting = 0  # batches waiting for the backend or Redis to come back
+        self.done = 0  # requests decoded and finished (written, stale, malformed, dead letter)
         # Time spent unable to take requests (every slot busy, or a backend or Redis down):
         # stamped on each batch, so a reader can tell queueing for the model from transit.
         self.blocked_ms = 0.0
         self._slots = asyncio.Semaphore(settings.max_in_flight)
         self._health = ExponentialBackoff(settings.backoff_s, settings.backoff_max_s)
         self._m = _WorkerMetrics(self.metrics)
+
+    @property
+    def paused(self) -> bool:
+        """Whether at least one batch is waiting for the backend or Redis to come back."""
+        return self._waiting > 0
 
     # --- the loop -------------------------------------------------------------------------
 
@@ -110,7 +138,7 @@ class GeneratorWorker:
         except KafkaError as exc:
             await redis.aclose()
             raise ServiceError(f"Kafka at {self.kafka.bootstrap_servers}: {exc!r}") from exc
-        pending: deque[tuple[dict[TopicPartition, int], asyncio.Task[None]]] = deque()
+        pending: Pending = deque()
         try:
             while not self.stopping.is_set():
                 await self._commit_done(consumer, pending)
@@ -122,8 +150,8 @@ class GeneratorWorker:
                     continue
                 consumer.resume(*consumer.paused())
                 records = await self._micro_batch(consumer)
-                if not records:
-                    continue
+                if not records or self.stopping.is_set():
+                    continue  # (records taken while stopping are redone after a restart)
                 received = (_now_ms(), self.blocked_ms)
                 await self._slots.acquire()
                 offsets: dict[TopicPartition, int] = {}
@@ -134,8 +162,8 @@ class GeneratorWorker:
                 pending.append((offsets, task))
                 if on_batch is not None:
                     on_batch(self)
-            for _, task in pending:
-                await task
+            if pending:  # stop() ended their waits: each is done now, or ends uncommitted
+                await asyncio.wait([task for _, task in pending])
             await self._commit_done(consumer, pending)
         finally:
             for _, task in pending:
@@ -166,16 +194,15 @@ class GeneratorWorker:
             timeout_ms = max(int(left * 1000), 0)
         return records
 
-    async def _commit_done(
-        self,
-        consumer: AIOKafkaConsumer,
-        pending: deque[tuple[dict[TopicPartition, int], asyncio.Task[None]]],
-    ) -> None:
+    async def _commit_done(self, consumer: AIOKafkaConsumer, pending: Pending) -> None:
         """Commit the offsets of the finished batches that no unfinished batch precedes."""
         offsets: dict[TopicPartition, int] = {}
         while pending and pending[0][1].done():
-            batch_offsets, task = pending.popleft()
+            batch_offsets, task = pending[0]
+            if task.cancelled() or isinstance(task.exception(), Stopped):
+                break  # stopped while it waited: redone after a restart
             task.result()  # a bug in a batch stops the worker here, uncommitted
+            pending.popleft()
             offsets.update(batch_offsets)
         if offsets:
             await consumer.commit(offsets)
@@ -189,100 +216,188 @@ class GeneratorWorker:
         store: U2QStore,
         received: tuple[int, float] | None = None,
     ) -> None:
+        """One micro-batch: every record ends written, stale, malformed or dead-lettered."""
         s, m = self.settings, self._m
         decoded = decode_requests(records)
         m.requests.inc(len(records))
         m.superseded.inc(decoded.superseded)
+        requests, sources = decoded.requests, decoded.sources
         letters = list(decoded.dead_letters)
-        requests = decoded.requests
-        prompts = [prompt_for(r, s.k, s.compressed) for r in requests]
+
+        def refuse(i: int, kind: LetterKind, reason: str) -> None:
+            letters.append(sources[i].letter(kind, reason))
+            log.warning("dead-lettered", kind=kind, user=requests[i].user_id, reason=reason)
+
+        prompts: dict[int, str] = {}
+        for i, request in enumerate(requests):
+            try:
+                prompts[i] = prompt_for(request, s.k, s.compressed)
+            except Exception as exc:  # one request's input must not stop the others
+                log.exception("no prompt", user=request.user_id)
+                refuse(i, "prompt", f"the prompt could not be built: {exc!r}")
         started = time.perf_counter()
-        lists, rejected = await self._generate(prompts)
+        lists, refused = await self._generate(prompts)
         model_ms = (time.perf_counter() - started) * 1000
         m.model_seconds.observe(model_ms / 1000)
-        for i, reason in rejected.items():
-            origin = f"{self.topics.name('regenerate')}/user {requests[i].user_id}"
-            letters.append(encode(dead_letter(origin, encode(requests[i]), reason)))
-        keep = [i for i in range(len(requests)) if i not in rejected and lists[i]]
-        m.malformed.inc(sum(1 for i in range(len(requests)) if i not in rejected and not lists[i]))
+        for i, (kind, reason) in refused.items():
+            refuse(i, kind, reason)
+
+        # The result records are made (and so validated) before the write: a record that
+        # cannot be logged is dead-lettered instead of counted twice.
         now = _now_ms()
-        runs = [(requests[i].user_id, run_for(requests[i], lists[i], s.version, now)) for i in keep]
-        outcomes = await self._until_up(lambda: store.write_many(runs), "Redis")
-        written = {i for i, outcome in zip(keep, outcomes, strict=True) if outcome == "written"}
-        done_ms = _now_ms()
-        futures = []
-        for i, request in enumerate(requests):
-            if i in rejected:
-                continue
-            record = result_record(
-                request,
-                lists[i],
-                written=i in written,
-                model_version=s.version,
-                backend=self.backend.name,
-                model_ms=model_ms,
-                now_ms=done_ms,  # after the cache write: freshness ends there
-                prompt=prompts[i] if s.log_prompts else None,
-                received=received,
-            )
-            key = request.user_id.encode()
-            futures.append(await producer.send(self.topics.name("results"), encode(record), key))
-            if i in written:
-                m.freshness.observe(
-                    max(done_ms - (request.ingest_ts or request.event_ts), 0) / 1000
+        results: dict[int, GeneratedQueries] = {}
+        runs: list[tuple[int, U2QRun]] = []
+        for i, queries in lists.items():
+            step: LetterKind = "result"
+            try:
+                result = result_record(
+                    requests[i],
+                    queries,
+                    written=False,
+                    model_version=s.version,
+                    backend=self.backend.name,
+                    model_ms=model_ms,
+                    now_ms=now,
+                    prompt=prompts[i] if s.log_prompts else None,
+                    received=received,
                 )
-                m.request_to_cache.observe(max(done_ms - request.created_ts, 0) / 1000)
-        for letter in letters:
-            futures.append(await producer.send(self.topics.name("dead_letter"), letter))
-        await asyncio.gather(*futures)
+                step = "run"
+                if queries:
+                    runs.append((i, run_for(requests[i], queries, s.version, now)))
+            except Exception as exc:
+                log.exception("no %s", step, user=requests[i].user_id)
+                refuse(i, step, f"the {step} could not be made: {exc!r}")
+                continue
+            results[i] = result
+        items = [(requests[i].user_id, run) for i, run in runs]
+        outcomes = await self._until_up(lambda: store.write_many(items), "Redis")
+        written: set[int] = set()
+        for (i, _), outcome in zip(runs, outcomes, strict=True):
+            if isinstance(outcome, WriteRefused):
+                results.pop(i)
+                refuse(i, "cache_refused", str(outcome))
+            elif outcome is WriteResult.WRITTEN:
+                written.add(i)
+        done_ms = _now_ms()  # after the cache write: freshness ends there
+        logged = [
+            r.model_copy(update={"written": i in written, "generated_ts": done_ms})
+            for i, r in results.items()
+        ]
+        # Not cut short by stop(): the cache write is done, so its record is logged.
+        await self._log(producer, logged, letters)
+        for i in written:
+            request = requests[i]
+            m.freshness.observe(max(done_ms - (request.ingest_ts or request.event_ts), 0) / 1000)
+            m.request_to_cache.observe(max(done_ms - request.created_ts, 0) / 1000)
         m.written.inc(len(written))
-        m.stale.inc(len(keep) - len(written))
-        m.dead_letters.inc(len(letters))
+        m.stale.inc(sum(1 for i, r in results.items() if r.queries and i not in written))
+        m.malformed.inc(sum(1 for r in results.values() if not r.queries))
+        for letter in letters:
+            m.dead_letters.labels(letter.kind).inc()
         self.done += len(requests)
 
-    async def _generate(self, prompts: Sequence[str]) -> tuple[list[list[str]], dict[int, str]]:
-        """Lists for every prompt, and the reasons of those the backend refused outright."""
+    async def _log(
+        self, producer: AIOKafkaProducer, results: list[GeneratedQueries], letters: list[Letter]
+    ) -> None:
+        """Every list to ``<prefix>.results``, every dead letter to ``<prefix>.dead_letter``."""
+        futures = []
+        for record in results:
+            key = record.user_id.encode()
+            futures.append(await producer.send(self.topics.name("results"), encode(record), key))
+        for letter in letters:
+            futures.append(await producer.send(self.topics.name("dead_letter"), letter.record))
+        await asyncio.gather(*futures)
+
+    async def _generate(
+        self, prompts: dict[int, str]
+    ) -> tuple[dict[int, list[str]], dict[int, tuple[LetterKind, str]]]:
+        """A list for every prompt, by index, and why the others could not be generated."""
+        if not prompts:
+            return {}, {}
+        indices = list(prompts)
         try:
-            return await self._until_up(
-                functools.partial(self.backend.generate, prompts), "backend"
-            ), {}
-        except BackendRejected:
-            pass
-        lists: list[list[str]] = []
-        rejected: dict[int, str] = {}
-        for i, prompt in enumerate(prompts):  # find the offending request(s)
+            batch = [prompts[i] for i in indices]
+            lists = await self._until_up(functools.partial(self.backend.generate, batch), "backend")
+            return dict(zip(indices, lists, strict=True)), {}
+        except Stopped:
+            raise
+        except BackendRejected as exc:  # refused as a whole: find the offending prompt(s)
+            log.warning("backend refused a batch; trying its prompts one by one", error=str(exc))
+        except Exception:  # failed as a whole (not an outage): the same, one by one
+            log.exception("a batch failed; trying its prompts one by one")
+        one_by_one: dict[int, list[str]] = {}
+        failed: dict[int, tuple[LetterKind, str]] = {}
+        for i in indices:
             try:
-                one = functools.partial(self.backend.generate, [prompt])
-                lists.extend(await self._until_up(one, "backend"))
+                one = functools.partial(self.backend.generate, [prompts[i]])
+                [one_by_one[i]] = await self._until_up(one, "backend")
+            except Stopped:
+                raise
             except BackendRejected as exc:
-                lists.append([])
-                rejected[i] = f"backend refused the prompt: {exc}"
-        return lists, rejected
+                failed[i] = ("backend_refused", f"backend refused the prompt: {exc}")
+            except Exception as exc:
+                log.exception("a prompt failed")
+                failed[i] = ("backend_error", f"generating failed: {exc!r}")
+        return one_by_one, failed
 
     async def _until_up(self, call: Callable[[], Awaitable[T]], what: str) -> T:
-        """``call()`` with the configured retries; past them, pause until it works again."""
-        retry = self.settings.retry((BackendUnavailable, ServiceError, RedisError, OSError))
+        """``call()`` with the configured retries; past them, wait until it works again.
+
+        Only outages are waited out; any other error is raised at once. While it waits, the
+        batch counts in :attr:`paused`. Every wait, and the call itself, ends as soon as
+        :meth:`stop` is called: then it raises ``Stopped``.
+        """
+        retry = self.settings.retry(_OUTAGES, sleep=self._sleep)
         outage = 0
-        while True:
-            try:
-                result = await retry.call(call, on_retry=lambda n, e: self._m.retries.inc())
-            except (BackendUnavailable, ServiceError, RedisError, OSError) as exc:
-                outage += 1
-                if not self.paused:
-                    log.warning("pausing: %s is down", what, error=repr(exc))
-                self.paused = True
-                self._m.paused.set(1)
-                await asyncio.sleep(self._health(min(outage, 10)))
-                if what == "backend":
-                    while not await self.backend.healthy():
-                        outage += 1
-                        await asyncio.sleep(self._health(min(outage, 10)))
-                continue
-            if self.paused:
-                log.info("resuming: %s is back", what)
-                self.paused = False
-                self._m.paused.set(0)
-            return result
+        waiting = False
+        try:
+            while True:
+                try:
+                    result = await retry.call(
+                        lambda: self._until_stopped(call()),
+                        on_retry=lambda n, e: self._m.retries.inc(),
+                    )
+                except _OUTAGES as exc:
+                    outage += 1
+                    if not waiting:
+                        waiting = True
+                        self._waiting += 1
+                        self._m.paused.set(1)
+                        log.warning("pausing: %s is down", what, error=repr(exc))
+                    await self._sleep(self._health(min(outage, 10)))
+                    if what == "backend":
+                        while not await self._until_stopped(self.backend.healthy()):
+                            outage += 1
+                            await self._sleep(self._health(min(outage, 10)))
+                    continue
+                if waiting:
+                    log.info("resuming: %s is back", what)
+                return result
+        finally:
+            if waiting:
+                self._waiting -= 1
+                if not self._waiting:
+                    self._m.paused.set(0)
+
+    async def _sleep(self, seconds: float) -> None:
+        await self._until_stopped(asyncio.sleep(seconds))
+
+    async def _until_stopped(self, awaitable: Awaitable[T]) -> T:
+        """``awaitable``'s result, or ``Stopped`` as soon as :meth:`stop` is called (the
+        awaitable is cancelled then)."""
+        work = asyncio.ensure_future(awaitable)
+        stop = asyncio.ensure_future(self.stopping.wait())
+        try:
+            await asyncio.wait((work, stop), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            if not work.done():
+                work.cancel()
+        if work.done() and not work.cancelled():
+            return work.result()
+        # Let the cancellation run its cleanup (a connection closed), briefly.
+        await asyncio.wait((work,), timeout=1.0)
+        raise Stopped
 
 
 class _WorkerMetrics:
@@ -295,7 +410,11 @@ class _WorkerMetrics:
         self.written = c("generate_written_total", "runs written to the u2q cache")
         self.stale = c("generate_stale_total", "runs the cache refused: a newer version was there")
         self.malformed = c("generate_malformed_total", "outputs with no valid query (not written)")
-        self.dead_letters = c("generate_dead_letters_total", "requests dead-lettered")
+        self.dead_letters = c(
+            "generate_dead_letters_total",
+            "records dead-lettered, by kind (generators.requests.LetterKind)",
+            labels=("reason",),
+        )
         self.retries = c("generate_retries_total", "retried backend or Redis calls")
         self.paused = metrics.gauge("generate_paused", "1 while waiting for a backend or Redis")
         self.freshness = h(

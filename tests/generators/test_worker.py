@@ -1,18 +1,31 @@
-"""``aigq generate``'s worker against the real broker, Redis and a vLLM server on the CPU."""
+"""``aigq generate``'s worker against the real broker, Redis and a vLLM server on the CPU.
+
+The tests of what the worker does with failures (poison pills, outages, stopping) use
+:class:`ScriptedBackend`, a real backend that answers at once and fails as told, so they need
+no model; the broker and Redis are the real ones.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
 import pytest
+import pytest_asyncio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
 from aigq.codec import encode
@@ -20,14 +33,15 @@ from aigq.dev.probe import free_port
 from aigq.events import RegenerationRequest
 from aigq.settings import KafkaSettings, RedisSettings, TopicSettings
 from cache.u2q import U2QStore
+from generators.backends import Backend, BackendUnavailable
 from generators.settings import GeneratorSettings
-from generators.worker import GeneratorWorker
+from generators.worker import GeneratorWorker, Stopped
 
-pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
+pytestmark = pytest.mark.asyncio
 T0 = int(time.time() * 1000) - 5_000
 
 
-def _request(user: str, version: int) -> RegenerationRequest:
+def _request(user: str, version: int, text: str = "running shoes") -> RegenerationRequest:
     return RegenerationRequest(
         user_id=user,
         version=version,
@@ -36,7 +50,7 @@ def _request(user: str, version: int) -> RegenerationRequest:
         event_ts=T0,
         created_ts=T0 + 10,
         fingerprint="fp",
-        recent=((T0 - 60_000, "search", f"{user} running shoes", ""),),
+        recent=((T0 - 60_000, "search", f"{user} {text}", ""),),
         profile=(("t:running", 1.0),),
     )
 
@@ -88,6 +102,7 @@ def _settings(url: str, prefix: str, **extra: Any) -> GeneratorSettings:
     )
 
 
+@pytest.mark.integration
 async def test_worker_writes_newest_runs_logs_results_and_dead_letters(
     kafka: KafkaSettings,
     topics: TopicSettings,
@@ -143,6 +158,7 @@ async def test_worker_writes_newest_runs_logs_results_and_dead_letters(
     assert registry.get_sample_value("aigq_generate_freshness_seconds_count") == stored
 
 
+@pytest.mark.integration
 async def test_worker_keeps_requests_while_the_backend_is_down(
     kafka: KafkaSettings,
     topics: TopicSettings,
@@ -203,3 +219,268 @@ async def test_worker_keeps_requests_while_the_backend_is_down(
         if server is not None:
             server.close()
     assert (worker.metrics.registry.get_sample_value("aigq_generate_retries_total") or 0) >= 1
+
+
+# --- failures: poison pills, outages, stopping (no model needed) ----------------------------
+
+
+class ScriptedBackend(Backend):
+    """A real backend without a model: every prompt gets the same list at once. It fails as
+    told: while ``down``, every call is an outage and health is false; a prompt holding
+    ``explode`` raises ValueError (an error that is not an outage, as a tokenizer's would be).
+    """
+
+    name = "scripted"
+
+    def __init__(self, settings: GeneratorSettings) -> None:
+        super().__init__(settings)
+        self.down = False
+
+    async def complete(self, prompts: Sequence[str]) -> list[list[str]]:
+        if self.down:
+            raise BackendUnavailable("scripted outage")
+        if any("explode" in p for p in prompts):
+            raise ValueError("cannot tokenize the prompt")
+        return [["trail running shoes\nmerino wool socks\n"] * self.settings.n for _ in prompts]
+
+    async def healthy(self) -> bool:
+        return not self.down
+
+
+class Outage:
+    """A call that fails as an outage (a refused connection) until ``up`` is set."""
+
+    def __init__(self) -> None:
+        self.up = asyncio.Event()
+        self.calls = 0
+
+    async def __call__(self) -> str:
+        self.calls += 1
+        if not self.up.is_set():
+            raise ConnectionRefusedError("down")
+        return "ok"
+
+
+def _offline(**settings: Any) -> tuple[GeneratorWorker, ScriptedBackend]:
+    """A worker that is never run: its waits are driven directly (no broker, no Redis)."""
+    generator = GeneratorSettings(**settings)
+    backend = ScriptedBackend(generator)
+    worker = GeneratorWorker(
+        KafkaSettings(), TopicSettings(), RedisSettings(), generator, backend=backend
+    )
+    return worker, backend
+
+
+def _sample(worker: GeneratorWorker, name: str, **labels: str) -> float:
+    return worker.metrics.registry.get_sample_value(name, labels or None) or 0.0
+
+
+@pytest_asyncio.fixture
+async def limited_redis(
+    redis: tuple[Redis, str], redis_settings: RedisSettings
+) -> AsyncIterator[RedisSettings]:
+    """Redis as a user that may touch only ``<prefix>u2q:ok-*`` keys (an ACL user made for the
+    test and deleted after it): Redis refuses its u2q writes of any other user."""
+    client, prefix = redis
+    user, password = f"aigq-test-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    await client.acl_setuser(
+        user,
+        enabled=True,
+        passwords=[f"+{password}"],
+        commands=["+@all"],
+        keys=[f"{prefix}u2q:ok-*"],
+    )
+    parts = urlsplit(redis_settings.url)
+    url = parts._replace(netloc=f"{user}:{password}@{parts.hostname}:{parts.port or 6379}")
+    try:
+        yield RedisSettings(url=url.geturl())
+    finally:
+        await client.acl_deluser(user)
+
+
+@pytest.mark.integration
+async def test_poison_pills_are_dead_lettered_committed_and_counted(
+    kafka: KafkaSettings,
+    topics: TopicSettings,
+    redis: tuple[Redis, str],
+    limited_redis: RedisSettings,
+    read_topics: Any,
+) -> None:
+    client, prefix = redis
+    poison = encode(_request("ok-poison", 1)).replace(b'"version":1', b'"version":%d' % 2**63)
+    await _produce(
+        kafka,
+        topics.name("regenerate"),
+        [
+            (b"ok-a", encode(_request("ok-a", 1))),
+            (b"ok-poison", poison),  # issue 15: it crashed the worker on every restart
+            (b"denied", encode(_request("denied", 1))),  # Redis refuses this user's key
+            (b"ok-explode", encode(_request("ok-explode", 1, text="explode"))),  # backend error
+            (b"ok-b", encode(_request("ok-b", 1))),
+        ],
+    )
+    settings = _settings("http://127.0.0.1:9", prefix, retries=0, backoff_s=0.05)
+    worker = GeneratorWorker(
+        kafka, topics, limited_redis, settings, backend=ScriptedBackend(settings)
+    )
+    task = asyncio.create_task(worker.run())
+    try:
+        assert await _eventually(
+            lambda: _committed_all(kafka, settings.group_id, topics.name("regenerate")), 60
+        )
+        assert not task.done()  # nothing stopped the worker
+        assert not worker.paused  # a refusal is not an outage
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 30)
+
+    store = U2QStore(client, prefix=prefix)
+    for user in ("ok-a", "ok-b"):
+        [run] = await store.runs(user)
+        assert (run.session_version, run.watermark_ts) == (1, T0)  # no watermark: event time
+    for user in ("ok-poison", "denied", "ok-explode"):
+        assert await store.runs(user) == []
+    letters = {
+        orjson.loads(letter["payload"])["user_id"]: letter
+        for letter in (orjson.loads(r.value) for r in read_topics([topics.name("dead_letter")], 3))
+    }
+    assert sorted(letters) == ["denied", "ok-explode", "ok-poison"]
+    assert letters["ok-poison"]["field"] == "version"
+    assert "NOPERM" in letters["denied"]["reason"]
+    assert "ValueError" in letters["ok-explode"]["reason"]
+    for letter in letters.values():
+        assert letter["origin"].startswith(f"{topics.name('regenerate')}/")
+    assert letters["denied"]["payload"] == encode(_request("denied", 1)).decode()
+    results = [orjson.loads(r.value) for r in read_topics([topics.name("results")], 2)]
+    assert sorted(r["user_id"] for r in results) == ["ok-a", "ok-b"]
+    assert all(r["written"] for r in results)
+    dead = "aigq_generate_dead_letters_total"
+    assert _sample(worker, dead, reason="invalid") == 1
+    assert _sample(worker, dead, reason="cache_refused") == 1
+    assert _sample(worker, dead, reason="backend_error") == 1
+    assert _sample(worker, "aigq_generate_written_total") == 2
+    assert _sample(worker, "aigq_generate_stale_total") == 0
+
+
+async def test_paused_is_true_while_any_batch_waits() -> None:
+    worker, _ = _offline(retries=0, backoff_s=0.01, backoff_max_s=0.02)
+    waits_long, waits_briefly, never_waits = Outage(), Outage(), Outage()
+    never_waits.up.set()
+
+    async def paused() -> bool:
+        return worker.paused
+
+    first = asyncio.create_task(worker._until_up(waits_long, "Redis"))
+    assert await _eventually(paused, 5)
+    assert await worker._until_up(never_waits, "backend") == "ok"  # another batch succeeds
+    assert worker.paused and _sample(worker, "aigq_generate_paused") == 1
+    second = asyncio.create_task(worker._until_up(waits_briefly, "Redis"))
+
+    async def second_waits() -> bool:
+        return waits_briefly.calls >= 2
+
+    assert await _eventually(second_waits, 5)
+    waits_briefly.up.set()
+    assert await second == "ok"  # a batch that waited too comes back first
+    assert worker.paused and _sample(worker, "aigq_generate_paused") == 1
+    assert not first.done()
+    waits_long.up.set()
+    assert await first == "ok"
+    assert not worker.paused and _sample(worker, "aigq_generate_paused") == 0
+
+
+@pytest.mark.parametrize("retries", [0, 5], ids=["backoff-and-health-polls", "retry-sleeps"])
+async def test_stop_ends_every_wait_at_once(retries: int) -> None:
+    worker, backend = _offline(retries=retries, backoff_s=30.0, backoff_max_s=60.0)
+    backend.down = True
+    never = asyncio.Event()
+
+    async def hung() -> str:
+        await never.wait()
+        return "never"
+
+    async def hung_backend() -> bool:
+        await never.wait()
+        return True
+
+    waits = [
+        asyncio.create_task(worker._until_up(Outage(), "Redis")),
+        asyncio.create_task(worker._until_up(lambda: backend.generate(["p"]), "backend")),
+        asyncio.create_task(worker._until_up(hung, "backend")),  # a call that never answers
+    ]
+
+    async def all_waiting() -> bool:
+        if retries:  # both failing calls are in their first retry sleep (or past it)
+            return _sample(worker, "aigq_generate_retries_total") >= 2
+        return worker._waiting == 2  # both are paused: backoff sleep or health polls
+
+    assert await _eventually(all_waiting, 5)
+    backend.healthy = hung_backend  # type: ignore[method-assign]  # a health poll that hangs
+    stopped = time.monotonic()
+    worker.stop()
+    done, _ = await asyncio.wait(waits, timeout=2)
+    assert len(done) == 3 and time.monotonic() - stopped < 2
+    assert all(isinstance(w.exception(), Stopped) for w in waits)
+    assert not worker.paused and _sample(worker, "aigq_generate_paused") == 0
+
+
+def _paused_gauge(port: int) -> float | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+            text = response.read().decode()
+    except (urllib.error.URLError, OSError):
+        return None
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "aigq_generate_paused":
+                return float(sample.value)
+    return None
+
+
+@pytest.mark.integration
+async def test_sigterm_stops_aigq_generate_while_the_backend_is_down(
+    kafka: KafkaSettings,
+    topics: TopicSettings,
+    redis: tuple[Redis, str],
+    redis_settings: RedisSettings,
+    tmp_path: Path,
+) -> None:
+    _, prefix = redis
+    await _produce(kafka, topics.name("regenerate"), [(b"u1", encode(_request("u1", 1)))])
+    metrics_port, group = free_port(), f"gen-{uuid.uuid4().hex[:6]}"
+    env = {
+        **os.environ,
+        "AIGQ_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        "AIGQ_TOPICS_PREFIX": topics.prefix,
+        "AIGQ_REDIS_URL": redis_settings.url,
+        "AIGQ_GENERATE_BASE_URL": f"http://127.0.0.1:{free_port()}",  # nothing listens
+        "AIGQ_GENERATE_RETRIES": "1",
+        "AIGQ_GENERATE_BACKOFF_S": "5",  # long waits: a stop must not sit them out
+        "AIGQ_GENERATE_BACKOFF_MAX_S": "30",
+        "AIGQ_GENERATE_GROUP_ID": group,
+        "AIGQ_GENERATE_CACHE_PREFIX": prefix,
+        "AIGQ_GENERATE_METRICS_PORT": str(metrics_port),
+    }
+    log = tmp_path / "generate.log"
+    with log.open("wb") as out:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "aigq", "generate", env=env, stdout=out, stderr=out
+        )
+    try:
+
+        async def paused() -> bool:
+            return await asyncio.to_thread(_paused_gauge, metrics_port) == 1
+
+        assert await _eventually(paused, 60), log.read_text()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            returncode = await asyncio.wait_for(proc.wait(), 5)
+        except TimeoutError:
+            pytest.fail(f"aigq generate still runs 5 s after SIGTERM:\n{log.read_text()}")
+        assert returncode == 0, log.read_text()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    # The waiting batch was not committed: a restart redoes it.
+    assert not await _committed_all(kafka, group, topics.name("regenerate"))
