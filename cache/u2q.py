@@ -290,7 +290,9 @@ class U2QStore:
 
     def _result(self, key: str, reply: object) -> WriteResult | WriteRefused:
         if isinstance(reply, ResponseError) and not is_outage(reply):
-            refused = WriteRefused(f"Redis refused the u2q write of {key!r}: {reply}")
+            code = getattr(reply, "status_code", None)  # redis-py cuts it from the message
+            said = f"{code} {reply}" if code and not str(reply).startswith(code) else str(reply)
+            refused = WriteRefused(f"Redis refused the u2q write of {key!r}: {said}")
             refused.__cause__ = reply
             return refused
         if isinstance(reply, BaseException):

@@ -386,7 +386,7 @@ async def test_a_write_redis_refuses_comes_back_in_its_place(
     refused = results[1]
     assert isinstance(refused, WriteRefused) and not isinstance(refused, ServiceError)
     assert isinstance(refused.__cause__, NoPermissionError)
-    assert f"{prefix}u2q:other" in str(refused)
+    assert f"{prefix}u2q:other" in str(refused) and "NOPERM this user" in str(refused)
     assert await store.runs("ok-1") == [run(1)] and await store.runs("ok-2") == [run(2)]
     with pytest.raises(WriteRefused, match="refused the u2q write"):
         await store.write("other", run(3))
