@@ -166,8 +166,11 @@ class GeneratorWorker:
                 await asyncio.wait([task for _, task in pending])
             await self._commit_done(consumer, pending)
         finally:
-            for _, task in pending:
-                task.cancel()
+            for _, task in pending:  # what is left is not committed: redone after a restart
+                if not task.done():
+                    task.cancel()
+                elif not task.cancelled() and not isinstance(task.exception(), Stopped):
+                    log.error("batch failed", error=repr(task.exception()))
             await consumer.stop()
             await producer.stop()
             await redis.aclose()
@@ -201,8 +204,8 @@ class GeneratorWorker:
             batch_offsets, task = pending[0]
             if task.cancelled() or isinstance(task.exception(), Stopped):
                 break  # stopped while it waited: redone after a restart
-            task.result()  # a bug in a batch stops the worker here, uncommitted
             pending.popleft()
+            task.result()  # a bug in a batch stops the worker here, uncommitted
             offsets.update(batch_offsets)
         if offsets:
             await consumer.commit(offsets)
@@ -366,7 +369,7 @@ class GeneratorWorker:
                         log.warning("pausing: %s is down", what, error=repr(exc))
                     await self._sleep(self._health(min(outage, 10)))
                     if what == "backend":
-                        while not await self._until_stopped(self.backend.healthy()):
+                        while not await self._healthy():
                             outage += 1
                             await self._sleep(self._health(min(outage, 10)))
                     continue
@@ -378,6 +381,12 @@ class GeneratorWorker:
                 self._waiting -= 1
                 if not self._waiting:
                     self._m.paused.set(0)
+
+    async def _healthy(self) -> bool:
+        try:
+            return await self._until_stopped(self.backend.healthy())
+        except _OUTAGES:  # a health check that fails says the same as one that answers no
+            return False
 
     async def _sleep(self, seconds: float) -> None:
         await self._until_stopped(asyncio.sleep(seconds))
@@ -397,6 +406,8 @@ class GeneratorWorker:
             return work.result()
         # Let the cancellation run its cleanup (a connection closed), briefly.
         await asyncio.wait((work,), timeout=1.0)
+        if work.done() and not work.cancelled():
+            work.exception()  # whatever it ended with, it is not this batch's outcome now
         raise Stopped
 
 

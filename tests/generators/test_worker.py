@@ -227,7 +227,8 @@ async def test_worker_keeps_requests_while_the_backend_is_down(
 class ScriptedBackend(Backend):
     """A real backend without a model: every prompt gets the same list at once. It fails as
     told: while ``down``, every call is an outage and health is false; a prompt holding
-    ``explode`` raises ValueError (an error that is not an outage, as a tokenizer's would be).
+    ``explode`` raises ValueError (an error that is not an outage, as a tokenizer's would be);
+    while ``health_hangs``, a health check never answers.
     """
 
     name = "scripted"
@@ -235,6 +236,7 @@ class ScriptedBackend(Backend):
     def __init__(self, settings: GeneratorSettings) -> None:
         super().__init__(settings)
         self.down = False
+        self.health_hangs = False
 
     async def complete(self, prompts: Sequence[str]) -> list[list[str]]:
         if self.down:
@@ -244,6 +246,8 @@ class ScriptedBackend(Backend):
         return [["trail running shoes\nmerino wool socks\n"] * self.settings.n for _ in prompts]
 
     async def healthy(self) -> bool:
+        if self.health_hangs:
+            await asyncio.Event().wait()
         return not self.down
 
 
@@ -399,10 +403,6 @@ async def test_stop_ends_every_wait_at_once(retries: int) -> None:
         await never.wait()
         return "never"
 
-    async def hung_backend() -> bool:
-        await never.wait()
-        return True
-
     waits = [
         asyncio.create_task(worker._until_up(Outage(), "Redis")),
         asyncio.create_task(worker._until_up(lambda: backend.generate(["p"]), "backend")),
@@ -415,7 +415,7 @@ async def test_stop_ends_every_wait_at_once(retries: int) -> None:
         return worker._waiting == 2  # both are paused: backoff sleep or health polls
 
     assert await _eventually(all_waiting, 5)
-    backend.healthy = hung_backend  # type: ignore[method-assign]  # a health poll that hangs
+    backend.health_hangs = True  # and a health poll that never answers
     stopped = time.monotonic()
     worker.stop()
     done, _ = await asyncio.wait(waits, timeout=2)
