@@ -571,11 +571,13 @@ def bench_serve(
 
 
 from aigq.e2e.cli import bench_e2e_command, demo_command  # noqa: E402
+from aigq.faults.cli import bench_faults_command  # noqa: E402
 from training.cli_eval import eval_command  # noqa: E402
 
 app.command("eval")(eval_command)
 app.command("demo")(_fails_cleanly(demo_command))
 bench_app.command("e2e")(_fails_cleanly(bench_e2e_command))
+bench_app.command("faults")(_fails_cleanly(bench_faults_command))
 
 
 def main() -> None:
