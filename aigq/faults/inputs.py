@@ -17,7 +17,7 @@ import orjson
 from aigq.codec import encode
 from aigq.events import MAX_TS_MS, MIN_TS_MS, RegenerationRequest, SearchEvent
 from aigq.faults.stage import Run, Stage
-from aigq.faults.state import read_topic
+from aigq.faults.state import metric, read_topic, scrape
 from aigq.faults.traffic import Record, records, synthetic
 from aigq.settings import TopicSettings
 
@@ -75,8 +75,7 @@ def _interleave(valid: list[Record], odd: list[Record]) -> list[Record]:
 def _checked(run: Run, batch: list[Record], rate: float) -> None:
     sent = run.send(batch, rate).join()
     run.count(batch, sent)
-    requests, answered = run.answered(run.stage.options.count_timeout_s)
-    run.figures.check(answered >= requests, f"the generator answered {answered} of {requests}")
+    run.check_answered(run.stage.options.count_timeout_s)
 
 
 def poison(stage: Stage) -> None:
@@ -124,3 +123,7 @@ def clock_skew(stage: Stage) -> None:
             if newest > bound:
                 ahead.append(f"{request.user_id}@{newest}")
         run.figures.check(not ahead, f"requests dated past now + 5 min: {', '.join(ahead[:3])}")
+        page = scrape(run.loop.worker_metrics_url) or ""
+        clamped = metric(page, "aigq_stream_clock_clamped")
+        run.figures.check(clamped >= 1, "the event dated 2099 was not clamped")
+        run.figures.note(f"events clamped to their record's time + 5 min: {clamped:.0f}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -19,6 +20,7 @@ from aigq.faults.state import (
     read_topic,
     scrape,
     wait_counted,
+    wait_progress,
     worker_applied,
 )
 from aigq.faults.traffic import Prober, Record, Sender, Sent
@@ -92,7 +94,7 @@ class Run:
         self.probers.append(prober)
         return prober
 
-    def ready(self, name: str, timeout_s: float = 90.0) -> bool:
+    def ready(self, name: str, timeout_s: float = 45.0) -> bool:
         """Whether ``aigq <name>`` answers its readiness page within ``timeout_s``."""
         url = {
             "worker": self.loop.worker_metrics_url.replace("/metrics", "/ready"),
@@ -146,21 +148,33 @@ class Run:
         wait_until(lambda: applied() == want, 5, every_s=0.5)
         self.figures.applied_metrics = applied()
 
-    def answered(self, timeout_s: float, baseline: int = 0) -> tuple[int, int]:
+    def answered(self, timeout_s: float, baseline: int = 0) -> tuple[int, int | None]:
         """Wait until the generator answered every request in ``<prefix>.regenerate`` (its
-        counters less ``baseline``); the requests and the answers then."""
+        counters less ``baseline``), or the time is up, or it stalls; the requests and the
+        answers then (None: the generator's /metrics does not answer)."""
         topic = self.loop.topics.name("regenerate")
-        figures: tuple[int, int] = (0, 0)
 
-        def done() -> bool:
-            nonlocal figures
+        def read() -> tuple[int, int | None]:
             page = scrape(self.loop.generator_metrics_url)
-            got = generator_answered(page) - baseline if page is not None else -1
-            figures = (len(read_topic(self.loop.kafka, topic)), got)
-            return got >= figures[0]
+            got = None if page is None else generator_answered(page) - baseline
+            return len(read_topic(self.loop.kafka, topic)), got
 
-        wait_until(done, timeout_s, every_s=1.0)
-        return figures
+        return wait_progress(
+            read,
+            lambda r: r[1] is None or r[1] >= r[0],
+            lambda r: r[1] or 0,
+            timeout_s,
+        )
+
+    def check_answered(self, timeout_s: float, baseline: int = 0, when: str = "") -> None:
+        requests, answered = self.answered(timeout_s, baseline)
+        if answered is None:
+            self.figures.failures.append(f"the generator's /metrics did not answer{when}")
+        else:
+            self.figures.check(
+                answered >= requests,
+                f"the generator answered {answered:,} of {requests:,} requests{when}",
+            )
 
     def finish(self) -> None:
         """Read the probes, find processes that died unasked, stop the rest with SIGTERM."""
@@ -169,11 +183,20 @@ class Run:
             self.figures.requests_sent += len(answers)
             self.figures.requests_failed += sum(a.status != 200 for a in answers)
         f = self.figures
-        for name, code in self.procs.died().items():
+        died = self.procs.died()
+        for name, code in died.items():
             f.crashed.append(f"{name} (exit {code})")
             f.note(f"aigq {name} died unasked; its log ends: {self.procs.log_tail(name)!r}")
+        for name in sorted(self.procs.expected - set(died)):
+            if not self.ready(name, timeout_s=5):
+                f.crashed.append(f"{name} (running, not ready)")
+                f.note(f"aigq {name} runs but is not ready; its log ends: "
+                       f"{self.procs.log_tail(name)!r}")  # fmt: skip
+        if not f.passed:
+            f.note(f"the processes' logs are in {self.loop.config.state_dir}")
         codes, stuck = self.procs.stop_all(self.stage.options.stop_timeout_s)
         f.unstoppable += stuck
         for name, code in codes.items():
-            if code != 0:
+            # uvicorn raises the signal again once it has shut down: -SIGTERM is its clean stop
+            if code not in (0, -signal.SIGTERM):
                 f.crashed.append(f"{name} (exit {code} on SIGTERM)")

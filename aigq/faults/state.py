@@ -11,18 +11,20 @@ from __future__ import annotations
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 import orjson
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from prometheus_client.parser import text_string_to_metric_families
 
-from aigq.dev.probe import wait_until
 from aigq.e2e.drive import ANSWERED
 from aigq.settings import KafkaSettings
 from streams.resets import is_mark
 from streams.session import Session
+
+T = TypeVar("T")
 
 
 def read_topic(kafka: KafkaSettings, topic: str, timeout_s: float = 20.0) -> list[ConsumerRecord]:
@@ -65,22 +67,46 @@ def changelog_name(app_id: str) -> str:
     return f"{app_id}-sessions-changelog"
 
 
+def wait_progress(
+    read: Callable[[], T],
+    done: Callable[[T], bool],
+    progress: Callable[[T], int],
+    timeout_s: float,
+    stalled_s: float = 25.0,
+) -> T:
+    """Poll ``read`` every second until ``done``, ``timeout_s`` passes, or ``progress`` has not
+    moved for ``stalled_s`` (a loop that lost events stops counting: no need to wait it out).
+    Returns the last reading."""
+    deadline = time.monotonic() + timeout_s
+    value = read()
+    moved_at, last = time.monotonic(), progress(value)
+    while not done(value):
+        now = time.monotonic()
+        if now >= deadline or now - moved_at >= stalled_s:
+            break
+        time.sleep(1.0)
+        value = read()
+        if progress(value) != last:
+            moved_at, last = time.monotonic(), progress(value)
+    return value
+
+
 def wait_counted(
     kafka: KafkaSettings, changelog: str, want: Mapping[str, int], timeout_s: float
 ) -> tuple[dict[str, int], bool]:
     """Poll the changelog until every user in ``want`` counts at least as many events (or the
-    time is up); the versions then, and whether they only ever grew."""
-    got: dict[str, int] = {}
-    monotonic = True
+    time is up, or the count stalls); the versions then, and whether they only ever grew."""
 
-    def counted() -> bool:
-        nonlocal got, monotonic
+    def read() -> tuple[dict[str, int], bool]:
         states, monotonic = latest_states(kafka, changelog)
-        got = {user: s.version for user, s in states.items()}
-        return all(got.get(user, 0) >= n for user, n in want.items())
+        return {user: s.version for user, s in states.items()}, monotonic
 
-    wait_until(counted, timeout_s, every_s=1.0)
-    return got, monotonic
+    return wait_progress(
+        read,
+        lambda got: all(got[0].get(user, 0) >= n for user, n in want.items()),
+        lambda got: sum(got[0].values()),
+        timeout_s,
+    )
 
 
 def dead_letter_origins(kafka: KafkaSettings, topic: str) -> Counter[str]:
