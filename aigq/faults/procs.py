@@ -92,11 +92,17 @@ class Tracked:
                 out[name] = code
         return out
 
-    def log_tail(self, name: str, chars: int = 600) -> str:
+    def log_excerpt(self, name: str, chars: int = 400) -> str:
+        """The first error the process logged (its cause, before the noise that follows),
+        else the end of its log."""
         try:
-            return self.procs[name].log_file.read_text(errors="replace")[-chars:]
+            text = self.procs[name].log_file.read_text(errors="replace")
         except OSError:
             return ""
+        for line in text.splitlines():
+            if '"level": "error"' in line or line.startswith("Traceback"):
+                return line[:chars]
+        return text[-chars:]
 
     def stop_all(self, timeout_s: float) -> tuple[dict[str, int], list[str]]:
         """SIGTERM to every process meant to run, at once; then wait. Returns each one's exit

@@ -34,7 +34,7 @@ class Options:
     """kill -9 rounds of the session worker"""
     header_timeout_s: float = 15.0
     """how long a connection that never finishes its headers may stay open at the read API"""
-    stop_timeout_s: float = 30.0
+    stop_timeout_s: float = 20.0
     """how long a process may take to stop after SIGTERM"""
     count_timeout_s: float = 90.0
     """how long to wait for every event to be counted"""
@@ -94,7 +94,7 @@ class Run:
         self.probers.append(prober)
         return prober
 
-    def ready(self, name: str, timeout_s: float = 45.0) -> bool:
+    def ready(self, name: str, timeout_s: float = 30.0) -> bool:
         """Whether ``aigq <name>`` answers its readiness page within ``timeout_s``."""
         url = {
             "worker": self.loop.worker_metrics_url.replace("/metrics", "/ready"),
@@ -186,12 +186,12 @@ class Run:
         died = self.procs.died()
         for name, code in died.items():
             f.crashed.append(f"{name} (exit {code})")
-            f.note(f"aigq {name} died unasked; its log ends: {self.procs.log_tail(name)!r}")
+            f.note(f"aigq {name} died unasked; its log: {self.procs.log_excerpt(name)!r}")
         for name in sorted(self.procs.expected - set(died)):
             if not self.ready(name, timeout_s=5):
                 f.crashed.append(f"{name} (running, not ready)")
-                f.note(f"aigq {name} runs but is not ready; its log ends: "
-                       f"{self.procs.log_tail(name)!r}")  # fmt: skip
+                f.note(f"aigq {name} runs but is not ready; its log: "
+                       f"{self.procs.log_excerpt(name)!r}")  # fmt: skip
         if not f.passed:
             f.note(f"the processes' logs are in {self.loop.config.state_dir}")
         codes, stuck = self.procs.stop_all(self.stage.options.stop_timeout_s)
