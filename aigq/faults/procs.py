@@ -93,16 +93,14 @@ class Tracked:
         return out
 
     def log_excerpt(self, name: str, chars: int = 400) -> str:
-        """The first error the process logged (its cause, before the noise that follows),
-        else the end of its log."""
+        """The last error the process logged (what stopped it, before any noise that follows
+        at a lower level), else the end of its log."""
         try:
             text = self.procs[name].log_file.read_text(errors="replace")
         except OSError:
             return ""
-        for line in text.splitlines():
-            if '"level": "error"' in line or line.startswith("Traceback"):
-                return line[:chars]
-        return text[-chars:]
+        errors = [line for line in text.splitlines() if '"level": "error"' in line]
+        return errors[-1][:chars] if errors else text[-chars:]
 
     def stop_all(self, timeout_s: float) -> tuple[dict[str, int], list[str]]:
         """SIGTERM to every process meant to run, at once; then wait. Returns each one's exit

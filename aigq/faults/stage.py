@@ -17,6 +17,7 @@ from aigq.faults.state import (
     changelog_name,
     dead_letter_origins,
     generator_answered,
+    metric,
     read_topic,
     scrape,
     wait_counted,
@@ -34,7 +35,7 @@ class Options:
     """kill -9 rounds of the session worker"""
     header_timeout_s: float = 15.0
     """how long a connection that never finishes its headers may stay open at the read API"""
-    stop_timeout_s: float = 20.0
+    stop_timeout_s: float = 15.0
     """how long a process may take to stop after SIGTERM"""
     count_timeout_s: float = 90.0
     """how long to wait for every event to be counted"""
@@ -94,7 +95,7 @@ class Run:
         self.probers.append(prober)
         return prober
 
-    def ready(self, name: str, timeout_s: float = 30.0) -> bool:
+    def ready(self, name: str, timeout_s: float = 25.0) -> bool:
         """Whether ``aigq <name>`` answers its readiness page within ``timeout_s``."""
         url = {
             "worker": self.loop.worker_metrics_url.replace("/metrics", "/ready"),
@@ -112,6 +113,8 @@ class Run:
         )
         count = compare(want, got)
         self.figures.add(count)
+        if count.lost:
+            self._why_short()
         self.figures.check(monotonic, "a session's version went down in the changelog")
         invalid = sent.invalid(batch)
         self.figures.events_sent += len(invalid)
@@ -122,6 +125,18 @@ class Run:
         if sent.errors:
             self.figures.note(f"{len(sent.errors)} sends not acknowledged: {sent.errors[0]}")
         return count
+
+    def _why_short(self) -> None:
+        """What the worker's /metrics say when events are missing: its gap guard, its lag."""
+        page = scrape(self.loop.worker_metrics_url)
+        if page is None:
+            self.figures.note("events missing; the worker's /metrics do not answer")
+            return
+        gaps = {w: metric(page, "aigq_stream_source_gaps", what=w)
+                for w in ("seeks", "dropped", "accepted")}  # fmt: skip
+        lag = metric(page, "aigq_stream_consumer_lag")
+        guard = ", ".join(f"{k} {v:.0f}" for k, v in gaps.items())
+        self.figures.note(f"events missing; the worker's gap guard: {guard}; its lag {lag:.0f}")
 
     def _dead_letters(self, invalid: list[str]) -> None:
         topic = self.loop.topics.name("dead_letter")
@@ -188,7 +203,7 @@ class Run:
             f.crashed.append(f"{name} (exit {code})")
             f.note(f"aigq {name} died unasked; its log: {self.procs.log_excerpt(name)!r}")
         for name in sorted(self.procs.expected - set(died)):
-            if not self.ready(name, timeout_s=5):
+            if not self.ready(name, timeout_s=3):
                 f.crashed.append(f"{name} (running, not ready)")
                 f.note(f"aigq {name} runs but is not ready; its log: "
                        f"{self.procs.log_excerpt(name)!r}")  # fmt: skip

@@ -72,7 +72,7 @@ def wait_progress(
     done: Callable[[T], bool],
     progress: Callable[[T], int],
     timeout_s: float,
-    stalled_s: float = 20.0,
+    stalled_s: float = 15.0,
 ) -> T:
     """Poll ``read`` every second until ``done``, ``timeout_s`` passes, or ``progress`` has not
     moved for ``stalled_s`` (a loop that lost events stops counting: no need to wait it out).
