@@ -18,7 +18,7 @@ from aigq.e2e.stack import http_status
 from aigq.faults.stage import Run, Stage
 from aigq.faults.traffic import records, synthetic
 
-RESTART_S = 7.0  # a worker's restart here: Faust, table recovery, the group join (3 s)
+RESTART_S = 13.0  # kill to ready again, here under load: Faust, table recovery, the group join
 
 
 def _processed(run: Run) -> int:
@@ -32,7 +32,7 @@ def _processed(run: Run) -> int:
 
 def worker_kills(stage: Stage) -> None:
     kills = stage.options.kills
-    rate = stage.size(150, 300)
+    rate = stage.size(100, 300)
     events = int(rate * (kills * RESTART_S + 4))  # still flowing at the last kill
     with stage.loop() as run:
         batch = records(synthetic(events), run.loop.topics)
