@@ -68,7 +68,8 @@ def bench_faults_command(
     wall = time.monotonic()
     if backend not in ("auto", "vllm-http", "transformers"):
         raise typer.BadParameter(f"--backend must be auto, vllm-http or transformers: {backend}")
-    folder = model or tiny_model(state_dir / "tiny-model")
+    state_dir = state_dir.resolve()  # vLLM runs in the model's folder: paths must be absolute
+    folder = (model or tiny_model(state_dir / "tiny-model")).resolve()
     server = ModelServer(folder, f"{folder.name}@faults", state_dir, backend)  # type: ignore[arg-type]
     console.print("starting the generation backend ...")
     server.start()
@@ -83,9 +84,10 @@ def bench_faults_command(
         server.stop()
     form = "short" if short else "full"
     title = f"aigq bench faults ({form}; {server.name}; {time.monotonic() - wall:.0f} s)"
-    Console(width=max(console.width, 160)).print(table(rows, title))
+    wide = Console(width=max(console.width, 160))
+    wide.print(table(rows, title))
     for line in notes(rows):
-        console.print(line, highlight=False, markup=False)
-    console.print(summary(rows), highlight=False)
+        wide.print(line, highlight=False, markup=False)
+    wide.print(summary(rows), highlight=False)
     if any(not f.passed and not f.skipped for f in rows):
         raise typer.Exit(1)
