@@ -37,12 +37,13 @@ def worker_kills(stage: Stage) -> None:
     with stage.loop() as run:
         batch = records(synthetic(events), run.loop.topics)
         sender = run.send(batch, rate)
-        mid_stream = 0
+        mid_stream = done = 0
         for k in range(kills):
             taking = wait_until(lambda: _processed(run) >= 50, 20, every_s=0.1)
             mid_stream += taking and sender.handed < len(batch)
             code = run.procs.kill("worker", signal.SIGKILL)
             run.figures.check(code == -signal.SIGKILL, f"kill {k + 1}: worker exit {code}")
+            done += 1
             run.procs.restart("worker")
             if not run.figures.check(run.ready("worker"), f"worker not ready after kill {k + 1}"):
                 break  # what it counts is still read back
@@ -50,5 +51,6 @@ def worker_kills(stage: Stage) -> None:
         sent = sender.join()
         run.count(batch, sent, metrics=False)  # the counters restart with each process
         run.figures.note(
-            f"{kills} SIGKILLs of the worker, {mid_stream} while events were still being sent"
+            f"{done} of {kills} SIGKILLs of the worker made, {mid_stream} while events were "
+            "still being sent"
         )

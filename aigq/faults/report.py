@@ -30,7 +30,7 @@ def table(rows: Sequence[Figures], title: str) -> Table:
     out.add_column("s", justify="right")
     out.add_column("verdict")
     for f in rows:
-        verdict = f.verdict if f.passed or f.skipped else f"[bold red]{f.verdict}[/]"
+        verdict = "pass" if f.passed else "skipped" if f.skipped else "[bold red]FAIL[/]"
         out.add_row(
             f.name, f"{f.events_sent:,}", _applied(f), f"{f.lost:,}", f"{f.duplicated:,}",
             f"{f.dead_lettered:,}", f"{f.requests_sent:,} / {f.requests_failed:,}",
@@ -40,7 +40,8 @@ def table(rows: Sequence[Figures], title: str) -> Table:
 
 
 def notes(rows: Sequence[Figures]) -> list[str]:
-    return [f"{f.name}: {note}" for f in rows for note in f.notes]
+    """Each scenario's verdict with every reason, then its notes."""
+    return [f"{f.name}: {line}" for f in rows for line in (f.verdict, *f.notes)]
 
 
 def summary(rows: Sequence[Figures]) -> str:

@@ -15,7 +15,7 @@ from aigq.cli import app
 from aigq.faults.cli import chosen
 from aigq.faults.figures import Count, Figures, compare
 from aigq.faults.proxy import Proxy
-from aigq.faults.report import summary, table
+from aigq.faults.report import notes, summary, table
 from aigq.faults.suite import SCENARIOS
 
 
@@ -46,7 +46,8 @@ def test_the_table_has_one_row_per_scenario_and_the_summary_names_failures() -> 
     console = Console(width=250, record=True)
     console.print(table([good, bad], "faults"))
     text = console.export_text()
-    assert "1,234" in text and "pass" in text and "FAIL: 3 events lost" in text
+    assert "1,234" in text and "pass" in text and "FAIL" in text
+    assert notes([good, bad]) == ["poison: pass", "worker-kill: FAIL: 3 events lost"]
     assert summary([good, bad]) == "1 of 2 scenarios passed; failed: worker-kill"
 
 
