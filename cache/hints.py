@@ -15,17 +15,20 @@ replicas) allows and Redis Cluster does not. The command goes over one pipelined
 (:mod:`cache.pipe`) shared by every concurrent request of the process.
 
 A value of the wrong type, or an undecodable u2q run or x2q entry, is skipped and reported as
-``corrupt`` rather than failing the request. Redis errors, refusals and the read deadline
-(``AIGQ_HINTS_TIMEOUT_MS``, connect included; no retries) raise
-:class:`~cache.errors.CacheError` / :class:`~cache.errors.CacheTimeoutError` quickly.
+``corrupt`` rather than failing the request; when nothing usable is left, the user gets what
+a user with nothing stored gets, the popular queries (the script cannot decode JSON, so in
+that rare case they come from a second command, within the same deadline). Redis errors,
+refusals and the read deadline (``AIGQ_HINTS_TIMEOUT_MS``, connect included; no retries)
+raise :class:`~cache.errors.CacheError` / :class:`~cache.errors.CacheTimeoutError` quickly.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from types import TracebackType
-from typing import Any, Literal, NamedTuple, Self
+from typing import Any, Literal, NamedTuple, Self, cast
 
 from aigq.events import USER_ID_RE, USER_ID_RULE
 from aigq.logging import get_logger
@@ -44,7 +47,10 @@ log = get_logger(__name__)
 # KEYS: u2q list, recent-trigger zset, popular zset.
 # ARGV: x2q key prefix, triggers to look up, popular queries wanted.
 # Returns {u2q head or nil, {member, score, ...}, {x2q entry or nil per trigger}, {popular},
-# errors}; a key of the wrong type counts as an error and reads as empty.
+# errors, 1 if popular was read}; a key of the wrong type counts as an error and reads as
+# empty. Popular is read only when no x2q entry exists and the head is absent or has no
+# queries: the script does not decode JSON, so a head or entries that turn out undecodable
+# leave it unread, and :meth:`HintClient.hints` reads it in a second command.
 READ_LUA = """
 local errors = 0
 local head = redis.pcall('LINDEX', KEYS[1], 0)
@@ -64,11 +70,13 @@ for i = 1, #triggers, 2 do
   entries[#entries + 1] = entry
 end
 local popular = {}
+local read_popular = 0
 if not found and (not head or string.find(head, '"q":[]', 1, true)) then
+  read_popular = 1
   popular = redis.pcall('ZREVRANGE', KEYS[3], 0, tonumber(ARGV[3]) - 1)
   if popular.err then errors = errors + 1; popular = {} end
 end
-return {head, triggers, entries, popular, errors}
+return {head, triggers, entries, popular, errors, read_popular}
 """
 
 Fallback = Literal["popular", "static"]
@@ -156,6 +164,7 @@ class HintClient:
         if isinstance(wanted, bool) or not isinstance(wanted, int) or wanted < 1:
             raise InvalidRequestError(f"k must be an integer >= 1, got {k!r}")
         wanted = min(wanted, self.settings.max_k)
+        started = time.monotonic()
         command = b"".join(
             (
                 self._head,
@@ -178,10 +187,58 @@ class HintClient:
             raise CacheError(f"hint read of {user_id!r} failed: {exc}") from exc
         if isinstance(reply, ReplyError):
             raise CacheError(f"hint read of {user_id!r} refused: {reply}")
-        return self._result(user_id, wanted, reply)
+        u2q, triggers, hits, corrupt = self._decode(user_id, reply)
+        popular: list[bytes] = reply[3]
+        hints = compose(u2q, hits, _texts(popular), wanted)
+        if not hints and not reply[5]:
+            # Something was stored but nothing usable came of it (a u2q head or x2q entries
+            # that do not decode, which the script cannot tell): what a user with nothing
+            # stored gets, the popular queries, read in a second command.
+            popular, wrong_type = await self._popular(user_id, wanted, started)
+            corrupt = corrupt or wrong_type
+            hints = compose(u2q, hits, _texts(popular), wanted)
+        fallback: Fallback | None = None
+        if not hints and self.settings.popular_fallback:
+            hints = compose(None, (), self.settings.popular_fallback, wanted)
+            fallback = "static"
+        elif hints and hints[0].source == "popular":
+            fallback = "popular"
+        return HintResult(
+            user_id=user_id,
+            k=wanted,
+            hints=hints,
+            u2q=u2q,
+            triggers=tuple(triggers),
+            fallback=fallback,
+            corrupt=corrupt,
+            read_at_ms=int(time.time() * 1000),
+        )
 
-    def _result(self, user_id: str, k: int, reply: Any) -> HintResult:
-        head, flat, entries, popular, errors = reply
+    async def _popular(self, user_id: str, k: int, started: float) -> tuple[list[bytes], bool]:
+        """The popular queries (and whether the key had the wrong type) in a command of their
+        own, within what is left of the read's deadline."""
+        left = self._timeout_s - (time.monotonic() - started)
+        try:
+            if left <= 0:
+                raise TimeoutError
+            async with asyncio.timeout(left):
+                reply = await self._pipe.call("ZREVRANGE", self._popular_key, 0, k - 1)
+        except TimeoutError as exc:
+            raise CacheTimeoutError(
+                f"hint read of {user_id!r} took over {self._timeout_s}s"
+            ) from exc
+        except OSError as exc:  # ConnectionError included
+            raise CacheError(f"hint read of {user_id!r} failed: {exc}") from exc
+        if isinstance(reply, ReplyError):  # not a sorted set: read as empty, as the script does
+            return [], True
+        return cast(list[bytes], reply), False
+
+    def _decode(
+        self, user_id: str, reply: Any
+    ) -> tuple[U2QRun | None, list[Trigger], list[TriggerHits], bool]:
+        """The script's reply decoded: the u2q run, the triggers, their x2q queries, and
+        whether anything was skipped as unreadable."""
+        head, flat, entries, _, errors, _ = reply
         corrupt = bool(errors)
         u2q = None
         if head is not None:
@@ -205,20 +262,8 @@ class HintClient:
                 except CorruptEntryError as exc:
                     log.warning("hints_corrupt_entry", user_id=user_id, error=str(exc))
                     corrupt = True
-        hints = compose(u2q, hits, [q.decode("utf-8", "replace") for q in popular], k)
-        fallback: Fallback | None = None
-        if not hints and self.settings.popular_fallback:
-            hints = compose(None, (), self.settings.popular_fallback, k)
-            fallback = "static"
-        elif hints and hints[0].source == "popular":
-            fallback = "popular"
-        return HintResult(
-            user_id=user_id,
-            k=k,
-            hints=hints,
-            u2q=u2q,
-            triggers=tuple(triggers),
-            fallback=fallback,
-            corrupt=corrupt,
-            read_at_ms=int(time.time() * 1000),
-        )
+        return u2q, triggers, hits, corrupt
+
+
+def _texts(popular: list[bytes]) -> list[str]:
+    return [q.decode("utf-8", "replace") for q in popular]

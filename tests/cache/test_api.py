@@ -83,6 +83,23 @@ async def test_unknown_user_falls_back_and_k_is_capped(
     assert body["u2q"] is None
 
 
+async def test_an_undecodable_u2q_head_is_a_degraded_popular_fallback(
+    api: tuple[ReadAPI, httpx.AsyncClient], redis: tuple[Redis, str]
+) -> None:
+    """Issue 15: it used to be an empty list."""
+    _, http = api
+    client, prefix = redis
+    await client.lpush(f"{prefix}u2q:broken", b'{"v":3,"w":1,"q":["cut')
+    response = await http.get("/v1/hints/broken")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["hints"] == [{"query": "popular one", "source": "popular", "trigger": None}]
+    assert (body["fallback"], body["degraded"], body["u2q"]) == ("popular", True, None)
+    metrics = (await http.get("/metrics")).text
+    assert 'aigq_serve_errors_total{kind="corrupt"} 1.0' in metrics
+    assert 'aigq_serve_fallbacks_total{kind="popular"} 1.0' in metrics
+
+
 async def test_default_k(api: tuple[ReadAPI, httpx.AsyncClient]) -> None:
     _, http = api
     body = (await http.get("/v1/hints/u1")).json()

@@ -20,8 +20,6 @@ from cache.settings import HintSettings
 from cache.u2q import U2QRun, U2QStore
 from cache.x2q import X2QStore
 
-pytestmark = pytest.mark.integration
-
 NOW = int(time.time() * 1000)
 
 
@@ -64,6 +62,7 @@ async def seed(client: Redis, prefix: str) -> U2QRun:
     return run
 
 
+@pytest.mark.integration
 @pytest.mark.asyncio
 async def test_every_source_in_one_composed_list(
     redis: tuple[Redis, str], make: MakeClient
@@ -92,6 +91,7 @@ async def test_every_source_in_one_composed_list(
     assert 59_000 <= result.u2q_age_ms < 59_000 + 60_000
 
 
+@pytest.mark.integration
 @pytest.mark.asyncio
 async def test_k_is_capped_and_validated(redis: tuple[Redis, str], make: MakeClient) -> None:
     client, prefix = redis
@@ -106,6 +106,7 @@ async def test_k_is_capped_and_validated(redis: tuple[Redis, str], make: MakeCli
             await hints.hints("u1", bad)  # type: ignore[arg-type]
 
 
+@pytest.mark.integration
 @pytest.mark.asyncio
 async def test_unknown_user_gets_popular_then_static_fallback(
     redis: tuple[Redis, str], make: MakeClient
@@ -124,6 +125,7 @@ async def test_unknown_user_gets_popular_then_static_fallback(
     assert (await make(f"{prefix}empty:").hints("nobody")).hints == []
 
 
+@pytest.mark.integration
 @pytest.mark.asyncio
 async def test_triggers_without_an_index_are_not_an_error(
     redis: tuple[Redis, str], make: MakeClient
@@ -137,6 +139,7 @@ async def test_triggers_without_an_index_are_not_an_error(
     assert not result.corrupt
 
 
+@pytest.mark.integration
 @pytest.mark.asyncio
 async def test_only_the_configured_number_of_triggers_is_looked_up(
     redis: tuple[Redis, str], make: MakeClient
@@ -155,6 +158,7 @@ async def test_only_the_configured_number_of_triggers_is_looked_up(
     assert none.hints == [] and none.triggers == ()
 
 
+@pytest.mark.integration
 @pytest.mark.asyncio
 async def test_wrong_types_and_garbage_are_skipped_not_fatal(
     redis: tuple[Redis, str], make: MakeClient
@@ -190,6 +194,75 @@ async def test_wrong_types_and_garbage_are_skipped_not_fatal(
     assert listed.hints == [Hint("static", "popular")]
 
 
+@pytest.mark.integration
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"{not json",
+        b'{"v":12,"w":1700000000000,"q":["cut off',  # the expected start, then truncated
+        b'{"w":1700000000000,"v":12,"q":["a"]}',  # no model, event or generation time
+        b'{"v":12,"q":"not a list"}',
+        b"[1, 2]",
+    ],
+)
+async def test_an_undecodable_u2q_head_gets_the_popular_fallback(
+    redis: tuple[Redis, str], make: MakeClient, head: bytes
+) -> None:
+    """Issue 15: an undecodable head used to give an empty list, popular unread."""
+    client, prefix = redis
+    await client.lpush(f"{prefix}u2q:u1", head)
+    await PopularQueries(client, prefix=prefix).write([("popular one", 5), ("popular two", 3)])
+    result = await make(prefix).hints("u1", k=1)
+    assert result.hints == [Hint("popular one", "popular")]  # k is kept on the second read
+    assert result.fallback == "popular"
+    assert result.corrupt and result.u2q is None
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_undecodable_entries_fall_back_to_static_when_popular_is_empty_or_wrong(
+    redis: tuple[Redis, str], make: MakeClient
+) -> None:
+    client, prefix = redis
+    hints = make(prefix, popular_fallback="static a, static b")
+    await client.lpush(f"{prefix}u2q:u1", b"{not json")
+    static = await hints.hints("u1")  # no popular set at all
+    assert static.hints == [Hint("static a", "popular"), Hint("static b", "popular")]
+    assert static.fallback == "static" and static.corrupt
+
+    # x2q entries that exist but do not decode (the script counts them as found): popular
+    await RecentTriggers(client, prefix=prefix).record_many([("u2", "item", "bad", NOW)])
+    await client.set(f"{prefix}x2q:item:bad", "not json")
+    await PopularQueries(client, prefix=prefix).write([("popular one", 5)])
+    x2q = await hints.hints("u2")
+    assert x2q.hints == [Hint("popular one", "popular")]
+    assert x2q.fallback == "popular" and x2q.corrupt
+    assert x2q.triggers == (Trigger("item", "bad", NOW),)
+
+    await client.delete(f"{prefix}popular")
+    await client.set(f"{prefix}popular", "not a zset")  # the second read meets a wrong type
+    wrong = await hints.hints("u1")
+    assert wrong.fallback == "static" and wrong.corrupt
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_the_second_read_keeps_the_deadline(hung_port: int) -> None:
+    """A request whose first read used up the deadline fails at it, not a deadline later."""
+    # Redis answers the first command at once; the second read goes to a Redis that hangs.
+    redis = RedisSettings(url=f"redis://127.0.0.1:{hung_port}/0")
+    async with HintClient(redis, HintSettings(timeout_ms=150)) as hints:
+        started = time.monotonic()
+        with pytest.raises(CacheTimeoutError):
+            await hints._popular("u1", 3, started - 0.2)  # the deadline is already past
+        assert time.monotonic() - started < 0.05
+        with pytest.raises(CacheTimeoutError, match=r"took over 0\.15s"):
+            await hints._popular("u1", 3, started)
+        assert 0.1 < time.monotonic() - started < 0.5
+
+
+@pytest.mark.integration
 @pytest.mark.asyncio
 async def test_a_flushed_script_cache_is_reloaded(
     redis: tuple[Redis, str], make: MakeClient
@@ -214,6 +287,7 @@ def test_good_user_ids(user_id: str) -> None:
     assert check_user_id(user_id) == user_id
 
 
+@pytest.mark.integration
 @pytest.mark.asyncio
 async def test_redis_down_is_a_cache_error_quickly() -> None:
     redis = RedisSettings(url=f"redis://127.0.0.1:{free_port()}/0")
@@ -226,6 +300,7 @@ async def test_redis_down_is_a_cache_error_quickly() -> None:
         assert time.monotonic() - started < 1.0
 
 
+@pytest.mark.integration
 @pytest.mark.asyncio
 async def test_a_hung_redis_times_out_at_the_deadline(hung_port: int) -> None:
     redis = RedisSettings(url=f"redis://127.0.0.1:{hung_port}/0")
