@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from aigq.logging import write_errors
 from aigq.metrics import NAMESPACE, Metrics
 from cache.hints import HintResult
 
@@ -97,6 +98,12 @@ class ServeMetrics(Collector):
         yield counter("serve_hits", "responses each source contributed to", "source", self.hits)
         yield counter("serve_fallbacks", "responses made of a fallback", "kind", self.fallbacks)
         yield counter("serve_errors", "failed or degraded requests", "kind", self.errors)
+        yield CounterMetricFamily(
+            f"{NAMESPACE}_log_write_errors",
+            "log lines dropped: the stream refused them (full disk, closed or broken pipe) "
+            "or they could not be rendered",
+            value=write_errors(),
+        )
         latency = HistogramMetricFamily(
             f"{NAMESPACE}_serve_request_seconds",
             "hint requests: time in the handler, by outcome",

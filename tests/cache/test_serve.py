@@ -12,8 +12,10 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 import structlog
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
@@ -22,6 +24,7 @@ from aigq.dev.probe import free_port, wait_until
 from aigq.errors import ConfigError
 from aigq.settings import RedisSettings, load
 from cache.settings import HintSettings, ServeSettings
+from tests.cache.conftest import get, serve_process
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -74,10 +77,12 @@ def test_hint_settings(monkeypatch: pytest.MonkeyPatch) -> None:
 def restore_logging() -> Iterator[None]:
     """The CLI points logging at the runner's captured stderr, closed after it: undo that."""
     handlers, level = logging.getLogger().handlers[:], logging.getLogger().level
+    raise_exceptions = logging.raiseExceptions
     yield
     structlog.reset_defaults()
     logging.getLogger().handlers[:] = handlers
     logging.getLogger().setLevel(level)
+    logging.raiseExceptions = raise_exceptions
 
 
 @pytest.mark.usefixtures("restore_logging")
@@ -142,6 +147,35 @@ def test_serve_listens_on_loopback_only_and_stops_on_sigterm(
             proc.wait()
         assert proc.stdout is not None
         proc.stdout.close()
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+def test_serve_answers_with_stderr_on_a_full_disk_and_redis_down() -> None:
+    """Issue 15: every request logs a warning its write fails with ENOSPC; that must not
+    cost a response (it used to: no answer to any hint request, /readyz a 500)."""
+    env = {
+        "AIGQ_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",  # nobody listens there
+        "AIGQ_HINTS_TIMEOUT_MS": "200",
+        "AIGQ_LOG_LEVEL": "DEBUG",
+    }
+    with Path("/dev/full").open("w") as full, serve_process(env, stderr=full) as port:
+        statuses = [get(port, f"/v1/hints/u{i}")[0] for i in range(30)]
+        assert statuses == [503] * 30  # not a hang, not a reset
+        assert get(port, "/healthz")[0] == 200
+        for _ in range(3):  # each one logs "not_ready"
+            status, body = get(port, "/readyz")
+            assert (status, orjson.loads(body)["error"]) == (503, "hint cache unavailable")
+        status, text = get(port, "/metrics")
+        assert status == 200
+        samples = {
+            (sample.name, tuple(sample.labels.values())): sample.value
+            for family in text_string_to_metric_families(text.decode())
+            for sample in family.samples
+        }
+        assert samples["aigq_serve_requests_total", ("redis",)] == 30
+        # at least the first hints warning and three not_ready lines were dropped, counted
+        assert samples["aigq_log_write_errors_total", ()] >= 4
 
 
 @pytest.mark.integration
