@@ -218,6 +218,7 @@ class ReadAPI:
         redis: RedisSettings,
         metrics: Metrics | None = None,
     ) -> None:
+        self.serve = serve  # the connection limits, read by cache.http.HintsHttpProtocol
         self.metrics = metrics if metrics is not None else Metrics()
         self.endpoint = HintsEndpoint(hints, serve, ServeMetrics(self.metrics))
         self.fastapi = _fastapi(hints, serve, self.endpoint, self.metrics)
@@ -255,6 +256,11 @@ def uvicorn_options(serve: ServeSettings) -> dict[str, Any]:
         "server_header": False,
         "proxy_headers": False,  # no X-Forwarded-* rewriting: nothing here uses the client
         "timeout_graceful_shutdown": 5,
+        # Slow clients: the read deadline is the protocol's (AIGQ_SERVE_HEADER_TIMEOUT_S);
+        # an idle keep-alive connection is closed, and past the limit requests get a 503.
+        "timeout_keep_alive": serve.keep_alive_s,
+        "limit_concurrency": serve.limit_concurrency,
+        "ws": "none",  # no WebSocket endpoints: an upgrade is not handed to another protocol
     }
 
 

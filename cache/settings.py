@@ -13,6 +13,10 @@ needs the first and not the second. Both are frozen and read by the command bein
     AIGQ_SERVE_WORKERS             uvicorn worker processes
     AIGQ_SERVE_API_KEYS            comma-separated keys (secret); none: no auth
     AIGQ_SERVE_API_KEY_HEADER      the header that carries one (X-API-Key)
+    AIGQ_SERVE_HEADER_TIMEOUT_S    a request (headers, any body) must arrive within this (5 s)
+    AIGQ_SERVE_KEEP_ALIVE_S        an idle keep-alive connection is closed after this (5 s)
+    AIGQ_SERVE_MAX_REQUESTS_PER_CONNECTION  then the connection is closed (0: no bound)
+    AIGQ_SERVE_LIMIT_CONCURRENCY   connections + requests in flight per worker; past it, 503
 """
 
 from __future__ import annotations
@@ -79,6 +83,26 @@ class ServeSettings(BaseSettings):
     )
     api_key_header: str = Field("X-API-Key", description="header carrying the key")
     access_log: bool = Field(False, description="uvicorn's per-request access log")
+    header_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        le=300,
+        description="a new connection's first request, or any request from its first byte, "
+        "must arrive whole (headers and any body) within this; else the connection is closed",
+    )
+    keep_alive_s: int = Field(
+        5, ge=1, le=3600, description="an idle keep-alive connection is closed after this"
+    )
+    max_requests_per_connection: int = Field(
+        0, ge=0, description="a connection is closed after this many requests (0: no bound)"
+    )
+    limit_concurrency: int = Field(
+        1000,
+        ge=1,
+        le=1_000_000,
+        description="open connections (and requests in flight) per worker past which "
+        "requests are answered 503 (uvicorn's limit_concurrency)",
+    )
 
     @field_validator("api_keys", mode="before")
     @classmethod
