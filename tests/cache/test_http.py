@@ -142,3 +142,33 @@ def test_a_client_that_leaves_early_does_not_stop_the_server(
         [(status, _, body)] = _read_responses(sock, 1)
     assert status == b"HTTP/1.1 200 OK"
     assert orjson.loads(body)["user_id"] == data.user(0)
+
+
+class RaisingApp:
+    """An app whose direct endpoint raises (``HintsEndpoint.respond`` never does)."""
+
+    def __init__(self) -> None:
+        self.endpoint = self
+
+    def handles(self, scope: MutableMapping[str, Any]) -> bool:
+        return bool(scope["path"].startswith("/v1/hints/"))
+
+    async def respond(self, scope: MutableMapping[str, Any]) -> Any:
+        raise RuntimeError("boom")
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        assert scope["type"] == "lifespan"
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+
+
+def test_an_endpoint_that_raises_still_answers_500() -> None:
+    """The client gets an answer, not a connection left waiting for ever."""
+    for port in serve_in_thread(RaisingApp()):
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(_get("/v1/hints/u1") * 2)
+            replies = _read_responses(sock, 2)
+        for status, _, body in replies:
+            assert status == b"HTTP/1.1 500 Internal Server Error"
+            assert orjson.loads(body) == {"error": "internal error", "detail": []}
