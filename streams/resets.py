@@ -113,6 +113,8 @@ async def read_marked(
     found: dict[TopicPartition, Found] = {}
     try:
         await consumer.start()
+        # Faust's TP is a plain tuple: aiokafka wants its own TopicPartition.
+        marks = {TopicPartition(tp.topic, tp.partition): mark for tp, mark in marks.items()}
         tps = list(marks)
         consumer.assign(tps)
         starts = await consumer.beginning_offsets(tps)

@@ -243,7 +243,9 @@ class SessionWorker:
         except ServiceError as exc:  # keep the marks: a skipped re-delivery is the safe side
             log.warning("source marks not checked", error=str(exc))
             return
-        for tp, what in found.items():
+        by_name = {(tp.topic, tp.partition): tp for tp in marks}
+        for key, what in found.items():
+            tp = by_name[(key.topic, key.partition)]
             where, mark = f"{tp.topic}/{tp.partition}", marks[tp]
             if what is Found.OTHER and epochs[where] <= mark.epoch:
                 epochs[where] = mark.epoch + 1
