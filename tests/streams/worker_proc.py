@@ -7,19 +7,17 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import orjson
-from kafka import KafkaConsumer, TopicPartition
 
 from aigq.dev.probe import free_port
+from aigq.faults.state import latest_states
 from aigq.settings import KafkaSettings, TopicSettings
 from streams.replay import KafkaSink, ReplaySettings, replay
-from streams.resets import is_mark
 from streams.session import Session
 
 
@@ -86,28 +84,4 @@ def _produce(kafka: KafkaSettings, topics: TopicSettings, items: list[Any]) -> N
 
 def _latest_states(kafka: KafkaSettings, topic: str) -> tuple[dict[str, Session], bool]:
     """The last state per user in a changelog, and whether versions only ever grew."""
-    consumer = KafkaConsumer(**kafka.kafka_python_config(), enable_auto_commit=False)
-    try:
-        parts = [
-            TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())
-        ]
-        if not parts:  # the worker has not created it yet
-            return {}, True
-        consumer.assign(parts)
-        consumer.seek_to_beginning()
-        ends = consumer.end_offsets(parts)
-        states: dict[str, Session] = {}
-        monotonic = True
-        deadline = time.monotonic() + 20
-        while any(consumer.position(tp) < ends[tp] for tp in parts) and time.monotonic() < deadline:
-            for records in consumer.poll(timeout_ms=300).values():
-                for record in records:
-                    if is_mark(record.key):  # a source partition's mark, not a session
-                        continue
-                    session = Session.from_bytes(record.value)
-                    before = states.get(session.user_id)
-                    monotonic &= before is None or session.version >= before.version
-                    states[session.user_id] = session
-        return states, monotonic
-    finally:
-        consumer.close()
+    return latest_states(kafka, topic)
