@@ -207,8 +207,17 @@ class GeneratorWorker:
             pending.popleft()
             task.result()  # a bug in a batch stops the worker here, uncommitted
             offsets.update(batch_offsets)
-        if offsets:
+        if not offsets:
+            return
+        try:
             await consumer.commit(offsets)
+        except KafkaError as exc:
+            # The group moved on without us (a rebalance, or a restarted broker that forgot the
+            # member: CommitFailedError), or the broker could not take it. Not fatal: aiokafka
+            # rejoins by itself, the partitions' new owner resumes from the last commit that
+            # held, and the requests it redoes are refused as stale by the u2q version check.
+            self._m.commit_failures.inc()
+            log.warning("offset commit failed; the records are redone", error=repr(exc))
 
     # --- one micro-batch ------------------------------------------------------------------
 
@@ -427,6 +436,10 @@ class _WorkerMetrics:
             labels=("reason",),
         )
         self.retries = c("generate_retries_total", "retried backend or Redis calls")
+        self.commit_failures = c(
+            "generate_commit_failures_total",
+            "offset commits the group refused (rebalance, broker restart): redone, not lost",
+        )
         self.paused = metrics.gauge("generate_paused", "1 while waiting for a backend or Redis")
         self.freshness = h(
             "generate_freshness_seconds",

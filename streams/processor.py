@@ -55,6 +55,7 @@ from aigq.events import (
     MAX_TS_MS,
     MIN_TS_MS,
     USER_ID_RE,
+    WHITESPACE,
     ClickEvent,
     HintClickEvent,
     SearchEvent,
@@ -84,7 +85,7 @@ def _text(obj: dict[str, Any], name: str, limit: int) -> str | None:
     value = obj.get(name)
     if type(value) is not str or len(value) > limit or "\x00" in value:
         return None
-    value = value.strip()
+    value = value.strip(WHITESPACE)
     return value or None
 
 
@@ -100,9 +101,14 @@ def _context(value: Any) -> bool:
     if type(value) is not dict or len(value) > MAX_CONTEXT_ENTRIES:
         return False
     for key, tag in value.items():
-        if type(tag) is not str or len(tag) > MAX_ID_CHARS or "\x00" in tag or not tag.strip():
+        if (
+            type(tag) is not str
+            or len(tag) > MAX_ID_CHARS
+            or "\x00" in tag
+            or not tag.strip(WHITESPACE)
+        ):
             return False
-        if len(key) > MAX_ID_CHARS or "\x00" in key or not key.strip():
+        if len(key) > MAX_ID_CHARS or "\x00" in key or not key.strip(WHITESPACE):
             return False
     return True
 
@@ -124,7 +130,7 @@ def fast_fields(obj: Any) -> Fields | None:
         return None
     event_id = obj.get("event_id")
     if event_id is not None:
-        event_id = event_id.strip()
+        event_id = event_id.strip(WHITESPACE)
     if kind == "search":
         query = _text(obj, "query", MAX_QUERY_CHARS)
         if query is None or not _optional_id(obj, "session_id"):
@@ -143,7 +149,7 @@ def fast_fields(obj: Any) -> Fields | None:
         for name in category:
             if type(name) is not str or len(name) > MAX_CATEGORY_CHARS or "\x00" in name:
                 return None
-            name = name.strip()
+            name = name.strip(WHITESPACE)
             if not name:
                 return None
             names.append(name)

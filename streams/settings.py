@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from aigq.events import MAX_RECENT_BEHAVIOURS
 from streams.session import SessionConfig
 from streams.triggers import CostGovernor, TriggerPolicy
 
@@ -45,7 +46,12 @@ class StreamSettings(BaseSettings):
         description="event times further ahead of their record's broker time are clamped to it",
     )
 
-    max_recent: int = Field(20, ge=1, description="behaviours kept per user")
+    max_recent: int = Field(
+        20,
+        ge=1,
+        le=MAX_RECENT_BEHAVIOURS,  # what a regeneration request may carry
+        description="behaviours kept per user",
+    )
     window_s: int = Field(7 * 86_400, ge=1, description="behaviours older than this are dropped")
     half_life_s: int = Field(86_400, ge=1, description="interest profile half-life")
 

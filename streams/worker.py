@@ -38,6 +38,7 @@ import asyncio
 import gc
 import os
 import signal
+import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -62,6 +63,15 @@ from streams.resets import Found, Mark, mark_key, read_marked, source_marks
 from streams.settings import TABLE_NAME, StreamSettings
 
 log = get_logger(__name__)
+
+
+# How long a crashed worker may take to stop cleanly before it exits without waiting.
+_CRASH_GRACE_S = 20.0
+
+
+def _exit_now(exc: BaseException) -> None:
+    log.error("crashed worker did not stop in time: exiting now", error=repr(exc))
+    os._exit(1)
 
 
 class SessionWorker:
@@ -268,6 +278,12 @@ class SessionWorker:
         self.crashed = exc
         self.ready = False
         log.error("session agent crashed: stopping", error=repr(exc))
+        # A clean stop waits for Faust's consumer to drain (``wait_empty``): events the dead
+        # agent took but never acked would hold it forever. Past the grace period the process
+        # exits at once; nothing is lost, as nothing past the last flush was committed.
+        watchdog = threading.Timer(_CRASH_GRACE_S, _exit_now, args=(exc,))
+        watchdog.daemon = True
+        watchdog.start()
         os.kill(os.getpid(), signal.SIGTERM)
 
     def _define_hooks(self) -> None:

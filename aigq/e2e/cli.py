@@ -31,7 +31,7 @@ Backend = Annotated[
 ]
 
 
-def _terminate_as_interrupt() -> None:
+def terminate_as_interrupt() -> None:
     """SIGTERM unwinds like Ctrl-C, so everything started is stopped either way."""
 
     def interrupt(signum: int, frame: FrameType | None) -> None:
@@ -139,7 +139,7 @@ def demo_command(
 ) -> None:
     """The whole nearline loop on this machine: model, broker, Redis, session worker,
     generator and read API; a slice of the AOL log replayed through it; what came out."""
-    _terminate_as_interrupt()
+    terminate_as_interrupt()
     wall = time.monotonic()
     data = load_slice(data_dir, events)
     console.print(f"{len(data.events):,} events from {data.source}, replayed at {rate:,.0f}/s")
@@ -198,7 +198,7 @@ def bench_e2e_command(
     """Replay the AOL log at a fixed rate through every real part, with the default trigger
     policy and with regeneration on every event: freshness, lag, regeneration rate, and the
     hit rate of the list served at each real search."""
-    _terminate_as_interrupt()
+    terminate_as_interrupt()
     data = load_slice(data_dir, events)
     console.print(f"{len(data.events):,} events from {data.source} at {rate:,.0f}/s per arm")
     model = _model(data_dir, backend, state_dir, train_steps)

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 
 from aigq.datasets.synthetic import SyntheticConfig, generate
-from aigq.e2e.cli import _terminate_as_interrupt
+from aigq.e2e.cli import terminate_as_interrupt
 from aigq.e2e.stack import LoopConfig, ModelServer
 from aigq.faults.report import notes, summary, table
 from aigq.faults.stage import Options
@@ -63,7 +63,7 @@ def bench_faults_command(
 ) -> None:
     """Faults against the whole loop (worker kills, Redis, model server and broker restarts,
     poison records, wrong clocks, slow clients): events sent and where each arrived."""
-    _terminate_as_interrupt()
+    terminate_as_interrupt()
     names = chosen(only)
     wall = time.monotonic()
     if backend not in ("auto", "vllm-http", "transformers"):
