@@ -29,9 +29,15 @@ def _default_out() -> Path:
 def eval_command(
     data_dir: Annotated[Path, typer.Option(help="holds aol/")] = Path("../shared/data"),
     users: Annotated[int, typer.Option(min=0, help="first N users of the log (0: all)")] = 0,
-    cut: Annotated[str, typer.Option(help="UTC day: context before it, labels after")] = (
-        DEFAULT_CUT
-    ),
+    protocol: Annotated[
+        str, typer.Option(help="last-day (each held-out user's last search day) | window")
+    ] = "last-day",
+    heldout_data: Annotated[
+        Path | None, typer.Option(help="last-day: every user of DIR/aol is held out")
+    ] = None,
+    cut: Annotated[
+        str, typer.Option(help="UTC day: training data before it (window: labels after)")
+    ] = DEFAULT_CUT,
     heldout: Annotated[float, typer.Option(help="share of users held out")] = 0.1,
     window_days: Annotated[int, typer.Option(min=1, help="label window after the cut")] = 7,
     salt: Annotated[str | None, typer.Option(help="split salt (default: training's)")] = None,
@@ -56,14 +62,16 @@ def eval_command(
         Path | None, typer.Option(help="report folder (default ./eval-out/<UTC time>/)")
     ] = None,
 ) -> None:
-    """Offline evaluation on held-out AOL users: baselines, zero-shot SmolLM2, trained model.
+    """Offline evaluation on held-out AOL users: baselines, zero-shot SmolLM2, trained model
+    (and, last-day, the read API's served list).
 
     Writes results.json, results.md and hr_at_k.png into --out, and prints the table.
     """
     try:
         _eval(
-            data_dir, users, cut, heldout, window_days, salt, tuple(model or ()), default_model,
-            zero_shot, prompt, batch_size, max_tokens, semantic, threads, registry, out,
+            data_dir, users, protocol, heldout_data, cut, heldout, window_days, salt,
+            tuple(model or ()), default_model, zero_shot, prompt, batch_size, max_tokens,
+            semantic, threads, registry, out,
         )  # fmt: skip
     except AigqError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
@@ -71,12 +79,13 @@ def eval_command(
 
 
 def _eval(
-    data_dir: Path, users: int, cut: str, heldout: float, window_days: int, salt: str | None,
+    data_dir: Path, users: int, protocol: str, heldout_data: Path | None, cut: str,
+    heldout: float, window_days: int, salt: str | None,
     models: tuple[str, ...], default_model: bool, zero_shot: bool, prompt: str,
     batch_size: int, max_tokens: int, semantic: bool, threads: int, registry: Path | None,
     out: Path | None,
 ) -> None:  # fmt: skip
-    from training.evaluate import EvalRun, run_eval
+    from training.evaluate import PROTOCOLS, EvalRun, run_eval
     from training.predictors import PredictorConfig
     from training.report import comparison_line, markdown_table, write_report
     from training.samples import DAY_MS, SampleConfig
@@ -84,9 +93,18 @@ def _eval(
 
     if prompt not in ("compressed", "verbose"):
         raise typer.BadParameter(f"--prompt must be compressed or verbose, not {prompt!r}")
+    if protocol not in PROTOCOLS:
+        raise typer.BadParameter(f"--protocol must be one of {', '.join(PROTOCOLS)}")
     aol = data_dir / "aol"
     if not aol.exists():
         raise typer.BadParameter(f"no AOL log at {aol}")
+    heldout_aol = None
+    if heldout_data is not None:
+        if protocol != "last-day":
+            raise typer.BadParameter("--heldout-data needs --protocol last-day")
+        heldout_aol = heldout_data / "aol"
+        if not heldout_aol.exists():
+            raise typer.BadParameter(f"no AOL log at {heldout_aol}")
     split = SplitConfig(
         cut_ms=parse_day(cut), heldout_fraction=heldout, salt=salt or DEFAULT_SALT,
         samples=SampleConfig(window_ms=window_days * DAY_MS),
@@ -96,6 +114,7 @@ def _eval(
         zero_shot=zero_shot, compressed=prompt == "compressed",
         predictor=PredictorConfig(batch_size=batch_size, max_tokens=max_tokens),
         semantic=semantic, registry=registry, threads=threads,
+        protocol=protocol, heldout_data=heldout_aol,
     )  # fmt: skip
     results = run_eval(run, log=lambda line: console.print(line, highlight=False))
     files = write_report(results, out or _default_out())

@@ -1,6 +1,10 @@
 """One offline evaluation run (``aigq eval``): the AOL log, split without leakage, every
 predictor on the same held-out samples, the same metrics for all.
 
+Two protocols (:attr:`EvalRun.protocol`): ``last-day`` (the default: each held-out user's
+last search day, :mod:`training.evaluate_lastday`) and ``window`` (this module: one global
+cut, the searches of the label window after it).
+
 The split is :func:`training.split.split_samples`, the very call ``aigq train sft`` makes, so
 with the same cut, held-out fraction and salt the held-out users here are exactly the users
 the trained model never saw; a model whose manifest records another split gets a note, since
@@ -23,7 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from aigq.datasets.aol import iter_aol
 from aigq.datasets.base import Malformed, SourceItem
@@ -37,6 +41,8 @@ from training.samples import DAY_MS, Sample
 from training.split import SplitConfig, is_heldout, split_events, split_samples
 
 Log = Callable[[str], None]
+EvalProtocol = Literal["last-day", "window"]
+PROTOCOLS: tuple[EvalProtocol, ...] = ("last-day", "window")
 
 
 @dataclass(frozen=True)
@@ -67,8 +73,16 @@ class EvalRun:
     """where the converted SmolLM2 lives (default ``~/.cache/aigq/smollm2-135m-instruct``)"""
     threads: int = 0
     """torch threads for the LLMs (0: torch's default)"""
+    protocol: EvalProtocol = "last-day"
+    """``last-day`` (each held-out user's last search day) or ``window`` (the global cut)"""
+    heldout_data: Path | None = None
+    """last-day only: an AOL log whose every user is held out (default: the split's users)"""
 
     def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise TrainingError(f"protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
+        if self.heldout_data is not None and self.protocol != "last-day":
+            raise TrainingError("heldout_data needs the last-day protocol")
         if self.users < 0:
             raise TrainingError(f"users must be >= 0, got {self.users}")
         if not self.ks or min(self.ks) < 1 or self.curve_k < max(self.ks):
@@ -215,6 +229,10 @@ def _run_llm(
 
 def run_eval(run: EvalRun, log: Log = lambda _: None) -> EvalResults:
     """Load, split, fit, predict, score: every predictor on the same held-out samples."""
+    if run.protocol == "last-day":
+        from training.evaluate_lastday import run_last_day
+
+        return run_last_day(run, log)
     timings: dict[str, float] = {}
     notes: list[str] = []
     refs = _model_refs(run, notes)  # a bad --model fails before the long part
@@ -268,8 +286,9 @@ def run_eval(run: EvalRun, log: Log = lambda _: None) -> EvalResults:
         results.append(_run_llm(predictor, "model", scorer, {"tag": ref.tag, "manifest": manifest}))
 
     config = {
-        "aol": str(run.aol), "users": run.users or "all", "cut": _day(run.split.cut_ms),
-        "cut_ms": run.split.cut_ms, "heldout_fraction": run.split.heldout_fraction,
+        "protocol": "window", "aol": str(run.aol), "users": run.users or "all",
+        "cut": _day(run.split.cut_ms), "cut_ms": run.split.cut_ms,
+        "heldout_fraction": run.split.heldout_fraction,
         "salt": run.split.salt, "window_days": _days(run.split.samples.window_ms),
         "ks": list(run.ks), "curve_k": run.curve_k, "models": list(run.models),
         "default_model": run.default_model, "zero_shot": run.zero_shot,

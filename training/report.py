@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from training import TrainingError
 
-PredictorKind = Literal["baseline", "zero-shot", "model"]
+PredictorKind = Literal["baseline", "zero-shot", "model", "served"]
 GOAL_RATIO = 1.2
 """the issue's benchmark goal: the IL-SFT model's HR@10 >= 1.2x the best baseline's"""
 
@@ -32,7 +32,30 @@ TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("distinct@10", "distinct@10"),
     ("categories@10", "domains@10"),
 )
-"""(metric key, column title) of the markdown table; a metric a run lacks shows as "-"."""
+"""(metric key, column title) of the window protocol's table; a metric a run lacks shows "-"."""
+
+DAY_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("hit@1", "hit@1"),
+    ("hit@3", "hit@3"),
+    ("hit@10", "hit@10"),
+    ("hit@30", "hit@30"),
+    ("recall@10", "recall@10"),
+    ("novel_hit@10", "novel@10"),
+    ("real_words", "real words"),
+    ("distinct@10", "distinct@10"),
+    ("empty", "empty"),
+)
+"""the last-day protocol's columns (:mod:`training.daymetrics`)"""
+
+
+def last_day(results: EvalResults) -> bool:
+    """Whether the run used the last-day protocol (a record without one used the window)."""
+    return results.config.get("protocol") == "last-day"
+
+
+def headline(results: EvalResults) -> str:
+    """The metric the model is compared on: hit@10 (last day) or HR@10 (window)."""
+    return "hit@10" if last_day(results) else "hr@10"
 
 
 @dataclass
@@ -44,9 +67,9 @@ class PredictorResult:
     metrics: dict[str, float]
     """:func:`training.metrics.evaluate`'s means (``hr@K``, ``hr_next@K``, ``ndcg@K``...)"""
     hr_curve: list[float]
-    """HR@K over the label window for K = 1, 2, ... (index K - 1)"""
+    """HR@K over the label window (last day: any-hit@K) for K = 1, 2, ... (index K - 1)"""
     hr_next_curve: list[float]
-    """HR@K of the next search, same K"""
+    """HR@K of the next search (last day: novel-hit@K), same K"""
     fit_seconds: float
     predict_seconds: float
     contexts: int
@@ -101,11 +124,13 @@ class EvalResults:
             raise TrainingError(f"not an aigq eval results record: {exc}") from exc
 
 
-def comparison(results: EvalResults, metric: str = "hr@10") -> dict[str, Any]:
+def comparison(results: EvalResults, metric: str | None = None) -> dict[str, Any]:
     """The trained model (the first ``model`` predictor) against the best baseline (zero-shot
-    included) on ``metric``: their values, the ratio and whether it meets :data:`GOAL_RATIO`."""
+    included) on ``metric`` (default :func:`headline`): their values, the ratio and whether it
+    meets :data:`GOAL_RATIO`."""
+    metric = metric or headline(results)
     models = [p for p in results.predictors if p.kind == "model"]
-    baselines = [p for p in results.predictors if p.kind != "model"]
+    baselines = [p for p in results.predictors if p.kind in ("baseline", "zero-shot")]
     out: dict[str, Any] = {"metric": metric, "goal_ratio": GOAL_RATIO}
     if not models or not baselines:
         out["verdict"] = "no trained model" if not models else "no baseline"
@@ -123,13 +148,14 @@ def comparison(results: EvalResults, metric: str = "hr@10") -> dict[str, Any]:
 
 
 def comparison_line(results: EvalResults) -> str:
-    """One line: the model's HR@10 over the best baseline's, and the goal's verdict."""
+    """One line: the model's HR@10 (hit@10) over the best baseline's, and the verdict."""
     c = comparison(results)
+    title = "HR@10" if c["metric"] == "hr@10" else c["metric"]
     if "ratio" not in c:
-        return f"HR@10, model vs best baseline: not computed ({c['verdict']})"
+        return f"{title}, model vs best baseline: not computed ({c['verdict']})"
     ratio = "n/a" if c["ratio"] is None else f"{c['ratio']:.2f}x"
     return (
-        f"HR@10: {c['model']} {c['model_value']:.4f} / best baseline {c['baseline']} "
+        f"{title}: {c['model']} {c['model_value']:.4f} / best baseline {c['baseline']} "
         f"{c['baseline_value']:.4f} = {ratio} (goal >= {GOAL_RATIO}: {c['verdict']})"
     )
 
@@ -142,10 +168,11 @@ def _cell(value: float | None, key: str) -> str:
 
 def markdown_table(results: EvalResults) -> str:
     """Predictor rows, metric columns, then throughput (lists/s) and validation failures."""
-    head = ["predictor", *(title for _, title in TABLE_COLUMNS), "lists/s", "malformed"]
+    columns = DAY_COLUMNS if last_day(results) else TABLE_COLUMNS
+    head = ["predictor", *(title for _, title in columns), "lists/s", "malformed"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for p in results.predictors:
-        cells = [_cell(p.metrics.get(key), key) for key, _ in TABLE_COLUMNS]
+        cells = [_cell(p.metrics.get(key), key) for key, _ in columns]
         malformed = (
             f"{p.validation.get('malformed_lists', 0)}/{p.validation.get('lists', 0)}"
             if p.validation
@@ -176,15 +203,27 @@ def manifest_line(model: dict[str, Any] | None) -> str | None:
 def markdown(results: EvalResults) -> str:
     """The whole ``results.md``: data line, table, model lines, notes, the goal line."""
     d = results.data
+    if last_day(results):
+        source = results.config.get("heldout_data") or "the split's held-out users"
+        about = (
+            f"Last-day protocol: {d.get('heldout_users', 0):,} held-out users ({source}), each "
+            f"on their last search day ({d.get('novel_users', 0):,} with a query new to them "
+            f"that day); baselines fitted on {d.get('train_samples', 0):,} training samples "
+            f"of {d.get('train_users', 0):,} users before {results.config.get('cut')}."
+        )
+    else:
+        about = (
+            f"{d.get('test_samples', 0):,} held-out samples ({d.get('test_with_next', 0):,} with a "
+            f"next search) from {d.get('heldout_users', 0):,} held-out users; baselines fitted on "
+            f"{d.get('train_samples', 0):,} training samples of {d.get('train_users', 0):,} users. "
+            f"Cut {results.config.get('cut')}, label window {results.config.get('window_days')} "
+            "days. LLM lists hold at most "
+            f"{results.config.get('k')} queries, so their HR@30 is their HR@10."
+        )
     lines = [
         "# aigq eval",
         "",
-        f"{d.get('test_samples', 0):,} held-out samples ({d.get('test_with_next', 0):,} with a "
-        f"next search) from {d.get('heldout_users', 0):,} held-out users; baselines fitted on "
-        f"{d.get('train_samples', 0):,} training samples of {d.get('train_users', 0):,} users. "
-        f"Cut {results.config.get('cut')}, label window {results.config.get('window_days')} "
-        "days. LLM lists hold at most "
-        f"{results.config.get('k')} queries, so their HR@30 is their HR@10.",
+        about,
         "",
         markdown_table(results),
         "",
@@ -212,9 +251,13 @@ def plot_hr_curves(results: EvalResults, path: Path) -> None:
         for axis, curve in zip(axes, (p.hr_curve, p.hr_next_curve), strict=True):
             ks = list(range(1, len(curve) + 1))
             axis.plot(ks, curve, color=colour, label=p.name, marker="." if len(ks) < 40 else "")
-    window = f"label window ({results.config.get('window_days', '?')} days)"
-    for axis, title in zip(axes, (window, "next search"), strict=True):
-        axis.set_title(f"Query HR@K, {title}")
+    if last_day(results):
+        titles = ("any-hit@K, last search day", "novel-hit@K, last search day")
+    else:
+        window = f"label window ({results.config.get('window_days', '?')} days)"
+        titles = (f"Query HR@K, {window}", "Query HR@K, next search")
+    for axis, title in zip(axes, titles, strict=True):
+        axis.set_title(title)
         axis.set_xlabel("K")
         axis.grid(alpha=0.3)
     axes[0].set_ylabel("HR@K")

@@ -85,8 +85,8 @@ def test_eval_end_to_end_on_real_aol(data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "report"
     args = [
         "eval", "--data-dir", str(data_dir), "--users", "40", "--heldout", "0.3",
-        "--model", str(model), "--no-default-model", "--no-zero-shot", "--max-tokens", "16",
-        "--threads", "1", "--out", str(out),
+        "--protocol", "window", "--model", str(model), "--no-default-model", "--no-zero-shot",
+        "--max-tokens", "16", "--threads", "1", "--out", str(out),
     ]  # fmt: skip
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -112,6 +112,26 @@ def test_eval_end_to_end_on_real_aol(data_dir: Path, tmp_path: Path) -> None:
     assert llm["model"]["path"] == str(model.resolve())
     assert (out / "hr_at_k.png").read_bytes().startswith(PNG)
     assert "| tiny@external |" in (out / "results.md").read_text()
+
+    # the last-day protocol with the same model: the model alone and the served list
+    day_out = tmp_path / "last-day"
+    args[args.index("window")] = "last-day"
+    args[args.index(str(out))] = str(day_out)
+    result = CliRunner().invoke(app, [*args, "--no-semantic"])
+    assert result.exit_code == 0, result.output
+    assert "hit@10: tiny@external" in result.output
+    record = json.loads((day_out / "results.json").read_text())
+    users = record["data"]["heldout_users"]
+    assert users > 0
+    by_name = {p["name"]: p for p in record["predictors"]}
+    assert by_name["tiny@external"]["kind"] == "model"
+    served = by_name["served (tiny@external)"]
+    assert served["kind"] == "served"
+    assert served["contexts"] == users
+    assert sum(served["model"]["sources"].values()) == served["queries"]
+    for p in record["predictors"]:
+        assert 0.0 <= p["metrics"]["real_words"] <= 1.0
+        assert p["metrics"]["hit@1"] <= p["metrics"]["hit@10"] <= p["metrics"]["hit@30"]
 
 
 @pytest.mark.skipif(not is_converted(), reason="SmolLM2 not converted yet (run aigq eval once)")
