@@ -217,6 +217,7 @@ MAX_PROFILE_FEATURES = 64
 MAX_FEATURE_CHARS = 256
 MAX_GENERATED_QUERIES = 64
 MAX_GENERATED_QUERY_CHARS = 1_024
+MAX_REQUEST_HISTORY = 10  # the user's top history queries a request carries
 
 SessionVersion = Annotated[StrictInt, Field(ge=1, le=MAX_VERSION)]
 Behaviour = tuple[
@@ -246,7 +247,9 @@ class RegenerationRequest(_Record):
     of the behaviour that fired it, ``created_ts`` the wall time it was emitted (both UTC ms).
     ``ingest_ts``, when known, is the Kafka timestamp of that behaviour's record: the wall time
     it entered the event topics (freshness is measured from it; event times of a replayed log
-    are in the past). Every field is bounded (the ``MAX_*`` constants above).
+    are in the past). ``history`` holds the user's own most searched queries, strongest first
+    (:func:`cache.history.top_queries` of the session's fold, normalised; empty in records
+    written before it existed). Every field is bounded (the ``MAX_*`` constants above).
     """
 
     type: Literal["regeneration_request"] = "regeneration_request"
@@ -261,6 +264,7 @@ class RegenerationRequest(_Record):
     profile: Annotated[tuple[Feature, ...], Field(max_length=MAX_PROFILE_FEATURES)]
     ingest_ts: TimestampMs | None = None
     watermark_ts: TimestampMs | None = None
+    history: Annotated[tuple[QueryText, ...], Field(max_length=MAX_REQUEST_HISTORY)] = ()
 
     @property
     def order(self) -> tuple[int, int]:

@@ -1,6 +1,6 @@
 """``aigq serve``: the online read API (FastAPI on uvicorn) over :class:`cache.hints.HintClient`.
 
-    GET /v1/hints/{user_id}?k=10   the user's hints (u2q, x2q, popular), each with its source
+    GET /v1/hints/{user_id}?k=10   the user's hints (history, u2q, x2q, popular), with sources
     GET /healthz                   the process is up
     GET /readyz                    Redis answers (503 otherwise)
     GET /metrics                   Prometheus text
@@ -37,6 +37,7 @@ from aigq.events import USER_ID_PATTERN, USER_ID_RULE
 from aigq.logging import configure_logging, get_logger
 from aigq.metrics import Metrics
 from aigq.settings import RedisSettings, load
+from cache.compose import Source
 from cache.endpoint import PATH_PREFIX, HintsEndpoint, Reply, Send, error_reply
 from cache.errors import CacheError
 from cache.hints import HintClient
@@ -49,7 +50,7 @@ _JSON = (b"content-type", b"application/json")
 
 class HintOut(BaseModel):
     query: str
-    source: Literal["u2q", "x2q", "popular"]
+    source: Source
     trigger: str | None = Field(None, description="x2q: the trigger key that found it")
 
 

@@ -1,4 +1,4 @@
-"""The read path: a user's hints from u2q, x2q and popular queries, in ONE Redis round trip.
+"""The read path: a user's hints from history, u2q, x2q and popular, in ONE Redis round trip.
 
 :class:`HintClient` is the Python client for services that read Redis directly, and the only
 thing the HTTP API (:mod:`cache.api`) calls: one implementation of the read and of the
@@ -7,17 +7,18 @@ composition (:func:`cache.compose.compose`).
 One request is one ``EVALSHA`` of a read-only Lua script that, inside Redis, reads the user's
 newest u2q run (``LINDEX <prefix>u2q:<user> 0``), their newest recent triggers
 (``ZREVRANGE <prefix>recent:<user>``), the x2q entry of each trigger
-(``GET <prefix>x2q:<kind>:<text>``, keys built from the triggers), and, only when the
-first two give nothing, the popular queries (``ZREVRANGE <prefix>popular``). The x2q keys
+(``GET <prefix>x2q:<kind>:<text>``, keys built from the triggers), their search history
+(``GET <prefix>history:<user>``, when ``AIGQ_HINTS_HISTORY`` > 0), and, only when all of
+those give nothing, the popular queries (``ZREVRANGE <prefix>popular``). The x2q keys
 depend on what the triggers are, so a pipeline would need two round trips; the script needs
 one. It reads keys it was not given in KEYS, which a single Redis (or a primary with
 replicas) allows and Redis Cluster does not. The command goes over one pipelined connection
 (:mod:`cache.pipe`) shared by every concurrent request of the process.
 
-A value of the wrong type, or an undecodable u2q run or x2q entry, is skipped and reported as
-``corrupt`` rather than failing the request; when nothing usable is left, the user gets what
-a user with nothing stored gets, the popular queries (the script cannot decode JSON, so in
-that rare case they come from a second command, within the same deadline). Redis errors,
+A value of the wrong type, or an undecodable u2q run, x2q entry or history, is skipped and
+reported as ``corrupt`` rather than failing the request; when nothing usable is left, the user
+gets what a user with nothing stored gets, the popular queries (the script cannot decode JSON,
+so in that rare case they come from a second command, within the same deadline). Redis errors,
 refusals and the read deadline (``AIGQ_HINTS_TIMEOUT_MS``, connect included; no retries)
 raise :class:`~cache.errors.CacheError` / :class:`~cache.errors.CacheTimeoutError` quickly.
 """
@@ -35,6 +36,7 @@ from aigq.logging import get_logger
 from aigq.settings import RedisSettings
 from cache.compose import Hint, TriggerHits, compose
 from cache.errors import CacheError, CacheTimeoutError, CorruptEntryError, InvalidRequestError
+from cache.history_store import decode_history
 from cache.pipe import RedisPipe, ReplyError, bulk
 from cache.recent import Trigger, parse_member
 from cache.settings import HintSettings
@@ -44,13 +46,14 @@ from cache.x2q import decode_queries
 log = get_logger(__name__)
 
 
-# KEYS: u2q list, recent-trigger zset, popular zset.
-# ARGV: x2q key prefix, triggers to look up, popular queries wanted.
+# KEYS: u2q list, recent-trigger zset, popular zset, history string.
+# ARGV: x2q key prefix, triggers to look up, popular queries wanted, 1 to read the history.
 # Returns {u2q head or nil, {member, score, ...}, {x2q entry or nil per trigger}, {popular},
-# errors, 1 if popular was read}; a key of the wrong type counts as an error and reads as
-# empty. Popular is read only when no x2q entry exists and the head is absent or has no
-# queries: the script does not decode JSON, so a head or entries that turn out undecodable
-# leave it unread, and :meth:`HintClient.hints` reads it in a second command.
+# errors, 1 if popular was read, history or nil}; a key of the wrong type counts as an error
+# and reads as empty. Popular is read only when no x2q entry exists, the head is absent or has
+# no queries and there is no history: the script does not decode JSON, so a head, entries or
+# a history that turn out undecodable leave it unread, and :meth:`HintClient.hints` reads it
+# in a second command.
 READ_LUA = """
 local errors = 0
 local head = redis.pcall('LINDEX', KEYS[1], 0)
@@ -69,14 +72,20 @@ for i = 1, #triggers, 2 do
   if entry then found = true end
   entries[#entries + 1] = entry
 end
+local history = false
+if ARGV[4] == '1' then
+  history = redis.pcall('GET', KEYS[4])
+  if type(history) == 'table' then errors = errors + 1; history = false end
+  if history == '[]' then history = false end
+end
 local popular = {}
 local read_popular = 0
-if not found and (not head or string.find(head, '"q":[]', 1, true)) then
+if not found and not history and (not head or string.find(head, '"q":[]', 1, true)) then
   read_popular = 1
   popular = redis.pcall('ZREVRANGE', KEYS[3], 0, tonumber(ARGV[3]) - 1)
   if popular.err then errors = errors + 1; popular = {} end
 end
-return {head, triggers, entries, popular, errors, read_popular}
+return {head, triggers, entries, popular, errors, read_popular, history}
 """
 
 Fallback = Literal["popular", "static"]
@@ -100,6 +109,7 @@ class HintResult(NamedTuple):
     fallback: Fallback | None  # popular from Redis, the static list, or None
     corrupt: bool  # something stored was unreadable and was skipped
     read_at_ms: int  # wall time of the read (UTC ms)
+    history: tuple[str, ...] = ()  # the user's history as read, strongest first
 
     @property
     def u2q_age_ms(self) -> int | None:
@@ -119,12 +129,16 @@ class HintClient:
         self._u2q_prefix = f"{prefix}u2q:"
         self._recent_prefix = f"{prefix}recent:"
         self._popular_key = f"{prefix}popular"
+        self._history_prefix = f"{prefix}history:"
         self._x2q_prefix = f"{prefix}x2q:"
         sha = hashlib.sha1(READ_LUA.encode()).hexdigest()
-        # EVALSHA sha 3 <u2q key> <recent key> <popular key> <x2q prefix> <triggers> <k>:
-        # everything but the two user keys and k is the same for every request.
-        self._head = b"*9\r\n" + bulk("EVALSHA") + bulk(sha) + bulk(3)
-        self._middle = bulk(self._popular_key) + bulk(self._x2q_prefix) + bulk(settings.triggers)
+        # EVALSHA sha 4 <u2q key> <recent key> <popular key> <history key> <x2q prefix>
+        # <triggers> <k> <read history>: all but the three user keys and k is the same for
+        # every request.
+        self._head = b"*11\r\n" + bulk("EVALSHA") + bulk(sha) + bulk(4)
+        self._popular_bulk = bulk(self._popular_key)
+        self._middle = bulk(self._x2q_prefix) + bulk(settings.triggers)
+        self._tail = bulk(1 if settings.history else 0)
         self._timeout_s = settings.timeout_s
 
     async def __aenter__(self) -> Self:
@@ -170,8 +184,11 @@ class HintClient:
                 self._head,
                 bulk(self._u2q_prefix + user_id),
                 bulk(self._recent_prefix + user_id),
+                self._popular_bulk,
+                bulk(self._history_prefix + user_id),
                 self._middle,
                 bulk(wanted),
+                self._tail,
             )
         )
         try:
@@ -188,15 +205,17 @@ class HintClient:
         if isinstance(reply, ReplyError):
             raise CacheError(f"hint read of {user_id!r} refused: {reply}")
         u2q, triggers, hits, corrupt = self._decode(user_id, reply)
+        history, bad_history = self._history(user_id, reply[6])
+        corrupt = corrupt or bad_history
         popular: list[bytes] = reply[3]
-        hints = compose(u2q, hits, _texts(popular), wanted)
+        hints = compose(u2q, hits, _texts(popular), wanted, history)
         if not hints and not reply[5]:
             # Something was stored but nothing usable came of it (a u2q head or x2q entries
             # that do not decode, which the script cannot tell): what a user with nothing
             # stored gets, the popular queries, read in a second command.
             popular, wrong_type = await self._popular(user_id, wanted, started)
             corrupt = corrupt or wrong_type
-            hints = compose(u2q, hits, _texts(popular), wanted)
+            hints = compose(u2q, hits, _texts(popular), wanted, history)
         fallback: Fallback | None = None
         if not hints and self.settings.popular_fallback:
             hints = compose(None, (), self.settings.popular_fallback, wanted)
@@ -212,6 +231,7 @@ class HintClient:
             fallback=fallback,
             corrupt=corrupt,
             read_at_ms=int(time.time() * 1000),
+            history=tuple(history),
         )
 
     async def _popular(self, user_id: str, k: int, started: float) -> tuple[list[bytes], bool]:
@@ -233,12 +253,23 @@ class HintClient:
             return [], True
         return cast(list[bytes], reply), False
 
+    def _history(self, user_id: str, raw: bytes | None) -> tuple[list[str], bool]:
+        """The stored history's first ``AIGQ_HINTS_HISTORY`` queries, and whether it was
+        unreadable (then it is skipped)."""
+        if raw is None:
+            return [], False
+        try:
+            return decode_history(raw)[: self.settings.history], False
+        except CorruptEntryError as exc:
+            log.warning("hints_corrupt_entry", user_id=user_id, error=str(exc))
+            return [], True
+
     def _decode(
         self, user_id: str, reply: Any
     ) -> tuple[U2QRun | None, list[Trigger], list[TriggerHits], bool]:
         """The script's reply decoded: the u2q run, the triggers, their x2q queries, and
         whether anything was skipped as unreadable."""
-        head, flat, entries, _, errors, _ = reply
+        head, flat, entries, _, errors, _, _ = reply
         corrupt = bool(errors)
         u2q = None
         if head is not None:

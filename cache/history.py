@@ -6,7 +6,8 @@ search next. The session worker folds each search into a bounded table (pure, he
 generator's prompt carries its top entries (the paper's "User Profile"), and the read path
 merges them with u2q and x2q (:mod:`cache.compose`).
 
-The table is ``normalised query -> [count, last event time ms]``, at most ``keep`` entries. A
+The table is ``normalised query -> [count, last event time ms]`` (the query cut to
+:data:`cache.text.MAX_KEY_CHARS`, so a table is bounded in bytes too), at most ``keep`` entries. A
 new query on a full table evicts the weakest entry (lowest count, then oldest), so a query
 searched often survives any number of one-off searches; a one-off search always enters (it is
 the user's newest and may be the start of a new interest). Offline evaluation folds the same
@@ -17,17 +18,21 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from cache.text import normalize
+from cache.text import MAX_KEY_CHARS, normalize
 
 MAX_HISTORY = 64
 """The most entries a table may hold (what a state, a request and a Redis entry are bounded by)."""
+
+TOP_STORED = 20
+"""The most queries of a table that leave the session: written to Redis per user
+(:mod:`cache.history_store`), hence the most the read path may put in a list."""
 
 History = dict[str, list[int]]
 
 
 def add_search(history: History, query: str, ts: int, keep: int = MAX_HISTORY) -> None:
     """Fold one search (raw text, event time in ms) into ``history``, in place."""
-    key = normalize(query)
+    key = normalize(query, MAX_KEY_CHARS)
     if not key:
         return
     entry = history.get(key)

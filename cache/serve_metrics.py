@@ -12,19 +12,21 @@ from __future__ import annotations
 import time
 from bisect import bisect_left
 from collections.abc import Iterator
+from typing import get_args
 
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from aigq.logging import write_errors
 from aigq.metrics import NAMESPACE, Metrics
+from cache.compose import Source
 from cache.hints import HintResult
 
 # Requests take about a millisecond: resolve the range the goal (p99 <= 5 ms) is about.
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
 )  # fmt: skip
-SOURCES = ("u2q", "x2q", "popular")
+SOURCES: tuple[str, ...] = get_args(Source)
 OUTCOMES = ("ok", "bad_request", "unauthorized", "timeout", "redis", "internal")
 FALLBACKS = ("popular", "static", "none_available")
 ERRORS = ("timeout", "redis", "internal", "corrupt")

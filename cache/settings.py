@@ -28,6 +28,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from aigq.settings import check_bind
+from cache.history import TOP_STORED
 
 
 def _comma_list(value: Any) -> Any:
@@ -46,6 +47,9 @@ class HintSettings(BaseSettings):
     max_k: int = Field(50, ge=1, le=1000, description="larger k are cut to this")
     triggers: int = Field(5, ge=0, le=50, description="recent triggers looked up in x2q")
     per_trigger: int = Field(10, ge=1, le=100, description="x2q queries read per trigger")
+    history: int = Field(
+        10, ge=0, le=TOP_STORED, description="the user's past queries put first (0: no history)"
+    )
     timeout_ms: int = Field(100, ge=1, le=60_000, description="a whole read, connect included")
     popular_fallback: Annotated[tuple[str, ...], NoDecode] = Field(
         (), description="static fallback when Redis holds no popular queries"

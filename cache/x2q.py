@@ -28,19 +28,22 @@ from cache.errors import CacheError, CorruptEntryError
 from cache.recent import trigger_member
 
 
-def decode_queries(raw: bytes | str) -> list[str]:
-    """A stored value back into its queries; raise CorruptEntryError if it is not a list."""
+def decode_queries(raw: bytes | str, what: str = "x2q") -> list[str]:
+    """A stored value back into its queries; raise CorruptEntryError if it is not a list.
+
+    ``what`` names the entry in the error (a user's history, :mod:`cache.history_store`, is
+    stored the same way)."""
     try:
         queries = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise CorruptEntryError(f"undecodable x2q entry {raw[:200]!r}: {exc}") from exc
+        raise CorruptEntryError(f"undecodable {what} entry {raw[:200]!r}: {exc}") from exc
     try:
         if isinstance(queries, list):
             "".join(queries)  # a TypeError unless every element is a str; fast in C
             return queries
     except TypeError:
         pass
-    raise CorruptEntryError(f"x2q entry is not a list of strings: {raw[:200]!r}")
+    raise CorruptEntryError(f"{what} entry is not a list of strings: {raw[:200]!r}")
 
 
 class X2QStore:

@@ -43,8 +43,9 @@ from streams.settings import StreamSettings
 
 VARIANTS = ("aiokafka", "faust_count", "faust_table", "sessions", "sessions_recent")
 """``sessions`` is the session agent as the streaming core is specified (state, triggers,
-requests); ``sessions_recent`` adds what the read API needs of it, users' recent triggers
-written to Redis each flush (the production default), so its cost shows on its own."""
+requests); ``sessions_recent`` adds what the read API needs of it, users' recent triggers and
+search histories written to Redis each flush (the production default), so its cost shows on
+its own."""
 _MARK = "BENCH "
 
 
@@ -222,6 +223,7 @@ def _sessions(
         session_timeout_s=6,
         cache_prefix="aigq-bench:",  # recent triggers: the same 2,000 users' keys every run
         recent_triggers=recent,
+        history=recent,  # the Redis writes are on or off together
     )
     web = WebSettings(port=free_port())
     SessionWorker(

@@ -51,6 +51,7 @@ from aigq.events import (
     MAX_ID_CHARS,
     MAX_ITEM_TEXT_CHARS,
     MAX_QUERY_CHARS,
+    MAX_REQUEST_HISTORY,
     MAX_SHOWN_QUERIES,
     MAX_TS_MS,
     MIN_TS_MS,
@@ -61,6 +62,7 @@ from aigq.events import (
     SearchEvent,
 )
 from aigq.logging import get_logger
+from cache.history import TOP_STORED, top_queries
 from streams.session import Session, SessionConfig, top_features
 from streams.triggers import CostGovernor, TriggerPolicy, step
 
@@ -213,6 +215,7 @@ class Trigger(NamedTuple):
     profile: dict[str, float]
     ingest_ts: int | None = None  # the Kafka timestamp of the record that fired it
     watermark_ts: int | None = None  # the newest event time the state had applied
+    history: list[str] | None = None  # the user's top history queries, strongest first
 
 
 @dataclass
@@ -226,6 +229,9 @@ class Drained:
     recent: list[tuple[str, str, str, int]] = field(default_factory=list)
     """``(user_id, kind, text, ts)``: what each user searched and clicked, for the read API's
     recent-trigger sets (``cache.recent.RecentTriggers.record_many``); the newest time of each"""
+    history: list[tuple[str, list[str]]] = field(default_factory=list)
+    """``(user_id, top queries)`` of each user whose history changed, for the read API
+    (``cache.history_store.HistoryStore.write_many``)"""
 
 
 class SessionProcessor:
@@ -242,8 +248,11 @@ class SessionProcessor:
         wall_ms: Callable[[], int] = lambda: int(time.time() * 1000),
         recent: bool = False,
         max_future_ms: int = 300_000,
+        history: bool = False,
     ) -> None:
         """``recent``: collect what each user searched and clicked (see :attr:`Drained.recent`).
+        ``history``: collect the top history queries of users who searched
+        (:attr:`Drained.history`).
         ``max_future_ms``: how far an event's time may run ahead of its record's broker time
         (or the wall clock) before it is clamped (see the module doc)."""
         self.config, self.policy, self._load = config, policy, load
@@ -258,6 +267,8 @@ class SessionProcessor:
         self.outcomes: Counter[str] = Counter()  # decisions by outcome, plus replayed/dead_letter
         self.recent = recent
         self.touched: dict[tuple[str, str, str], int] = {}  # (user, kind, text) -> newest ts
+        self.history = history
+        self.searched: set[str] = set()  # users whose history changed since the last drain
         self.max_future_ms = max_future_ms
         self.epochs: dict[str, int] = {}  # "topic/partition" -> its incarnation (0 unless reset)
         self.clamped = 0  # events whose time was clamped to their record's time
@@ -332,6 +343,8 @@ class SessionProcessor:
         self.outcomes[decision.outcome] += 1
         if self.recent:
             self._touch(fields, ts)
+        if self.history and fields.kind == "search":
+            self.searched.add(fields.user_id)
         if decision.fired and self.generate:
             # What the request needs, as of now; its bytes are built at the flush, and only
             # for the user's latest trigger that the governor lets through.
@@ -346,6 +359,7 @@ class SessionProcessor:
                 profile=session.trigger_profile,  # replaced, never changed, by a trigger
                 ingest_ts=record_ts if record_ts and MIN_TS_MS <= record_ts < MAX_TS_MS else None,
                 watermark_ts=session.last_ts,
+                history=top_queries(session.history, MAX_REQUEST_HISTORY),
             )
         return decision.outcome
 
@@ -366,6 +380,8 @@ class SessionProcessor:
             request["ingest_ts"] = trigger.ingest_ts
         if trigger.watermark_ts is not None:
             request["watermark_ts"] = trigger.watermark_ts
+        if trigger.history:
+            request["history"] = trigger.history
         return orjson.dumps(request)
 
     def _touch(self, fields: Fields, ts: int) -> None:
@@ -406,6 +422,11 @@ class SessionProcessor:
         out.dead_letters, self.dead = self.dead, []
         out.recent = [(user, kind, text, ts) for (user, kind, text), ts in self.touched.items()]
         self.touched.clear()
+        for user in self.searched:
+            session = self.sessions.get(user)
+            if session is not None and session.history:
+                out.history.append((user, top_queries(session.history, TOP_STORED)))
+        self.searched.clear()
         self.dirty.clear()
         self.pending.clear()
         return out

@@ -17,7 +17,10 @@ A :class:`Session` holds what the trigger policy and the prompt builder need of 
   event sequence number applied (event ids ``<stream>#<n>``), so a file replayed twice counts
   once;
 - ``trigger_ts`` / ``trigger_fp`` / ``trigger_profile``: when the last regeneration was triggered
-  and a fingerprint and snapshot of the profile it used (drift is measured against it).
+  and a fingerprint and snapshot of the profile it used (drift is measured against it);
+- ``history``: the user's searches folded into a bounded table of normalised query ->
+  ``[count, last time]`` (:mod:`cache.history`; unlike ``recent``, never cut by the window):
+  what the read path and the generator's prompt take as the user's own frequent queries.
 
 Everything is event-time based, so the state is a pure function of the events applied.
 """
@@ -36,6 +39,7 @@ from typing import Any
 import orjson
 
 from aigq.events import EventType
+from cache.history import MAX_HISTORY, add_search
 
 BEHAVIOURS = ("search", "click", "hint_click")
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
@@ -65,11 +69,15 @@ class SessionConfig:
     """profile features kept (the weakest are pruned beyond 1.5x this)"""
     snapshot_features: int = 24
     """profile features kept as the snapshot a trigger is measured against"""
+    max_history: int = MAX_HISTORY
+    """distinct queries kept in the search history (the weakest go first)"""
 
     def __post_init__(self) -> None:
         for name in ("max_recent", "window_ms", "half_life_ms", "max_features"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 1 <= self.max_history <= MAX_HISTORY:
+            raise ValueError(f"max_history must be in 1..{MAX_HISTORY}, got {self.max_history}")
         if not 1 <= self.snapshot_features <= self.max_features:
             raise ValueError("snapshot_features must be in 1..max_features")
 
@@ -90,6 +98,7 @@ class Session:
     trigger_profile: dict[str, float] = field(default_factory=dict)  # unit length (L2)
     norm2: float = 0.0  # sum of squared profile weights, kept up to date
     dot: float = 0.0  # profile . trigger_profile, kept up to date
+    history: dict[str, list[int]] = field(default_factory=dict)  # query -> [count, last ts]
 
     @property
     def shift(self) -> float:
@@ -169,6 +178,8 @@ def apply_event(
     session.last_ts = max(session.last_ts, ts)
     if kind not in BEHAVIOURS:
         return
+    if kind == "search":
+        add_search(session.history, text, ts, config.max_history)
     _add_recent(session, config, [ts, kind, text[:MAX_TEXT_CHARS], category_of(category)])
     _add_profile(session, config, ts, features(kind, text, category))
 

@@ -8,6 +8,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from aigq.events import MAX_RECENT_BEHAVIOURS
+from cache.history import MAX_HISTORY
 from streams.session import SessionConfig
 from streams.triggers import CostGovernor, TriggerPolicy
 
@@ -31,6 +32,12 @@ class StreamSettings(BaseSettings):
     recent_triggers: bool = Field(
         True, description="keep each user's recent queries/items/categories in Redis (read API)"
     )
+    history: bool = Field(
+        True, description="keep each user's top searched queries in Redis (read API)"
+    )
+    history_ttl_s: int = Field(
+        30 * 86_400, ge=1, description="a user's history in Redis expires this long after a search"
+    )
     cache_prefix: str = Field("aigq:", max_length=100, description="Redis key prefix of those")
     gap_seeks: int = Field(
         3, ge=0, description="seeks back over a skipped source offset before it is taken as real"
@@ -53,6 +60,9 @@ class StreamSettings(BaseSettings):
         description="behaviours kept per user",
     )
     window_s: int = Field(7 * 86_400, ge=1, description="behaviours older than this are dropped")
+    max_history: int = Field(
+        MAX_HISTORY, ge=1, le=MAX_HISTORY, description="distinct past queries kept per user"
+    )
     half_life_s: int = Field(86_400, ge=1, description="interest profile half-life")
 
     policy: Literal["interest", "every_event"] = Field(
@@ -70,6 +80,7 @@ class StreamSettings(BaseSettings):
             max_recent=self.max_recent,
             window_ms=self.window_s * 1000,
             half_life_ms=self.half_life_s * 1000,
+            max_history=self.max_history,
         )
 
     def trigger_policy(self) -> TriggerPolicy:

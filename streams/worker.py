@@ -8,7 +8,8 @@ flushes every ``flush_interval_s``:
 2. the governed regeneration requests and the dead letters are produced;
 3. only once the broker has acknowledged all of that are the flushed events acked, in the order
    they arrived, so Faust never commits a source offset whose effects are not durable;
-4. users' recent triggers go to Redis for the read API (a cache: a failure does not stop it).
+4. users' recent triggers and search histories go to Redis for the read API (a cache: a
+   failure does not stop it).
 
 A crash therefore replays the events since the group's last commit (Faust commits every
 ``broker_commit_every`` seconds, only up to acked events: often several flush intervals, more
@@ -55,6 +56,7 @@ from aigq.metrics import Metrics
 from aigq.settings import KafkaSettings, RedisSettings, TopicSettings, WebSettings
 from cache.client import open_redis
 from cache.errors import CacheError
+from cache.history_store import HistoryStore
 from cache.recent import RecentTriggers
 from streams.faust_app import committed_offsets, faust_broker_options, run_app
 from streams.gaps import GapGuard, Verdict
@@ -88,10 +90,10 @@ class SessionWorker:
         on_flushed: Callable[[SessionWorker], None] | None = None,
         flush_at: int | None = None,
     ) -> None:
-        """``redis``: where each flush records users' recent triggers for the read API
-        (``settings.recent_triggers``; none without it). ``flush_at``: flush as soon as that
-        many records are applied, not at the next tick (a benchmark's end; the timer still
-        flushes every interval)."""
+        """``redis``: where each flush records users' recent triggers and search histories for
+        the read API (``settings.recent_triggers``, ``settings.history``; none without it).
+        ``flush_at``: flush as soon as that many records are applied, not at the next tick (a
+        benchmark's end; the timer still flushes every interval)."""
         if settings.store == "rocksdb":
             raise ConfigError(
                 "AIGQ_STREAM_STORE=rocksdb: Faust's RocksDB store files a key under the partition "
@@ -144,11 +146,17 @@ class SessionWorker:
             generate=settings.generate,
             recent=settings.recent_triggers and redis is not None,
             max_future_ms=int(settings.max_future_s * 1000),
+            history=settings.history and redis is not None,
         )
         self._redis = open_redis(redis) if redis is not None else None
         self._recent: RecentTriggers | None = None
         if settings.recent_triggers and self._redis is not None:
             self._recent = RecentTriggers(self._redis, prefix=settings.cache_prefix)
+        self._history: HistoryStore | None = None
+        if settings.history and self._redis is not None:
+            self._history = HistoryStore(
+                self._redis, prefix=settings.cache_prefix, ttl_s=settings.history_ttl_s
+            )
         self.unacked: list[Any] = []  # events applied but not yet flushed, in arrival order
         self.processed = 0  # records received (applied, or dropped by the gap guard)
         self.flushed = 0  # records applied, made durable and acked
@@ -396,6 +404,7 @@ class SessionWorker:
                     event.ack()
                 self.flushed += len(events)
             await self._record_recent(drained.recent)
+            await self._record_history(drained.history)
             self._report(len(events), len(drained.states), time.perf_counter() - started)
 
     async def _record_recent(self, recent: list[tuple[str, str, str, int]]) -> None:
@@ -408,6 +417,18 @@ class SessionWorker:
         except CacheError as exc:
             self.metrics.counter("stream_recent_errors_total", "recent-trigger writes failed").inc()
             log.warning("recent triggers not written", error=str(exc), triggers=len(recent))
+
+    async def _record_history(self, history: list[tuple[str, list[str]]]) -> None:
+        """The top history queries of users who searched, to Redis for the read API; a cache
+        like the recent triggers: a failure is counted and logged, and the flush goes on (the
+        user's next search writes it again)."""
+        if self._history is None or not history:
+            return
+        try:
+            await self._history.write_many(history)
+        except CacheError as exc:
+            self.metrics.counter("stream_history_errors_total", "history writes failed").inc()
+            log.warning("histories not written", error=str(exc), users=len(history))
 
     async def _seal(self, changelog: str) -> None:
         """End each changelog partition this flush wrote with a batch of one record.

@@ -119,3 +119,35 @@ def test_normalize(raw: str, expected: str) -> None:
 def test_normalize_cuts_without_a_trailing_space() -> None:
     assert normalize("ab cd", max_chars=3) == "ab"
     assert normalize("x" * 300, max_chars=200) == "x" * 200
+
+
+# --- history: the user's own past queries lead (issue 16, item 4) ----------------------------
+
+
+def test_history_comes_first_then_the_x2q_and_u2q_merge() -> None:
+    newer = hits("item", "i1", TS + 1, "x1", "x2")
+    result = compose(run("a", "b"), [newer], ["pop"], k=10, history=["h1", "h2"])
+    assert queries(result) == ["h1", "h2", "x1", "a", "x2", "b"]
+    assert result[0] == Hint("h1", "history", None)
+    assert [h.source for h in result[2:]] == ["x2q", "u2q", "x2q", "u2q"]
+
+
+def test_history_is_cut_to_k_and_deduplicated_against_the_generated_lists() -> None:
+    result = compose(run("Running Shoes", "b"), [], [], k=3, history=["running  shoes", "h2"])
+    assert result == [
+        Hint("running  shoes", "history"),  # the first spelling seen is kept
+        Hint("h2", "history"),
+        Hint("b", "u2q"),
+    ]
+    assert queries(compose(run("a"), [], [], k=2, history=["h1", "h2", "h3"])) == ["h1", "h2"]
+
+
+def test_history_alone_is_not_a_fallback_case() -> None:
+    result = compose(None, [], ["pop"], k=5, history=["h1"])
+    assert result == [Hint("h1", "history")]  # popular only when every source is empty
+    assert compose(None, [], ["pop"], k=5, history=["  "]) == [Hint("pop", "popular")]
+
+
+def test_without_history_the_list_is_what_it_was() -> None:
+    newer = hits("item", "i1", TS + 1, "x1")
+    assert compose(run("a"), [newer], ["p"], 5) == compose(run("a"), [newer], ["p"], 5, ())

@@ -14,6 +14,7 @@ from aigq.settings import RedisSettings
 from cache.compose import Hint
 from cache.errors import CacheError, CacheTimeoutError, InvalidRequestError
 from cache.hints import HintClient, check_user_id
+from cache.history_store import HistoryStore
 from cache.popular import PopularQueries
 from cache.recent import RecentTriggers, Trigger
 from cache.settings import HintSettings
@@ -217,6 +218,50 @@ async def test_an_undecodable_u2q_head_gets_the_popular_fallback(
     assert result.hints == [Hint("popular one", "popular")]  # k is kept on the second read
     assert result.fallback == "popular"
     assert result.corrupt and result.u2q is None
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_history_leads_the_list_in_the_same_read(
+    redis: tuple[Redis, str], make: MakeClient
+) -> None:
+    """Issue 16: the user's own past queries, from the one script call, before u2q and x2q."""
+    client, prefix = redis
+    await seed(client, prefix)
+    await HistoryStore(client, prefix=prefix).write_many(
+        [("u1", ["hist one", "u2q two", "hist three"]), ("u2", ["only history"])]
+    )
+    result = await make(prefix, history=2).hints("u1")
+    assert result.history == ("hist one", "u2q two")  # AIGQ_HINTS_HISTORY: 2 of them
+    assert [(h.query, h.source) for h in result.hints] == [
+        ("hist one", "history"),
+        ("u2q two", "history"),
+        ("fresh x2q", "x2q"),
+        ("u2q one", "u2q"),
+        ("shared query", "x2q"),
+        ("seen x2q", "x2q"),
+    ]
+    assert not result.corrupt
+    only = await make(prefix).hints("u2")  # history alone: no popular fallback
+    assert only.hints == [Hint("only history", "history")] and only.fallback is None
+    off = await make(prefix, history=0).hints("u1")  # not read at all
+    assert off.history == () and all(h.source != "history" for h in off.hints)
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_an_unreadable_history_is_skipped_as_corrupt(
+    redis: tuple[Redis, str], make: MakeClient
+) -> None:
+    client, prefix = redis
+    await PopularQueries(client, prefix=prefix).write([("popular one", 5)])
+    await client.set(f"{prefix}history:u1", "not json")  # the script counts it as found
+    garbage = await make(prefix).hints("u1")
+    assert garbage.hints == [Hint("popular one", "popular")]  # from the second read
+    assert garbage.corrupt and garbage.fallback == "popular"
+    await client.rpush(f"{prefix}history:u2", "a list")  # the wrong type
+    wrong = await make(prefix).hints("u2")
+    assert wrong.hints == [Hint("popular one", "popular")] and wrong.corrupt
 
 
 @pytest.mark.integration

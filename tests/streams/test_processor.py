@@ -354,3 +354,56 @@ def test_a_record_that_breaks_the_state_code_is_dead_lettered_not_a_poison_pill(
     [letter] = [orjson.loads(d) for d in processor.drain().dead_letters]
     assert letter["reason"].startswith("internal error") and letter["origin"] == "t.search/0@0"
     assert _version(processor, "good") == 1
+
+
+# --- issue 16: the user's search history -----------------------------------------------------
+
+
+def test_history_of_users_who_searched_is_drained_strongest_first() -> None:
+    processor = _processor(history=True)
+    processor.process("t.search", 0, 0, _search("a", TS, "Rain Jacket"))
+    processor.process("t.search", 0, 1, _search("a", TS + 1, "boots"))
+    processor.process("t.search", 0, 2, _search("a", TS + 2, "rain  jacket"))
+    processor.process("t.click", 0, 0, encode(_click("b", TS + 3)))  # no search: no history
+    drained = processor.drain()
+    assert drained.history == [("a", ["rain jacket", "boots"])]
+    state = Session.from_bytes(drained.states["a"])
+    assert state.history == {"rain jacket": [2, TS + 2], "boots": [1, TS + 1]}
+    processor.process("t.click", 0, 1, encode(_click("a", TS + 4)))
+    assert processor.drain().history == []  # only users whose history changed
+    processor.process("t.search", 0, 2, _search("a", TS + 2, "rain jacket"))  # re-delivered
+    assert processor.drain().history == []
+    quiet = _processor()  # off by default
+    quiet.process("t.search", 0, 0, _search("a", TS, "boots"))
+    assert quiet.drain().history == []
+
+
+def test_requests_carry_the_top_history_queries_bounded() -> None:
+    from aigq.events import MAX_REQUEST_HISTORY
+
+    processor = _processor()
+    for i in range(15):
+        processor.process("t.search", 0, i, _search("u", TS + i * DAY, f"query {i % 12}"))
+    requests = [RegenerationRequest.model_validate_json(r) for _, r in processor.drain().requests]
+    (request,) = requests
+    assert len(request.history) == MAX_REQUEST_HISTORY
+    assert request.history[:3] == ("query 2", "query 1", "query 0")  # searched twice, newest
+
+
+def test_old_states_without_history_load_empty_and_old_requests_decode() -> None:
+    processor = _processor()
+    processor.process("t.search", 0, 0, _search("u1", TS, "hello"))
+    old = orjson.loads(processor.session("u1").to_bytes())
+    del old["history"]
+    assert Session.from_bytes(orjson.dumps(old)).history == {}
+    ((_, raw),) = processor.drain().requests
+    request = orjson.loads(raw)
+    assert request["history"] == ["hello"]
+    del request["history"]
+    assert RegenerationRequest.model_validate(request).history == ()
+
+
+def _click(user: str, ts: int) -> Any:
+    from aigq.events import ClickEvent
+
+    return ClickEvent(user_id=user, ts=ts, item_id="sku-1", item_text="a coat", category=("c",))

@@ -22,6 +22,8 @@ from aigq.dev.probe import wait_until
 from aigq.events import EVENT_TYPES, ClickEvent, RegenerationRequest, SearchEvent
 from aigq.settings import KafkaSettings, RedisSettings, TopicSettings
 from cache.client import open_redis
+from cache.history import fold, top_queries
+from cache.history_store import HistoryStore
 from cache.recent import RecentTriggers
 from tests.streams.worker_proc import Worker, _latest_states, _produce
 
@@ -134,6 +136,7 @@ def test_worker_endpoints_requests_dead_letters_and_recent_triggers(
     env = {
         "AIGQ_REDIS_URL": redis_settings.url,
         "AIGQ_STREAM_RECENT_TRIGGERS": "true",
+        "AIGQ_STREAM_HISTORY": "true",
         "AIGQ_STREAM_CACHE_PREFIX": prefix,
     }
     worker = Worker(kafka, topics, f"endpoints-{uuid.uuid4().hex[:6]}", tmp_path, env)
@@ -169,21 +172,31 @@ def test_worker_endpoints_requests_dead_letters_and_recent_triggers(
         elif isinstance(item, ClickEvent):
             last[item.user_id, "item"] = item.item_id.lower()
 
-    async def recent() -> dict[str, list[Any]]:
+    async def recent() -> tuple[dict[str, list[Any]], dict[str, list[str]]]:
         client = open_redis(redis_settings)
         try:
             store = RecentTriggers(client, prefix=prefix, keep=50)
             out = {user: await store.latest(user) for user in users}
+            history = HistoryStore(client, prefix=prefix)
+            searched = {user: await history.read(user) for user in users}
             keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
             if keys:
                 await client.delete(*keys)
-            return out
+            return out, searched
         finally:
             await client.aclose()
 
-    stored = asyncio.run(recent())
+    stored, histories = asyncio.run(recent())
     for (user, kind), text in last.items():
         assert any(t.kind == kind and t.text == text for t in stored[user]), (user, kind, text)
+    # Each user's search history, the top of the same fold the session keeps, is there too.
+    searches: defaultdict[str, list[tuple[str, int]]] = defaultdict(list)
+    for item in items:
+        if isinstance(item, SearchEvent):
+            searches[item.user_id].append((item.query, item.ts))
+    assert searches
+    for user in users:
+        assert histories[user] == top_queries(fold(searches[user]), 20), user
 
 
 def test_restart_recovers_every_state_of_a_batched_changelog(

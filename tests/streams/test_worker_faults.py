@@ -206,6 +206,7 @@ def test_a_full_disk_under_stderr_and_redis_down_do_not_stop_the_worker(
     _produce(kafka, topics, events)
     env = {
         "AIGQ_STREAM_RECENT_TRIGGERS": "true",
+        "AIGQ_STREAM_HISTORY": "true",
         "AIGQ_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
     }
     worker = Worker(kafka, topics, app_id, tmp_path, env)

@@ -36,6 +36,7 @@ class Worker:
         self.env = {
             **os.environ,
             "AIGQ_STREAM_RECENT_TRIGGERS": "false",  # on where a test says where Redis is
+            "AIGQ_STREAM_HISTORY": "false",  # the same
             **(env or {}),
             "AIGQ_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
             "AIGQ_TOPICS_PREFIX": topics.prefix,
