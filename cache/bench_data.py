@@ -1,9 +1,10 @@
-"""The benchmark's data set: ``users`` users' u2q runs and recent triggers, an x2q index,
-popular queries, and one plain string key per user for the raw-GET baseline.
+"""The benchmark's data set: ``users`` users' u2q runs, recent triggers and search histories,
+an x2q index, popular queries, and one plain string key per user for the raw-GET baseline.
 
-Every user has a u2q run (10 queries, written through :class:`cache.u2q.U2QStore`) and
-``triggers_per_user`` recent triggers, about half newer than the run; four in five triggers
-are in the x2q index (10 queries each). Keys live under one prefix and are deleted after.
+Every user has a u2q run (10 queries, written through :class:`cache.u2q.U2QStore`),
+``triggers_per_user`` recent triggers, about half newer than the run, and a search history of
+20 queries (what the worker stores); four in five triggers are in the x2q index (10 queries
+each). Keys live under one prefix and are deleted after.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from cache.history_store import STORED, HistoryStore
 from cache.popular import PopularQueries
 from cache.recent import RecentTriggers
 from cache.u2q import U2QRun, U2QStore, encode_run
@@ -78,9 +80,11 @@ async def load(
     )
     u2q = U2QStore(redis, prefix=data.prefix, keep_runs=3, ttl_s=3_600)
     recent = RecentTriggers(redis, prefix=data.prefix, keep=10, ttl_s=3_600)
+    history = HistoryStore(redis, prefix=data.prefix, ttl_s=3_600)
     for lo in range(0, data.users, batch):
         runs: list[tuple[str, U2QRun]] = []
         triggers: list[tuple[str, str, str, int]] = []
+        searched: list[tuple[str, list[str]]] = []
         for i in range(lo, min(lo + batch, data.users)):
             event_ts = now - rng.randint(60_000, 3_600_000)
             run = U2QRun(
@@ -92,12 +96,14 @@ async def load(
                 reason="drift",
             )
             runs.append((data.user(i), run))
+            searched.append((data.user(i), [_query(rng) for _ in range(STORED)]))
             for _ in range(triggers_per_user):
                 index = rng.randrange(x2q_triggers * 5 // 4)  # one in five is not indexed
                 ts = event_ts + rng.randint(-600_000, 600_000)
                 triggers.append((data.user(i), *_trigger(index), ts))
         await u2q.write_many(runs)
         await recent.record_many(triggers)
+        await history.write_many(searched)
         await _raw(redis, data, runs)
     return time.monotonic() - started
 
