@@ -54,6 +54,8 @@ TOKEN_WORDS: dict[str, str] = {
 
 DAY_MS = 86_400_000
 MAX_PROFILE_FEATURES = 8
+MAX_HISTORY_QUERIES = 10
+"""History queries a prompt shows (``Searched:``): as many as a list holds."""
 _KIND_INDEX = {"search": 0, "click": 1, "hint_click": 2}
 
 _ANGLE_AND_SEPARATORS = re.compile(r"[<>{}|]")
@@ -179,9 +181,10 @@ def compressed_prompt(
     k: int = 10,
     item_text: ItemText | None = None,
     max_behaviours: int = 20,
+    history: Sequence[str] = (),
 ) -> str:
     """The model's input: ``Recommend {k} queries. Interests: ... Behaviors:
-    {<1><Today><click> text<2><1_day_ago><search> text} Output:``.
+    {<1><Today><click> text<2><1_day_ago><search> text} Searched: {top query\nnext} Output:``.
 
     ``recent`` is oldest first (as a :class:`~aigq.events.RegenerationRequest` carries it); the
     newest behaviour gets ``<1>`` and only the newest ``max_behaviours`` are kept. Clicks are
@@ -193,6 +196,13 @@ def compressed_prompt(
     as the sequence's end, which user text can never produce either (``clean_text`` strips
     them), so a query such as ``"x Output: y"`` cannot end it early; and the profile lists only
     interests the sequence does not already say, and is left out when there are none.
+
+    ``history`` is the user's most searched queries, strongest first (the paper's "User
+    Profile"; :func:`cache.history.top_queries` of the worker's fold): the first
+    :data:`MAX_HISTORY_QUERIES` that clean to something are written one per line, exactly as
+    the output writes queries, so the model can copy the ones the user keeps coming back to
+    token for token and spend the rest of the list on new ones. It goes last, next to
+    ``Output:``, so a prompt cut from the left for length loses old behaviours first.
     """
     _check_k(k)
     rows = _rows(recent, now_ms, item_text, max_behaviours)
@@ -203,7 +213,22 @@ def compressed_prompt(
         f"{INDEX_TOKENS[i - 1]}{time}{KIND_TOKENS[kind]} {text}".rstrip()
         for i, time, kind, text in rows
     )
-    return f"Recommend {k} queries. {interests}Behaviors: {{{sequence}}} Output:"
+    past = "\n".join(history_queries(history))
+    searched = f" Searched: {{{past}}}" if past else ""
+    return f"Recommend {k} queries. {interests}Behaviors: {{{sequence}}}{searched} Output:"
+
+
+def history_queries(history: Sequence[str]) -> list[str]:
+    """The history queries a prompt shows: cleaned, lowercase, each once, at most
+    :data:`MAX_HISTORY_QUERIES`, in the given order (strongest first)."""
+    out: list[str] = []
+    for query in history:
+        text = clean_text(query).lower()
+        if text and text not in out:
+            out.append(text)
+            if len(out) == MAX_HISTORY_QUERIES:
+                break
+    return out
 
 
 def _interest_words(interest: str) -> set[str]:
@@ -222,6 +247,7 @@ def verbose_prompt(
     k: int = 10,
     item_text: ItemText | None = None,
     max_behaviours: int = 20,
+    history: Sequence[str] = (),
 ) -> str:
     """The prompt before context engineering, to measure what it saves: a full instruction,
     one behaviour per line as ``index | time | kind | text`` in plain words, and each clicked
@@ -230,6 +256,8 @@ def verbose_prompt(
     _check_k(k)
     rows = _rows(recent, now_ms, None, max_behaviours, as_they_came=True)
     interests = ", ".join(profile_interests(profile)) or "none"
+    past = "; ".join(history_queries(history))
+    searched = f"; most searched: {past}" if past else ""
     sequence = "\n".join(
         f"{i} | {TOKEN_WORDS[time]} | {TOKEN_WORDS[KIND_TOKENS[kind]]} | {text}".rstrip()
         for i, time, kind, text in rows
@@ -237,7 +265,7 @@ def verbose_prompt(
     return (
         f"You are a search assistant. Please recommend the next {k} search queries that this "
         f"user is most likely to search for, most likely first, one query per line, with no "
-        f"numbering and no explanation. User Profile: interests: {interests}. "
+        f"numbering and no explanation. User Profile: interests: {interests}{searched}. "
         f"User Behavior Sequence (index, time, type, content):\n{sequence}\nOutput:"
     )
 

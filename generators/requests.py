@@ -104,7 +104,9 @@ def prompt_for(request: RegenerationRequest, k: int, compressed: bool = True) ->
     """The prompt of one request. Time buckets count back from the triggering event's time,
     so the same request always gives the same prompt (replays, audits, training)."""
     build = compressed_prompt if compressed else verbose_prompt
-    return build(request.profile, request.recent, now_ms=request.event_ts, k=k)
+    return build(
+        request.profile, request.recent, now_ms=request.event_ts, k=k, history=request.history
+    )
 
 
 def run_for(

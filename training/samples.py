@@ -28,15 +28,17 @@ from typing import Literal, TypeAlias
 
 from aigq.datasets.base import Malformed, SourceItem
 from aigq.events import (
+    MAX_REQUEST_HISTORY,
     ClickEvent,
     HintClickEvent,
     HintExposureEvent,
     RegenerationRequest,
     SearchEvent,
 )
+from cache.history import top_queries
 from cache.text import normalize
 from generators.output import parse_queries
-from generators.prompt import Behaviour, clean_text, format_target
+from generators.prompt import Behaviour, clean_text, format_target, history_queries
 from generators.requests import prompt_for
 from streams.session import Session, SessionConfig, apply_event, mark_triggered, top_features
 from training import TrainingError
@@ -62,7 +64,9 @@ class Context:
 
     ``recent`` and ``profile`` are what the session agent keeps and a regeneration request
     carries; ``searches`` are the user's last searches before the cut, oldest first (for the
-    baselines); ``version`` counts the events folded in; ``last_ts`` is the newest one's time.
+    baselines); ``version`` counts the events folded in; ``last_ts`` is the newest one's time;
+    ``history`` is the user's most searched queries, strongest first, from the worker's own
+    fold (:mod:`cache.history`), as many as a prompt shows.
     """
 
     user_id: str
@@ -73,6 +77,7 @@ class Context:
     version: int
     fingerprint: str
     last_ts: int
+    history: tuple[str, ...] = ()
 
     @property
     def now_ms(self) -> int:
@@ -91,6 +96,7 @@ class Context:
             fingerprint=self.fingerprint,
             recent=self.recent,
             profile=self.profile,
+            history=self.history,
         )
 
     def prompt(self, k: int = 10, compressed: bool = True) -> str:
@@ -115,6 +121,10 @@ class Sample:
         return self.context.prompt(k)
 
     def target(self, k: int = 10) -> str:
+        """The model's target text. A proxy sample's labels are put in
+        :func:`history_first` order (the other kinds' labels are already a ranked list)."""
+        if self.kind == "proxy":
+            return render_target(history_first(self.labels, self.context.history), k)
         return render_target(self.labels, k)
 
 
@@ -157,6 +167,28 @@ def render_target(queries: Sequence[str], k: int = 10) -> str:
         if again == kept:
             return format_target(kept)
         kept = again
+
+
+def history_first(labels: Sequence[str], history: Sequence[str]) -> list[str]:
+    """A proxy target in an order a model can learn: the history queries the prompt shows
+    (:func:`~generators.prompt.history_queries`) that are labels, in the prompt's order; then
+    the other labels (new to the user, or past queries the prompt does not show) in label
+    order; then the rest of the shown history.
+
+    Why: on a web log most of what a user searches next they searched before, and which of
+    their frequent queries come back is hard to tell, so the list starts with a copy of the
+    prompt's history (a copy a small model learns quickly, token for token), makes room for
+    new queries where the label day had them, and fills up with the rest of the history, the
+    best guess the user-frequency baseline would make. It also makes every target about a
+    full list long, where a day's labels alone are two queries on the median.
+    """
+    shown = history_queries(history)
+    wanted = {query_key(label) for label in labels}
+    recurring = [query for query in shown if query_key(query) in wanted]
+    copied = {query_key(query) for query in recurring}
+    rest = [label for label in labels if query_key(label) not in copied]
+    fill = [query for query in shown if query_key(query) not in wanted]
+    return recurring + rest + fill
 
 
 def group_by_user(items: Iterable[SourceItem]) -> dict[str, list[AnyEvent]]:
@@ -255,6 +287,7 @@ class _Folder:
             version=session.version,
             fingerprint=session.trigger_fp,
             last_ts=session.last_ts,
+            history=tuple(top_queries(session.history, MAX_REQUEST_HISTORY)),
         )
 
     def next_search(self) -> str | None:

@@ -8,9 +8,11 @@ import unicodedata
 import pytest
 
 from generators.items import SurrogateItemText
+from generators.output import parse_queries
 from generators.prompt import (
     INDEX_TOKENS,
     KIND_TOKENS,
+    MAX_HISTORY_QUERIES,
     SPECIAL_TOKENS,
     TIME_TOKENS,
     TOKEN_WORDS,
@@ -19,6 +21,7 @@ from generators.prompt import (
     clean_text,
     compressed_prompt,
     format_target,
+    history_queries,
     time_bucket,
     verbose_prompt,
 )
@@ -272,3 +275,24 @@ def test_format_target_is_one_clean_query_per_line() -> None:
         "running shoes\niPhone 17 case\nsearch a b"
     )
     assert format_target([]) == ""
+
+
+def test_history_is_the_profile_section_written_as_the_output_writes_queries() -> None:
+    """The user's top past queries go last, one per line, cleaned, lowercase, each once, at
+    most MAX_HISTORY_QUERIES; the output parser reads them back as they are written."""
+    history = ["Weather", "bank of america", "weather", "x <search> y"] + [
+        f"q{i}" for i in range(20)
+    ]
+    prompt = compressed_prompt(PROFILE, RECENT, NOW, history=history)
+    match = re.search(r"\} Searched: \{(.*)\} Output:$", prompt, re.DOTALL)
+    assert match is not None
+    shown = match.group(1).split("\n")
+    assert shown[:3] == ["weather", "bank of america", "x search y"]
+    assert len(shown) == MAX_HISTORY_QUERIES == len(history_queries(history))
+    assert parse_queries(match.group(1), k=MAX_HISTORY_QUERIES) == shown
+    assert TOKEN.findall(match.group(1)) == []  # no query forges a special token
+    # no history: the prompt is the one without the section
+    assert "Searched" not in compressed_prompt(PROFILE, RECENT, NOW, history=["<>", " "])
+    assert "most searched: weather; bank of america" in verbose_prompt(
+        PROFILE, RECENT, NOW, history=history
+    )

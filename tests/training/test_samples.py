@@ -28,6 +28,7 @@ from training.samples import (
     SampleConfig,
     direct_samples,
     group_by_user,
+    history_first,
     last_search_samples,
     proxy_samples,
     query_key,
@@ -226,7 +227,11 @@ def test_context_prompt_is_the_prompt_of_the_workers_own_request() -> None:
     assert context.recent == request.recent
     assert [f for f, _ in context.profile] == [f for f, _ in request.profile]
     assert context.prompt() == prompt_for(request, 10)
-    assert context.prompt(5) == compressed_prompt(context.profile, context.recent, T0, k=5)
+    assert context.prompt(5) == compressed_prompt(
+        context.profile, context.recent, T0, k=5, history=context.history
+    )
+    assert context.history == ("gore-tex jacket", "trail running")  # the worker's fold
+    assert "Searched: {gore-tex jacket\ntrail running} Output:" in context.prompt()
     assert "<3_days_ago><search> trail running" in context.prompt()
 
 
@@ -272,3 +277,22 @@ def test_rolling_proxy_samples_cut_every_week_with_the_next_weeks_searches() -> 
     assert first.next_query == "stove" and second.next_query == "sleeping bag"
     with pytest.raises(TrainingError, match="at least a day"):
         rolling_proxy_samples(events, every_ms=HOUR)
+
+
+def test_history_first_orders_a_proxy_target_copy_then_new_then_fill() -> None:
+    history = ("weather", "bank of america", "ebay", "maps")
+    labels = ("pizza near me", "Ebay", "weather")
+    assert history_first(labels, history) == [
+        "weather", "ebay",  # the labels the prompt's history shows, in its order
+        "pizza near me",  # the other labels, in label order
+        "bank of america", "maps",  # the rest of the history
+    ]  # fmt: skip
+    assert history_first(labels, ()) == list(labels)
+    # a proxy sample's target is rendered in that order; the history is the worker's fold
+    events = [
+        search(T0 - 2 * DAY, "Weather"), search(T0 - DAY, "weather"), search(T0 - DAY, "maps"),
+        search(T0 + HOUR, "pizza"), search(T0 + 2 * HOUR, "maps"),
+    ]  # fmt: skip
+    [sample] = proxy_samples(events, T0)
+    assert sample.context.history == ("weather", "maps")
+    assert sample.target() == "maps\npizza\nweather"
