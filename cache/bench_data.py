@@ -3,8 +3,8 @@ an x2q index, popular queries, and one plain string key per user for the raw-GET
 
 Every user has a u2q run (10 queries, written through :class:`cache.u2q.U2QStore`),
 ``triggers_per_user`` recent triggers, about half newer than the run, and a search history of
-20 queries (what the worker stores); four in five triggers are in the x2q index (10 queries
-each). Keys live under one prefix and are deleted after.
+``history_per_user`` queries (the worker stores up to 20); four in five triggers are in the x2q
+index (10 queries each). Keys live under one prefix and are deleted after.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from cache.history_store import STORED, HistoryStore
+from cache.history_store import HistoryStore
 from cache.popular import PopularQueries
 from cache.recent import RecentTriggers
 from cache.u2q import U2QRun, U2QStore, encode_run
@@ -59,6 +59,7 @@ async def load(
     redis: Redis,
     data: BenchData,
     triggers_per_user: int = 3,
+    history_per_user: int = 5,
     x2q_triggers: int = 20_000,
     batch: int = 2_000,
     seed: int = 0,
@@ -96,7 +97,7 @@ async def load(
                 reason="drift",
             )
             runs.append((data.user(i), run))
-            searched.append((data.user(i), [_query(rng) for _ in range(STORED)]))
+            searched.append((data.user(i), [_query(rng) for _ in range(history_per_user)]))
             for _ in range(triggers_per_user):
                 index = rng.randrange(x2q_triggers * 5 // 4)  # one in five is not indexed
                 ts = event_ts + rng.randint(-600_000, 600_000)

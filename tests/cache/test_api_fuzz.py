@@ -133,8 +133,8 @@ def test_with_api_keys_too(keyed_api: Any, mode: GenerationMode) -> None:
 
 
 def test_the_fuzzed_server_served_real_hints(served: str) -> None:
-    """The fuzzed server is the seeded one: a known user gets u2q and x2q hints."""
+    """The fuzzed server is the seeded one: a known user gets history, u2q and x2q hints."""
     body = httpx.get(f"{served}/v1/hints/user000001", timeout=5).json()
-    assert {h["source"] for h in body["hints"]} == {"u2q", "x2q"}
+    assert {h["source"] for h in body["hints"]} == {"history", "u2q", "x2q"}
     assert body["u2q"]["model_version"] == "bench-direct-1"
     assert time.time() * 1000 - body["u2q"]["generated_ts"] > 0

@@ -198,5 +198,5 @@ def test_bench_serve_runs_end_to_end_and_cleans_up(redis_settings: RedisSettings
         assert line in out
     assert "1 uvicorn worker(s)" in out
     assert "p99 at 200 req/s:" in out and "API flat out / raw GET:" in out
-    assert "sample response: 10 hints from u2q, x2q" in out
+    assert "sample response: 10 hints from history, u2q, x2q" in out
     assert "deleted" in out
