@@ -47,6 +47,9 @@ def sft(
         str, typer.Option("--samples", help="proxy: weekly cuts, 7-day label windows; think: days")
     ] = "proxy",
     every_days: Annotated[int, typer.Option(min=1, help="proxy: days between cuts")] = 1,
+    window_days: Annotated[
+        int, typer.Option(min=1, help="proxy: label window after each cut (days)")
+    ] = 1,
     base: Annotated[str, typer.Option(help='"tiny", a model folder or name@version')] = "tiny",
     name: Annotated[str, typer.Option(help="registry name of the result")] = "aigq-direct",
     epochs: Annotated[float, typer.Option(help="passes over the samples")] = 1.0,
@@ -82,7 +85,10 @@ def sft(
         base=base, name=name, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
         lr=lr, lora=lora, threads=threads,
     )  # fmt: skip
-    split = SplitConfig(cut_ms=parse_day(cut), heldout_fraction=heldout, samples=SampleConfig())
+    # A one-day label window: the samples are shaped like the last-day evaluation (the day a
+    # user comes back), and each cut's target is about that day, not a week's mix.
+    sample_config = SampleConfig(window_ms=window_days * DAY_MS)
+    split = SplitConfig(cut_ms=parse_day(cut), heldout_fraction=heldout, samples=sample_config)
     reg = Registry(registry)
     resume_ref = reg.unfinished(resume) if resume else None
 
@@ -109,7 +115,7 @@ def sft(
     data: dict[str, Any] = {
         "source": source, "users": users or "all", "cut": cut, "cut_ms": split.cut_ms,
         "heldout_fraction": heldout, "salt": split.salt, "train_pairs": len(pairs),
-        "sample_kind": samples_kind, "every_days": every_days,
+        "sample_kind": samples_kind, "every_days": every_days, "window_days": window_days,
     }  # fmt: skip
 
     columns = (

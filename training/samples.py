@@ -124,7 +124,7 @@ class Sample:
         """The model's target text. A proxy sample's labels are put in
         :func:`history_first` order (the other kinds' labels are already a ranked list)."""
         if self.kind == "proxy":
-            return render_target(history_first(self.labels, self.context.history), k)
+            return render_target(history_first(self.labels, self.context.history, k), k)
         return render_target(self.labels, k)
 
 
@@ -169,26 +169,32 @@ def render_target(queries: Sequence[str], k: int = 10) -> str:
         kept = again
 
 
-def history_first(labels: Sequence[str], history: Sequence[str]) -> list[str]:
-    """A proxy target in an order a model can learn: the history queries the prompt shows
-    (:func:`~generators.prompt.history_queries`) that are labels, in the prompt's order; then
-    the other labels (new to the user, or past queries the prompt does not show) in label
-    order; then the rest of the shown history.
+def history_first(
+    labels: Sequence[str], history: Sequence[str], k: int = 10, new_slots: int = 3
+) -> list[str]:
+    """A proxy target in an order a small model can learn: the first ``k - new_slots`` history
+    queries the prompt shows (:func:`~generators.prompt.history_queries`), in its order; then
+    up to ``new_slots`` labels not among them (new to the user, or deeper in the history), in
+    label order; then the rest of the shown history.
 
     Why: on a web log most of what a user searches next they searched before, and which of
-    their frequent queries come back is hard to tell, so the list starts with a copy of the
-    prompt's history (a copy a small model learns quickly, token for token), makes room for
-    new queries where the label day had them, and fills up with the rest of the history, the
-    best guess the user-frequency baseline would make. It also makes every target about a
-    full list long, where a day's labels alone are two queries on the median.
+    their frequent queries come back is hard to tell from the prompt. A target that starts
+    with a plain copy of the history's head (the user-frequency baseline's best guesses) is
+    learnt quickly, token for token, by a small model from scratch, where a target ordered by
+    what the label day happened to repeat is not (it learns a blur of common words); the
+    last slots teach it to put its own guesses there, and every target is a full list long,
+    where a day's labels alone are two queries on the median.
     """
+    if k < 1 or new_slots < 0:
+        raise TrainingError(f"need k >= 1 and new_slots >= 0, got {k} and {new_slots}")
     shown = history_queries(history)
-    wanted = {query_key(label) for label in labels}
-    recurring = [query for query in shown if query_key(query) in wanted]
-    copied = {query_key(query) for query in recurring}
-    rest = [label for label in labels if query_key(label) not in copied]
-    fill = [query for query in shown if query_key(query) not in wanted]
-    return recurring + rest + fill
+    new_slots = min(new_slots, k)
+    copied = shown[: k - new_slots]
+    seen = {query_key(query) for query in copied}
+    new = [label for label in labels if query_key(label) not in seen][:new_slots]
+    seen |= {query_key(label) for label in new}
+    fill = [query for query in shown if query_key(query) not in seen]
+    return copied + new + fill
 
 
 def group_by_user(items: Iterable[SourceItem]) -> dict[str, list[AnyEvent]]:

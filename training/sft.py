@@ -6,9 +6,9 @@ versioned folder in :mod:`training.registry` that ``aigq generate`` and vLLM loa
 
 Two starting points:
 
-- ``base="tiny"`` (the embedded default): a byte-level BPE tokenizer trained on this run's
-  prompts and targets, and a tiny Qwen2 with random weights (:mod:`training.tiny`). Nothing is
-  downloaded; it trains on a CPU in minutes.
+- ``base="tiny"`` (the embedded default): a word-level tokenizer trained on this run's
+  targets (so the model can only write words users searched) and a small Qwen3 with random
+  weights (:mod:`training.tiny`). Nothing is downloaded; it trains on a CPU in minutes.
 - any Hugging Face causal-LM folder (a registry spec or a path: SmolLM2, Qwen3...), optionally
   with LoRA adapters (peft) that are merged into the weights when saving.
 
@@ -32,11 +32,11 @@ from typing import Any
 
 import torch
 
-from generators.prompt import TOKEN_WORDS
+from generators.prompt import SPECIAL_TOKENS, TOKEN_WORDS, compressed_prompt
 from generators.tokens import add_special_tokens
 from training import TrainingError
 from training.registry import DEFAULT_NAME, ModelRef, Registry
-from training.tiny import EOS, TinyConfig, new_tiny_model, train_tokenizer
+from training.tiny import EOS, TinyConfig, new_tiny_model, new_tokenizer
 
 IGNORE = -100  # label of a position the loss skips (the prompt, the padding)
 
@@ -109,13 +109,47 @@ class SFTResult:
 
 # ---------------------------------------------------------------------------- data
 def encode(tokenizer: Any, pair: Pair, config: SFTConfig) -> tuple[list[int], list[int]]:
-    """Token ids and labels: the prompt's labels are IGNORE, the target's are its ids + EOS."""
+    """Token ids and labels: the prompt's labels are IGNORE, the target's are its ids + EOS.
+
+    A target query with a word the vocabulary lacks (``<unk>``, word-level tokenizer) is left
+    out of the target: the model must never learn to write ``<unk>``, which decodes to nothing
+    and would leave a query with a word missing.
+    """
     prompt = tokenizer(pair.prompt, add_special_tokens=False).input_ids
-    target = tokenizer(pair.target, add_special_tokens=False).input_ids
+    target = tokenizer(_known_lines(tokenizer, pair.target), add_special_tokens=False).input_ids
     target = [*target[: config.max_target_tokens], tokenizer.eos_token_id]
     if len(prompt) > config.max_prompt_tokens:  # keep the newest context
         prompt = prompt[-config.max_prompt_tokens :]
     return prompt + target, [IGNORE] * len(prompt) + target
+
+
+def _known_lines(tokenizer: Any, target: str) -> str:
+    """``target``'s lines (queries) without the ones holding an unknown word."""
+    unk = tokenizer.unk_token_id
+    if unk is None:
+        return target
+    lines = target.split("\n")
+    ids = tokenizer(lines, add_special_tokens=False).input_ids
+    return "\n".join(line for line, line_ids in zip(lines, ids, strict=True) if unk not in line_ids)
+
+
+def vocabulary_texts(pairs: Sequence[Pair], kind: str) -> list[str]:
+    """What a new tokenizer learns its vocabulary from.
+
+    BPE: the prompts and targets. Word-level: the targets (queries users searched: every word
+    the model can write is one of them), plus the prompt's own words (``Recommend``,
+    ``Behaviors:``, the braces) from a prompt without its special tokens, repeated so that a
+    vocabulary cut by frequency keeps them; other prompt words it lacks are ``<unk>`` there.
+    """
+    targets = [pair.target for pair in pairs]
+    if kind == "bpe":
+        return [text for pair in pairs for text in (pair.prompt, pair.target)]
+    frame = compressed_prompt(
+        [("t:interest", 1.0)], [(0, "search", "query", "")], now_ms=0, history=["query"]
+    )
+    for token in SPECIAL_TOKENS:
+        frame = frame.replace(token, "")
+    return targets + [frame] * max(100, len(targets) // 10)
 
 
 def batches(
@@ -201,8 +235,8 @@ def load_base(config: SFTConfig, pairs: Sequence[Pair], registry: Registry) -> t
     if config.base == "tiny":
         # The tokenizer learns this run's text; the special tokens are added afterwards, so
         # they get the mean of their words' sub-word embeddings like on any other base.
-        texts = [text for pair in pairs for text in (pair.prompt, pair.target)]
-        tokenizer = train_tokenizer(texts, config.tiny.vocab_size, special=False)
+        texts = vocabulary_texts(pairs, config.tiny.tokenizer)
+        tokenizer = new_tokenizer(texts, config.tiny, special=False)
         model = new_tiny_model(tokenizer, config.tiny)
         parent = "tiny (new)"
     else:

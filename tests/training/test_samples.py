@@ -282,12 +282,15 @@ def test_rolling_proxy_samples_cut_every_week_with_the_next_weeks_searches() -> 
 def test_history_first_orders_a_proxy_target_copy_then_new_then_fill() -> None:
     history = ("weather", "bank of america", "ebay", "maps")
     labels = ("pizza near me", "Ebay", "weather")
-    assert history_first(labels, history) == [
-        "weather", "ebay",  # the labels the prompt's history shows, in its order
-        "pizza near me",  # the other labels, in label order
-        "bank of america", "maps",  # the rest of the history
+    assert history_first(labels, history, k=4, new_slots=2) == [
+        "weather", "bank of america",  # the head of the history, copied in the prompt's order
+        "pizza near me", "Ebay",  # labels not in that head (new, or deeper in the history)
+        "maps",  # the rest of the history
     ]  # fmt: skip
+    assert history_first(labels, history, k=10) == [*history, "pizza near me"]
     assert history_first(labels, ()) == list(labels)
+    with pytest.raises(TrainingError):
+        history_first(labels, history, k=3, new_slots=-1)
     # a proxy sample's target is rendered in that order; the history is the worker's fold
     events = [
         search(T0 - 2 * DAY, "Weather"), search(T0 - DAY, "weather"), search(T0 - DAY, "maps"),
@@ -295,4 +298,5 @@ def test_history_first_orders_a_proxy_target_copy_then_new_then_fill() -> None:
     ]  # fmt: skip
     [sample] = proxy_samples(events, T0)
     assert sample.context.history == ("weather", "maps")
-    assert sample.target() == "maps\npizza\nweather"
+    assert sample.target() == "weather\nmaps\npizza"
+    assert sample.target(k=2) == "pizza\nmaps"  # a list of <= 3: labels only
