@@ -55,7 +55,7 @@ def sft(
     epochs: Annotated[float, typer.Option(help="passes over the samples")] = 1.0,
     max_steps: Annotated[int, typer.Option(min=0, help="stop after N steps (0: epochs)")] = 0,
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
-    lr: Annotated[float, typer.Option(help="peak learning rate")] = 2e-3,
+    lr: Annotated[float, typer.Option(help="peak learning rate")] = 3e-3,
     lora: Annotated[bool, typer.Option(help="LoRA adapters (pretrained bases)")] = False,
     resume: Annotated[str, typer.Option(help="name@version of an unfinished run")] = "",
     registry: Annotated[

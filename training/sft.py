@@ -59,8 +59,8 @@ class SFTConfig:
     max_steps: int = 0
     """stop after this many optimizer steps (0: run ``epochs``)"""
     batch_size: int = 32
-    lr: float = 2e-3
-    """peak learning rate (the tiny model wants ~2e-3; pretrained ones ~5e-5, LoRA ~2e-4)"""
+    lr: float = 3e-3
+    """peak learning rate (the tiny model wants ~3e-3; pretrained ones ~5e-5, LoRA ~2e-4)"""
     warmup_steps: int = 30
     min_lr_ratio: float = 0.1
     """cosine decay ends at lr * this"""

@@ -42,7 +42,7 @@ class TinyConfig:
 
     tokenizer: TokenizerKind = "word"
     """"word": whole words only (:func:`train_word_tokenizer`); "bpe": byte-level BPE"""
-    vocab_size: int = 4_000
+    vocab_size: int = 12_000
     """vocabulary target (the real size also counts the special tokens); the most frequent
     words are kept when the texts have more"""
     hidden_size: int = 128
