@@ -105,7 +105,9 @@ def _served(
         if lists is not None:
             run = served_at(model_run(sample.context, lists[i], tag), sample.day_ms)
             expired += run is None
-        hints = served_list(run, sample.triggers, X2Q, popular, settings)
+        hints = served_list(
+            run, sample.triggers, X2Q, popular, settings, history=sample.context.history
+        )
         sources.update(hint.source for hint in hints)
         predictions.append([hint.query for hint in hints])
     elapsed = time.perf_counter() - started + model_s

@@ -9,6 +9,8 @@ path's one composition rule) over
   expired (the generator's ``ttl_s``) by the time the hints are read;
 - the x2q lists of the user's newest ``triggers`` recent triggers (``AIGQ_HINTS_TRIGGERS``),
   each cut to ``per_trigger`` queries, for the triggers the x2q index has an entry for;
+- the user's search history: the worker's fold of the context (:mod:`cache.history`), its
+  first ``AIGQ_HINTS_HISTORY`` queries, as the read script reads them from the stored top;
 - the popular queries (:func:`popular_queries`), then the static fallback.
 
 Adding a source to the composition is one more argument here, passed through to ``compose``.
@@ -59,11 +61,13 @@ def served_list(
     popular: Sequence[str],
     settings: HintSettings,
     k: int | None = None,
+    history: Sequence[str] = (),
 ) -> list[Hint]:
     """The hints :meth:`cache.hints.HintClient.hints` returns for a user whose stored values
     are these: ``u2q`` (None when absent), ``triggers`` (the recent set, newest first),
     ``x2q`` (trigger member -> its queries; empty when there is no x2q index) and ``popular``
-    (the popular set, most popular first)."""
+    (the popular set, most popular first); ``history`` (the user's stored history, strongest
+    first)."""
     wanted = min(settings.default_k if k is None else k, settings.max_k)
     read = triggers[: settings.triggers]
     hits = [
@@ -71,7 +75,8 @@ def served_list(
         for trigger in read
         if trigger.member in x2q
     ]
-    hints = compose(u2q, hits, popular[:wanted], wanted)
+    shown = tuple(history)[: settings.history]
+    hints = compose(u2q, hits, popular[:wanted], wanted, shown)
     if not hints and settings.popular_fallback:
         hints = compose(None, (), settings.popular_fallback, wanted)
     return hints

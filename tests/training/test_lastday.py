@@ -146,6 +146,12 @@ def test_served_list_is_the_read_apis_composition() -> None:
     assert [(h.query, h.source) for h in hints] == [("a", "u2q")]
     fallback = HintSettings(popular_fallback=("static",))
     assert [h.query for h in served_list(None, (), {}, [], fallback)] == ["static"]
+    # the user's history goes first, as many as AIGQ_HINTS_HISTORY, and is never repeated
+    one = HintSettings(default_k=3, triggers=1, history=1)
+    hinted = served_list(run(("a", "h1")), (), {}, popular, one, history=("H1", "h2"))
+    assert [(h.query, h.source) for h in hinted] == [("H1", "history"), ("a", "u2q")]
+    both = served_list(None, (), {}, popular, settings, history=("h1", "h2"))
+    assert [(h.query, h.source) for h in both] == [("h1", "history"), ("h2", "history")]
 
 
 def test_served_at_expires_with_the_run() -> None:
