@@ -7,11 +7,17 @@ generator's prompt carries its top entries (the paper's "User Profile"), and the
 merges them with u2q and x2q (:mod:`cache.compose`).
 
 The table is ``normalised query -> [count, last event time ms]`` (the query cut to
-:data:`cache.text.MAX_KEY_CHARS`, so a table is bounded in bytes too), at most ``keep`` entries. A
-new query on a full table evicts the weakest entry (lowest count, then oldest), so a query
-searched often survives any number of one-off searches; a one-off search always enters (it is
-the user's newest and may be the start of a new interest). Offline evaluation folds the same
-way, so what it measures is what the worker keeps.
+:data:`cache.text.MAX_KEY_CHARS`, so a table is bounded in bytes too), at most ``keep`` entries.
+An entry's **strength** is its count discounted by the age of its last search:
+``count * 2 ** (-(newest - last) / HALF_LIFE_MS)``, where ``newest`` is the table's newest
+search, so the order is a function of the table alone (event time, never the wall clock; the
+same on replay) and the exponent is never positive (no overflow, whatever the clocks say).
+Measured on AOL's 800 users' last search days (any-hit@10 of the top 10): most searched first
+0.340; this strength 0.365 / 0.369 / 0.359 with half-lives of 7 / 14 / 30 days; most recent
+first 0.323. A new query on a full table evicts the weakest entry (lowest strength, then
+oldest), so a query searched often survives one-off searches; a one-off search always enters
+(it is the user's newest and may be the start of a new interest). Offline evaluation folds the
+same way, so what it measures is what the worker keeps.
 """
 
 from __future__ import annotations
@@ -27,7 +33,15 @@ TOP_STORED = 20
 """The most queries of a table that leave the session: written to Redis per user
 (:mod:`cache.history_store`), hence the most the read path may put in a list."""
 
+HALF_LIFE_MS = 14 * 24 * 3_600_000
+"""How fast an unrepeated query loses strength (the measured best of 3 to 60 days)."""
+
 History = dict[str, list[int]]
+
+
+def _strength(entry: list[int], newest: int) -> float:
+    """``count * 2 ** (-age / HALF_LIFE_MS)``; the age is clamped at 0, so never overflows."""
+    return float(entry[0] * 2.0 ** (-max(0, newest - entry[1]) / HALF_LIFE_MS))
 
 
 def add_search(history: History, query: str, ts: int, keep: int = MAX_HISTORY) -> None:
@@ -41,14 +55,16 @@ def add_search(history: History, query: str, ts: int, keep: int = MAX_HISTORY) -
         entry[1] = max(entry[1], ts)
         return
     if len(history) >= keep:
-        weakest = min(history, key=lambda k: (history[k][0], history[k][1]))
+        newest = max([ts, *(e[1] for e in history.values())])
+        weakest = min(history, key=lambda k: (_strength(history[k], newest), history[k][1]))
         del history[weakest]
     history[key] = [1, ts]
 
 
 def top_queries(history: History, n: int) -> list[str]:
-    """The ``n`` strongest queries: most searched first, then most recent."""
-    ranked = sorted(history.items(), key=lambda kv: (-kv[1][0], -kv[1][1], kv[0]))
+    """The ``n`` strongest queries (count discounted by age), then most recent, then by text."""
+    newest = max((e[1] for e in history.values()), default=0)
+    ranked = sorted(history.items(), key=lambda kv: (-_strength(kv[1], newest), -kv[1][1], kv[0]))
     return [query for query, _ in ranked[:n]]
 
 

@@ -7,7 +7,9 @@ held-out user nor anything at or after the cut.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import shlex
+import sys
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -116,6 +118,7 @@ def sft(
         "source": source, "users": users or "all", "cut": cut, "cut_ms": split.cut_ms,
         "heldout_fraction": heldout, "salt": split.salt, "train_pairs": len(pairs),
         "sample_kind": samples_kind, "every_days": every_days, "window_days": window_days,
+        "command": reproducing_command(sys.argv[1:]),
     }  # fmt: skip
 
     columns = (
@@ -143,3 +146,18 @@ def sft(
         f"train loss {m['train_loss']:.3f}, val loss {m['val_loss']:.3f}",
         highlight=False,
     )
+
+
+def reproducing_command(argv: Sequence[str]) -> str:
+    """The ``aigq`` command line of this run without ``--registry`` (where a model is
+    published does not change it): what a manifest records so one command remakes it."""
+    kept: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--registry":
+            skip = True
+        elif not arg.startswith("--registry="):
+            kept.append(arg)
+    return shlex.join(["aigq", *kept])

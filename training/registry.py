@@ -11,6 +11,12 @@ A version is ``v0001``, ``v0002``...: the next free number, taken by creating th
 folder holds a manifest; LATEST is written last, through a rename, so a reader never sees a
 version that is half written. ``resolve`` turns what a user types into a folder: a path to
 a model folder, ``name`` (its LATEST) or ``name@version``.
+
+The repository carries a trained default, ``models/aigq-direct/`` (:data:`SHIPPED`: a small
+model folder with the manifest of the run that made it, whose ``data.command`` reproduces it
+from ../shared/data). A bare ``aigq-direct`` resolves to it while the registry has no version
+of its own, so ``aigq generate``, ``aigq demo`` and ``aigq eval`` work on a fresh checkout
+without training first; a version trained here wins over it.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ from training import TrainingError
 
 MANIFEST = "manifest.json"
 DEFAULT_NAME = "aigq-direct"  # the embedded default model: what `aigq generate` loads
+SHIPPED = Path(__file__).resolve().parents[1] / "models" / DEFAULT_NAME
+"""The trained default the repository carries (see the module docstring)."""
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _VERSION = re.compile(r"v(\d{4,})")
 
@@ -59,8 +67,9 @@ class ModelRef:
 class Registry:
     """Versioned model folders under ``root`` (see the module docstring)."""
 
-    def __init__(self, root: Path | None = None) -> None:
+    def __init__(self, root: Path | None = None, shipped: Path | None = SHIPPED) -> None:
         self.root = root if root is not None else default_root()
+        self.shipped = shipped
 
     @staticmethod
     def _check_name(name: str) -> str:
@@ -107,14 +116,20 @@ class Registry:
         return ref
 
     def latest(self, name: str = DEFAULT_NAME) -> ModelRef | None:
-        """The version LATEST names, or None when ``name`` has none published."""
+        """The version LATEST names; for :data:`DEFAULT_NAME` with none published, the shipped
+        default (version ``shipped``); else None."""
         folder = self.root / self._check_name(name)
         try:
             version = (folder / "LATEST").read_text().strip()
         except OSError:
-            return None
+            version = ""
         ref = ModelRef(name, version, folder / version)
-        return ref if (ref.path / MANIFEST).is_file() else None
+        if version and (ref.path / MANIFEST).is_file():
+            return ref
+        shipped = self.shipped
+        if name == DEFAULT_NAME and shipped is not None and (shipped / MANIFEST).is_file():
+            return ModelRef(name, "shipped", shipped)
+        return None
 
     def unfinished(self, spec: str) -> ModelRef:
         """``name@version`` of a reserved, not yet published version (to resume training)."""

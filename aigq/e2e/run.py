@@ -69,8 +69,9 @@ def load_slice(
 def embedded_model(
     data_dir: Path, users: int, steps: int, say: Callable[[str], None]
 ) -> tuple[Path, str, float]:
-    """The registry's latest ``aigq-direct``, trained now (IL-SFT, a few minutes on a CPU)
-    when there is none: its folder, ``name@version`` and the seconds spent training."""
+    """The registry's latest ``aigq-direct``, else the trained default the repository carries
+    (``models/aigq-direct``), else one trained now (IL-SFT, a few minutes on a CPU): its
+    folder, ``name@version`` and the seconds spent training."""
     from training import TrainingError
     from training.registry import Registry
 
@@ -89,7 +90,10 @@ def embedded_model(
     if source == "synthetic":
         argv += ["--cut", "2026-01-08"]
     started = time.monotonic()
-    subprocess.run(argv, check=True)
+    try:
+        subprocess.run(argv, check=True)
+    except subprocess.CalledProcessError as exc:
+        raise TrainingError(f"training the demo's model failed (exit {exc.returncode})") from exc
     ref = registry.resolve(MODEL_NAME)
     return ref.path, ref.tag, time.monotonic() - started
 

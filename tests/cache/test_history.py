@@ -29,6 +29,21 @@ def test_top_queries_most_searched_then_most_recent() -> None:
     assert top_queries({}, 5) == []
 
 
+def test_an_old_habit_fades_behind_a_fresh_one() -> None:
+    day = 24 * 3_600_000
+    history = fold(
+        [("old habit", TS + i) for i in range(3)]  # 3 searches, 90 days before the newest
+        + [("recent pair", TS + 80 * day), ("recent pair", TS + 80 * day + 1)]
+        + [("yesterday", TS + 89 * day), ("today", TS + 90 * day)]
+    )
+    # strength = count * 2^(-age / 14 days): 3 * 2^(-90/14) = 0.04 < 1 (a one-off, today)
+    assert top_queries(history, 4) == ["recent pair", "today", "yesterday", "old habit"]
+    # a clock 80 years ahead only ages the others (the exponent is never positive)
+    add_search(history, "future", TS + 80 * 365 * day)
+    assert top_queries(history, 1) == ["future"]
+    assert len(top_queries(history, 10)) == 5
+
+
 def test_a_full_table_evicts_the_weakest_and_frequent_queries_survive() -> None:
     searches = [("kept", TS), ("kept", TS + 1)]
     searches += [(f"once {i}", TS + 10 + i) for i in range(50)]

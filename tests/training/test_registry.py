@@ -46,11 +46,24 @@ def test_resolve_takes_a_model_folder_and_explains_what_is_missing(tmp_path: Pat
     ref = Registry(tmp_path / "reg").resolve(str(folder))
     assert ref.path == folder.resolve() and ref.version == "external"
     with pytest.raises(TrainingError, match="aigq train sft"):
-        Registry(tmp_path / "reg").resolve("aigq-direct")
+        Registry(tmp_path / "reg", shipped=None).resolve("aigq-direct")
     with pytest.raises(TrainingError, match="not in the registry"):
         Registry(tmp_path / "reg").resolve("aigq-direct@v0009")
     with pytest.raises(TrainingError, match="model name"):
         Registry(tmp_path / "reg").resolve("../etc")
+
+
+def test_the_shipped_default_serves_until_one_is_trained_here(tmp_path: Path) -> None:
+    shipped = tmp_path / "repo" / "models" / "aigq-direct"
+    shipped.mkdir(parents=True)
+    (shipped / "manifest.json").write_text(json.dumps({"name": "aigq-direct"}))
+    reg = Registry(tmp_path / "reg", shipped=shipped)
+    ref = reg.resolve("aigq-direct")
+    assert (ref.path, ref.tag) == (shipped, "aigq-direct@shipped")
+    assert reg.latest("other") is None  # only the default name falls back
+    mine = reg.reserve("aigq-direct")
+    reg.publish(mine, {"metrics": {}})
+    assert reg.resolve("aigq-direct").path == mine.path
 
 
 def test_a_broken_manifest_is_a_clear_error(tmp_path: Path) -> None:
