@@ -8,8 +8,7 @@ held-out user nor anything at or after the cut.
 from __future__ import annotations
 
 import shlex
-import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from aigq.datasets.base import SourceItem
 from training import TrainingError
+from training.tiny import TinyConfig, TokenizerKind
 
 train_app = typer.Typer(help="Training: IL-SFT of the hint-query model.")
 console = Console()
@@ -40,6 +40,7 @@ def parse_day(text: str) -> int:
 
 @train_app.command("sft")
 def sft(
+    ctx: typer.Context,
     source: Annotated[str, typer.Option(help="aol, bestbuy or synthetic")] = "aol",
     data_dir: Annotated[Path, typer.Option(help="where the logs are")] = Path("../shared/data"),
     users: Annotated[int, typer.Option(min=0, help="first N users of the log (0: all)")] = 0,
@@ -64,6 +65,9 @@ def sft(
         Path | None, typer.Option(help="registry root (default $AIGQ_MODEL_REGISTRY)")
     ] = None,
     threads: Annotated[int, typer.Option(min=0, help="torch threads (0: default)")] = 0,
+    tokenizer: Annotated[
+        TokenizerKind, typer.Option(help="--base tiny: word (whole words only) or bpe")
+    ] = "word",
 ) -> None:
     """IL-SFT: train on the log's samples and publish the model in the registry."""
     from transformers.utils import logging as hf_logging
@@ -85,7 +89,7 @@ def sft(
 
     config = SFTConfig(
         base=base, name=name, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
-        lr=lr, lora=lora, threads=threads,
+        lr=lr, lora=lora, threads=threads, tiny=TinyConfig(tokenizer=tokenizer),
     )  # fmt: skip
     # A one-day label window: the samples are shaped like the last-day evaluation (the day a
     # user comes back), and each cut's target is about that day, not a week's mix.
@@ -118,7 +122,7 @@ def sft(
         "source": source, "users": users or "all", "cut": cut, "cut_ms": split.cut_ms,
         "heldout_fraction": heldout, "salt": split.salt, "train_pairs": len(pairs),
         "sample_kind": samples_kind, "every_days": every_days, "window_days": window_days,
-        "command": reproducing_command(sys.argv[1:]),
+        "command": reproducing_command(ctx),
     }  # fmt: skip
 
     columns = (
@@ -148,16 +152,23 @@ def sft(
     )
 
 
-def reproducing_command(argv: Sequence[str]) -> str:
-    """The ``aigq`` command line of this run without ``--registry`` (where a model is
-    published does not change it): what a manifest records so one command remakes it."""
-    kept: list[str] = []
-    skip = False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == "--registry":
-            skip = True
-        elif not arg.startswith("--registry="):
-            kept.append(arg)
-    return shlex.join(["aigq", *kept])
+def reproducing_command(ctx: typer.Context) -> str:
+    """``aigq train sft`` with the options this run was given on its command line, except
+    ``--registry`` (where a model is published does not change it): what a manifest records,
+    so one command remakes the model. Read from click's parsed parameters (not ``sys.argv``),
+    so it is the same however the command was invoked. (typer carries its own copy of click,
+    so its classes are compared by name.)"""
+    parts = ["aigq", "train", "sft"]
+    for param in ctx.command.params:
+        name = param.name
+        if name is None or name == "registry" or param.param_type_name != "option":
+            continue
+        source = ctx.get_parameter_source(name)
+        if source is None or source.name != "COMMANDLINE":
+            continue
+        value = ctx.params[name]
+        if getattr(param, "is_flag", False) and param.secondary_opts:
+            parts.append(param.opts[0] if value else param.secondary_opts[0])
+        else:
+            parts += [param.opts[0], f"{value:g}" if isinstance(value, float) else str(value)]
+    return shlex.join(parts)
