@@ -17,6 +17,7 @@ from rich.console import Console
 
 from aigq.errors import AigqError
 from training.cli_train import DEFAULT_CUT, parse_day
+from training.predictors import PredictorConfig
 
 console = Console()
 err_console = Console(stderr=True)
@@ -53,6 +54,12 @@ def eval_command(
     ),
     batch_size: Annotated[int, typer.Option(min=1, help="LLM prompts per batch")] = 16,
     max_tokens: Annotated[int, typer.Option(min=8, help="LLM tokens per list")] = 160,
+    n: Annotated[
+        int, typer.Option(min=1, help="trained models: lists sampled per user, merged by rank")
+    ] = 1,
+    temperature: Annotated[
+        float, typer.Option(min=0.0, help="trained models: 0 greedy, > 0 sampling")
+    ] = 0.0,
     semantic: Annotated[bool, typer.Option(help="MiniLM semantic similarity")] = True,
     threads: Annotated[int, typer.Option(min=0, help="torch threads (0: default)")] = 0,
     registry: Annotated[
@@ -70,7 +77,9 @@ def eval_command(
     try:
         _eval(
             data_dir, users, protocol, heldout_data, cut, heldout, window_days, salt,
-            tuple(model or ()), default_model, zero_shot, prompt, batch_size, max_tokens,
+            tuple(model or ()), default_model, zero_shot, prompt,
+            PredictorConfig(batch_size=batch_size, max_tokens=max_tokens, n=n,
+                            temperature=temperature),
             semantic, threads, registry, out,
         )  # fmt: skip
     except AigqError as exc:
@@ -82,11 +91,10 @@ def _eval(
     data_dir: Path, users: int, protocol: str, heldout_data: Path | None, cut: str,
     heldout: float, window_days: int, salt: str | None,
     models: tuple[str, ...], default_model: bool, zero_shot: bool, prompt: str,
-    batch_size: int, max_tokens: int, semantic: bool, threads: int, registry: Path | None,
+    predictor: PredictorConfig, semantic: bool, threads: int, registry: Path | None,
     out: Path | None,
 ) -> None:  # fmt: skip
     from training.evaluate import PROTOCOLS, EvalRun, run_eval
-    from training.predictors import PredictorConfig
     from training.report import comparison_line, markdown_table, write_report
     from training.samples import DAY_MS, SampleConfig
     from training.split import DEFAULT_SALT, SplitConfig
@@ -112,7 +120,7 @@ def _eval(
     run = EvalRun(
         aol=aol, split=split, users=users, models=models, default_model=default_model,
         zero_shot=zero_shot, compressed=prompt == "compressed",
-        predictor=PredictorConfig(batch_size=batch_size, max_tokens=max_tokens),
+        predictor=predictor,
         semantic=semantic, registry=registry, threads=threads,
         protocol=protocol, heldout_data=heldout_aol,
     )  # fmt: skip

@@ -37,6 +37,10 @@ class PredictorConfig:
     """queries asked for (the prompt's number) and kept per list"""
     batch_size: int = 16
     """prompts per generate call (left-padded; sorted by length to pad little)"""
+    n: int = 1
+    """lists sampled per context and merged by rank (the generator's ``AIGQ_GENERATE_N``)"""
+    temperature: float = 0.0
+    """0: greedy (then n must be 1); > 0: sampling"""
     max_tokens: int = 160
     """generated tokens per list (the worker's default)"""
     device: str = "cpu"
@@ -46,6 +50,8 @@ class PredictorConfig:
     def __post_init__(self) -> None:
         if self.k < 1 or self.batch_size < 1 or self.max_tokens < 8:
             raise TrainingError("need k >= 1, batch_size >= 1 and max_tokens >= 8")
+        if self.n < 1 or self.temperature < 0 or (self.n > 1 and self.temperature == 0):
+            raise TrainingError("need n >= 1, temperature >= 0, and temperature > 0 for n > 1")
 
 
 @dataclass
@@ -106,7 +112,7 @@ class ModelPredictor:
 
         c = self.config
         settings = GeneratorSettings(
-            backend="transformers", model=str(self.folder), temperature=0.0, n=1, k=c.k,
+            backend="transformers", model=str(self.folder), temperature=c.temperature, n=c.n, k=c.k,
             max_tokens=c.max_tokens, device=c.device, timeout_s=c.timeout_s,
             compressed=self.compressed, model_version=self.name,
         )  # fmt: skip

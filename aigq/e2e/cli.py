@@ -153,7 +153,8 @@ def demo_command(
             url = f"{loop.api_url}/v1/hints/{user}?k=10"
             with urllib.request.urlopen(url, timeout=5) as reply:
                 body = json.loads(reply.read())
-            if body.get("u2q"):
+            # users whose ten hints hold generated (u2q) ones beside their history
+            if any(hint["source"] == "u2q" for hint in body["hints"]):
                 shown.append((user, body["hints"], data.next_searches[user][:3]))
             if len(shown) >= users_shown:
                 break
@@ -171,8 +172,8 @@ def demo_command(
         table.add_column("hint query (source)")
         table.add_column("real next search")
         wanted = {q.lower() for q in upcoming}
-        for i in range(max(len(hints[:5]), len(upcoming))):
-            hint = hints[i] if i < len(hints[:5]) else None
+        for i in range(max(len(hints[:10]), len(upcoming))):
+            hint = hints[i] if i < len(hints[:10]) else None
             text = f"{hint['query']} ({hint['source']})" if hint else ""
             if hint and str(hint["query"]).lower() in wanted:
                 text = f"[bold green]{text}[/]"
