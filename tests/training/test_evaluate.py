@@ -18,6 +18,7 @@ from aigq.cli import app
 from aigq.datasets.aol import iter_aol
 from aigq.events import SearchEvent
 from generators.output import parse_queries
+from training import TrainingError
 from training.predictors import PredictorConfig, zero_shot_smollm2
 from training.report import EvalResults, PredictorResult, markdown, write_report
 from training.samples import Context
@@ -152,3 +153,10 @@ def test_zero_shot_smollm2_gives_validated_lists() -> None:
         assert parse_queries("\n".join(queries)) == queries  # what validation gives back
     assert predictor.stats.lists == 2
     assert predictor.stats.lists - predictor.stats.malformed_lists == sum(map(bool, lists))
+
+
+def test_predictor_config_samples_only_with_a_temperature() -> None:
+    assert PredictorConfig(n=4, temperature=0.7).n == 4
+    for bad in ({"n": 2, "temperature": 0.0}, {"n": 0}, {"temperature": -1.0}):
+        with pytest.raises(TrainingError, match="temperature"):
+            PredictorConfig(**bad)
