@@ -59,6 +59,15 @@ def test_drops_garbage() -> None:
     assert parse_queries("a b c", max_words=2) == []
 
 
+def test_drops_sampling_loops_but_keeps_real_repeats() -> None:
+    # seen from the default model sampled at T 0.7 in the demo
+    text = "flight court\nflight flight flight flight\nwin flight flight flight air\nbora bora"
+    assert parse_queries(text) == ["flight court", "bora bora"]
+    assert parse_queries("new york new york\nny ny 10022") == ["new york new york", "ny ny 10022"]
+    _, stats = validate(["a b b b c"])
+    assert stats.dropped_invalid == 1
+
+
 def test_drops_near_duplicates_of_earlier_queries_keeping_order() -> None:
     text = "\n".join(
         [
