@@ -6,7 +6,7 @@ API) is its only caller on the read path.
 Order (each query at most once, by :func:`cache.text.normalize`, so "Running  Shoes" and
 "running shoes" are one hint; the first spelling seen is kept):
 
-1. the user's own history (:mod:`cache.history`: most searched, then most recent), as many
+1. the user's own history (:mod:`cache.history`: strongest first), as many
    as the caller passes (the read API: ``AIGQ_HINTS_HISTORY``, 10). Measured on held-out AOL
    users (:mod:`training.history_rules`, ``aigq bench history``: any-hit@10 on each user's
    last search day), history first beat every other placement tried (top-1/3/5 first,

@@ -6,7 +6,7 @@ searched since the last flush here; the read path (:mod:`cache.hints`) reads the
 Lua call and :func:`cache.compose.compose` puts them in the served list.
 
 Layout: ONE Redis string per user at ``<prefix>history:<user_id>`` holding a JSON array of
-normalised queries, strongest first (most searched, then most recent: the fold's order), the
+normalised queries, strongest first (count discounted by age: the fold's order), the
 same shape as an x2q entry, so the read script fetches it with one ``GET`` and it decodes with
 :func:`cache.x2q.decode_queries`. The value is a function of the session state, so a write
 replaces it whole (one ``SET``: a reader sees it before or after), and a replayed flush writes
