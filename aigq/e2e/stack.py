@@ -229,16 +229,11 @@ class Loop:
             tail = proc.exited_early() or ""
             raise ServiceError(f"aigq {name} did not become ready at {url}:\n{tail[-1500:]}")
 
-    def _canary(self, timeout_s: float) -> None:
-        """One request straight into ``<prefix>.regenerate``, until its list is in Redis: the
-        generator has joined its group, and backend and Redis work."""
-        now = int(time.time() * 1000)
-        request = RegenerationRequest(
-            user_id=CANARY_USER, version=1, reason="cold_start", shift=1.0, event_ts=now,
-            created_ts=now, fingerprint="canary", recent=((now, "search", "canary", ""),),
-            profile=(("t:canary", 1.0),),
-        )  # fmt: skip
-        asyncio.run(_send(self.kafka, self.topics.name("regenerate"), encode(request)))
+    def _canary(self, timeout_s: float, resend_s: float = 15.0) -> None:
+        """Requests straight into ``<prefix>.regenerate`` until one's list is in Redis: the
+        generator has joined its group, and backend and Redis work. One more request (a higher
+        version) goes every ``resend_s``: a model may sample an unusable list for one, and
+        output validation then writes nothing (a random-weight test model often does)."""
         key = f"{self.cache_prefix}u2q:{CANARY_USER}"
 
         def written() -> bool:
@@ -246,10 +241,24 @@ class Loop:
                 return True
             return asyncio.run(_exists(self.config.redis, key))
 
-        wait_until(written, timeout_s, every_s=0.5)
+        deadline = time.monotonic() + timeout_s
+        version = 0
+        while not written() and time.monotonic() < deadline:
+            version += 1
+            now = int(time.time() * 1000)
+            request = RegenerationRequest(
+                user_id=CANARY_USER, version=version, reason="cold_start", shift=1.0,
+                event_ts=now, created_ts=now, fingerprint="canary",
+                recent=((now, "search", "canary", ""),), profile=(("t:canary", 1.0),),
+            )  # fmt: skip
+            asyncio.run(_send(self.kafka, self.topics.name("regenerate"), encode(request)))
+            wait_until(written, min(resend_s, max(0.0, deadline - time.monotonic())), 0.5)
         if not asyncio.run(_exists(self.config.redis, key)):
             tail = self.procs["generate"].exited_early() or "(still running)"
-            raise ServiceError(f"the generator wrote nothing within {timeout_s:.0f} s: {tail}")
+            raise ServiceError(
+                f"the generator wrote nothing for {version} canary requests within "
+                f"{timeout_s:.0f} s: {tail}"
+            )
 
     def stop(self) -> None:
         for proc in self.procs.values():

@@ -118,7 +118,7 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path: Path) -> None:
     config = _config(base=str(base.model.path), max_steps=20, lr=1e-3)
     straight = train(pairs, config, Registry(tmp_path / "a"), {})
 
-    reg = Registry(tmp_path / "b")
+    reg = Registry(tmp_path / "b", shipped=None)  # no fallback to the repository's default
 
     def stop_at_15(step: int, total: int, stats: dict[str, float]) -> None:
         if step == 15:
