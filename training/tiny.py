@@ -67,7 +67,6 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, special: bool = True)
     """A byte-level BPE ``PreTrainedTokenizerFast``, with the prompt's special tokens unless
     ``special`` is false (the trainer adds them itself, with mean-of-sub-word embeddings)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
 
     core = Tokenizer(models.BPE())
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -79,8 +78,16 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, special: bool = True)
         show_progress=False,
     )
     core.train_from_iterator(texts, trainer=trainer)
+    return _fast(core, None, special)
+
+
+def _fast(core: Any, unk: str | None, special: bool) -> Any:
+    """``core`` as a ``PreTrainedTokenizerFast`` (EOS pads), with the prompt's special tokens
+    unless ``special`` is false."""
+    from transformers import PreTrainedTokenizerFast
+
     tokenizer = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
-        tokenizer_object=core, eos_token=EOS, pad_token=EOS, bos_token=None, unk_token=None
+        tokenizer_object=core, eos_token=EOS, pad_token=EOS, unk_token=unk, bos_token=None
     )
     if special:
         tokenizer.add_special_tokens({"additional_special_tokens": list(SPECIAL_TOKENS)})
@@ -99,7 +106,6 @@ def train_word_tokenizer(texts: Iterable[str], vocab_size: int, special: bool = 
     Decoding gives " google\n yahoo mail"; the output parser strips the edge spaces.
     """
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
 
     core = Tokenizer(models.WordLevel(unk_token=UNK))
     core.normalizer = normalizers.Sequence(
@@ -118,12 +124,7 @@ def train_word_tokenizer(texts: Iterable[str], vocab_size: int, special: bool = 
     # the newline ends a query: without it no list could be written (nor matched by vLLM's
     # structured-output grammar), so it is in every vocabulary, ranked as the most frequent
     core.train_from_iterator(itertools.chain(texts, ["\n"] * 10_000), trainer=trainer)
-    tokenizer = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
-        tokenizer_object=core, eos_token=EOS, pad_token=EOS, unk_token=UNK, bos_token=None
-    )
-    if special:
-        tokenizer.add_special_tokens({"additional_special_tokens": list(SPECIAL_TOKENS)})
-    return tokenizer
+    return _fast(core, UNK, special)
 
 
 def new_tokenizer(texts: Iterable[str], config: TinyConfig, special: bool = True) -> Any:

@@ -44,26 +44,14 @@ def _request(path: str, extra: str = "") -> bytes:
 
 def _response(sock: socket.socket) -> tuple[int, dict[bytes, bytes], bytes]:
     """One HTTP/1.1 response off ``sock``: status, headers (lower-case names), body."""
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        chunk = sock.recv(65536)
-        assert chunk, "connection closed before a response"
-        buf += chunk
-    head, _, body = buf.partition(b"\r\n\r\n")
-    status, *lines = head.split(b"\r\n")
-    headers = dict(line.lower().split(b": ", 1) for line in lines)
-    while len(body) < int(headers[b"content-length"]):
-        chunk = sock.recv(65536)
-        assert chunk, "connection closed inside a body"
-        body += chunk
-    return int(status.split()[1]), headers, body
+    return _responses(sock, 1)[0]
 
 
-def _statuses(sock: socket.socket, n: int) -> list[int]:
-    """The statuses of the next ``n`` responses off ``sock``, however the server's writes
-    are cut into segments (several pipelined responses may arrive in one ``recv``)."""
+def _responses(sock: socket.socket, n: int) -> list[tuple[int, dict[bytes, bytes], bytes]]:
+    """The next ``n`` responses off ``sock``, however the server's writes are cut into
+    segments (several pipelined responses may arrive in one ``recv``)."""
     buf = b""
-    out: list[int] = []
+    out: list[tuple[int, dict[bytes, bytes], bytes]] = []
     while len(out) < n:
         head, sep, rest = buf.partition(b"\r\n\r\n")
         if sep:
@@ -71,11 +59,11 @@ def _statuses(sock: socket.socket, n: int) -> list[int]:
             headers = dict(line.lower().split(b": ", 1) for line in lines)
             length = int(headers[b"content-length"])
             if len(rest) >= length:
-                out.append(int(status.split()[1]))
+                out.append((int(status.split()[1]), headers, rest[:length]))
                 buf = rest[length:]
                 continue
         chunk = sock.recv(65536)
-        assert chunk, "connection closed before the responses"
+        assert chunk, "connection closed before a response"
         buf += chunk
     return out
 
@@ -241,7 +229,7 @@ def test_a_keep_alive_client_still_works(
             assert not _closed_by_server(sock, 0.5)
         # pipelined requests in one write are all answered
         sock.sendall(_request("/healthz") * 5)
-        assert _statuses(sock, 5) == [200] * 5
+        assert [status for status, _, _ in _responses(sock, 5)] == [200] * 5
         # idle: closed after the keep-alive timeout
         idle = time.monotonic()
         assert _closed_by_server(sock, 2 + SLACK_S)
