@@ -21,6 +21,9 @@ from itertools import pairwise
 
 from generators.prompt import PromptError, clean_text
 
+_COPY = re.compile(r"<h(\d{1,2})>")
+_NO_COPY = "\n\x00\n"  # a copy of nothing: a line that validation drops (counted as invalid)
+
 # <search>, <1_day_ago>, <|im_end|>, </s>, <|endoftext|>: anything that looks like a token
 _SPECIAL_PIECE = re.compile(r"<\|[^|\n]{0,64}\|>|</?[A-Za-z0-9_|/-]{1,64}>")
 _SPLIT = re.compile(r"\n|\r|;;")
@@ -84,13 +87,31 @@ def _is_near_duplicate(words: frozenset[str], kept: list[frozenset[str]], limit:
     return False
 
 
+def expand_copies(text: str, shown: Sequence[str]) -> str:
+    """``text`` with each copy token (``<h2>``) replaced by that history query of the prompt
+    (``shown``, :func:`generators.prompt.shown_history`) on a line of its own; a token beyond
+    ``shown`` becomes a line that validation drops."""
+
+    def copy(found: re.Match[str]) -> str:
+        index = int(found.group(1))
+        return f"\n{shown[index - 1]}\n" if 1 <= index <= len(shown) else _NO_COPY
+
+    return _COPY.sub(copy, text)
+
+
 def _parse(
-    text: str, k: int, max_chars: int, max_words: int, near_duplicate: float, stats: OutputStats
+    text: str,
+    k: int,
+    max_chars: int,
+    max_words: int,
+    near_duplicate: float,
+    stats: OutputStats,
+    shown: Sequence[str] = (),
 ) -> list[str]:
     out: list[str] = []
     keys: set[str] = set()
     word_sets: list[frozenset[str]] = []
-    for piece in _SPLIT.split(_SPECIAL_PIECE.sub(" ", text)):
+    for piece in _SPLIT.split(_SPECIAL_PIECE.sub(" ", expand_copies(text, shown))):
         if len(out) == k:
             break
         piece = _LIST_MARKER.sub("", piece, count=1)
@@ -125,19 +146,22 @@ def parse_queries(
     max_chars: int = 64,
     max_words: int = 10,
     near_duplicate: float = 0.8,
+    shown: Sequence[str] = (),
 ) -> list[str]:
     """The valid, distinct queries of one generated text, lowercase, in order, at most ``k``.
 
-    Lines are split on newlines and ``;;``; list markers (``1.``, ``2)``, ``-``) and anything
-    looking like a special token or chat marker (``<search>``, ``<|im_end|>``, ``</s>``) are
-    removed; the rest is cleaned with :func:`~generators.prompt.clean_text`. A query is dropped
+    Copy tokens (``<h2>``) become the prompt's history queries they point at (``shown``, see
+    :func:`expand_copies`); lines are split on newlines and ``;;``; list markers (``1.``,
+    ``2)``, ``-``) and anything else looking like a special token or chat marker
+    (``<search>``, ``<|im_end|>``, ``</s>``) are removed; the rest is cleaned with
+    :func:`~generators.prompt.clean_text`. A query is dropped
     when shorter than 2 characters, longer than ``max_chars`` characters or ``max_words`` words,
     without a letter or digit, with one word more than :data:`MAX_WORD_RUN` times in a row
     (a sampling loop), or a near-duplicate of an earlier kept one (same words, or word
     Jaccard similarity >= ``near_duplicate``).
     """
     _check(k, max_chars, max_words, near_duplicate)
-    return _parse(text, k, max_chars, max_words, near_duplicate, OutputStats())
+    return _parse(text, k, max_chars, max_words, near_duplicate, OutputStats(), shown)
 
 
 def validate(
@@ -146,16 +170,22 @@ def validate(
     max_chars: int = 64,
     max_words: int = 10,
     near_duplicate: float = 0.8,
+    shown: Sequence[Sequence[str]] | None = None,
 ) -> tuple[list[list[str]], OutputStats]:
-    """Parse each generated text (see :func:`parse_queries`) and count what was dropped.
+    """Parse each generated text (see :func:`parse_queries`; ``shown``: each text's prompt's
+    history queries, for its copy tokens) and count what was dropped.
 
     A text without a single valid query counts as malformed and gives ``[]``.
     """
     _check(k, max_chars, max_words, near_duplicate)
+    if shown is not None and len(shown) != len(texts):
+        raise PromptError(f"{len(texts)} texts but {len(shown)} history lists")
     stats = OutputStats()
     lists = []
-    for text in texts:
-        queries = _parse(text, k, max_chars, max_words, near_duplicate, stats)
+    for i, text in enumerate(texts):
+        queries = _parse(
+            text, k, max_chars, max_words, near_duplicate, stats, shown[i] if shown else ()
+        )
         stats.lists += 1
         if not queries:
             stats.malformed_lists += 1

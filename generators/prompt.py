@@ -44,18 +44,23 @@ TIME_TOKENS: tuple[str, ...] = (
     "<older>",
 )
 KIND_TOKENS: tuple[str, ...] = ("<search>", "<click>", "<hint_click>")
-SPECIAL_TOKENS: tuple[str, ...] = INDEX_TOKENS + TIME_TOKENS + KIND_TOKENS
+MAX_HISTORY_QUERIES = 10
+"""History queries a prompt shows (``Searched:``): as many as a list holds."""
+COPY_TOKENS: tuple[str, ...] = tuple(f"<h{i}>" for i in range(1, MAX_HISTORY_QUERIES + 1))
+"""``<h3>`` opens the prompt's third history query; in the output, alone on its line, it is a
+copy of that query (a pointer: the model can repeat a query whatever its words, including
+words its vocabulary lacks). :func:`generators.output.parse_queries` expands it."""
+SPECIAL_TOKENS: tuple[str, ...] = INDEX_TOKENS + TIME_TOKENS + KIND_TOKENS + COPY_TOKENS
 TOKEN_WORDS: dict[str, str] = {
     **{tok: str(i) for i, tok in enumerate(INDEX_TOKENS, start=1)},
     **{tok: tok[1:-1].replace("_", " ").lower() for tok in TIME_TOKENS},
     **{tok: tok[1:-1].replace("_", " ") for tok in KIND_TOKENS},
+    **{tok: f"searched {i}" for i, tok in enumerate(COPY_TOKENS, start=1)},
 }
 """Each special token's plain words: its new embedding starts as their sub-words' mean."""
 
 DAY_MS = 86_400_000
 MAX_PROFILE_FEATURES = 8
-MAX_HISTORY_QUERIES = 10
-"""History queries a prompt shows (``Searched:``): as many as a list holds."""
 _KIND_INDEX = {"search": 0, "click": 1, "hint_click": 2}
 
 _ANGLE_AND_SEPARATORS = re.compile(r"[<>{}|]")
@@ -199,10 +204,11 @@ def compressed_prompt(
 
     ``history`` is the user's most searched queries, strongest first (the paper's "User
     Profile"; :func:`cache.history.top_queries` of the worker's fold): the first
-    :data:`MAX_HISTORY_QUERIES` that clean to something are written one per line, exactly as
-    the output writes queries, so the model can copy the ones the user keeps coming back to
-    token for token and spend the rest of the list on new ones. It goes last, next to
-    ``Output:``, so a prompt cut from the left for length loses old behaviours first.
+    :data:`MAX_HISTORY_QUERIES` that clean to something, each after its :data:`COPY_TOKENS`
+    token (``{<h1>google<h2>yahoo mail}``), so the model can copy the ones the user keeps coming
+    back to by writing that token (whatever their words) and spend the rest of the list on new
+    ones. It goes last, next to ``Output:``, so a prompt cut from the left for length loses old
+    behaviours first; :func:`shown_history` reads it back.
     """
     _check_k(k)
     rows = _rows(recent, now_ms, item_text, max_behaviours)
@@ -213,9 +219,23 @@ def compressed_prompt(
         f"{INDEX_TOKENS[i - 1]}{time}{KIND_TOKENS[kind]} {text}".rstrip()
         for i, time, kind, text in rows
     )
-    past = "\n".join(history_queries(history))
+    past = "".join(f"{COPY_TOKENS[i]}{q}" for i, q in enumerate(history_queries(history)))
     searched = f" Searched: {{{past}}}" if past else ""
     return f"Recommend {k} queries. {interests}Behaviors: {{{sequence}}}{searched} Output:"
+
+
+_SHOWN = re.compile(r" Searched: \{((?:<h\d{1,2}>[^<>{}]*)+)\} Output:$")
+_COPY_ENTRY = re.compile(r"<h(\d{1,2})>([^<>{}]*)")
+
+
+def shown_history(prompt: str) -> list[str]:
+    """The history queries a compressed prompt shows, in :data:`COPY_TOKENS` order (``[]``
+    when it shows none): what the output's copy tokens stand for. Unambiguous, as user text
+    can hold neither angle brackets nor braces (:func:`clean_text`)."""
+    found = _SHOWN.search(prompt)
+    if found is None:
+        return []
+    return [text for _, text in _COPY_ENTRY.findall(found.group(1))]
 
 
 def history_queries(history: Sequence[str]) -> list[str]:
@@ -270,9 +290,13 @@ def verbose_prompt(
     )
 
 
-def format_target(queries: Sequence[str]) -> str:
-    """The model's output (the trainer's labels): clean queries, one per line, nothing else.
+def format_target(queries: Sequence[str], shown: Sequence[str] = ()) -> str:
+    """The model's output (the trainer's labels): clean queries, one per line, nothing else; a
+    query that is one of ``shown`` (the prompt's history queries, :func:`history_queries`) is
+    written as its copy token (``<h2>``).
 
     Queries that clean to nothing are left out, so the target never holds a blank line.
     """
-    return "\n".join(q for q in (clean_text(q) for q in queries) if q)
+    copies = {query: COPY_TOKENS[i] for i, query in enumerate(shown[:MAX_HISTORY_QUERIES])}
+    lines = (clean_text(q) for q in queries)
+    return "\n".join(copies.get(q.lower(), q) for q in lines if q)

@@ -123,9 +123,10 @@ class Sample:
     def target(self, k: int = 10) -> str:
         """The model's target text. A proxy sample's labels are put in
         :func:`history_first` order (the other kinds' labels are already a ranked list)."""
+        shown = history_queries(self.context.history)  # what the prompt's copy tokens show
         if self.kind == "proxy":
-            return render_target(history_first(self.labels, self.context.history, k), k)
-        return render_target(self.labels, k)
+            return render_target(history_first(self.labels, self.context.history, k), k, shown)
+        return render_target(self.labels, k, shown)
 
 
 @dataclass(frozen=True)
@@ -151,9 +152,10 @@ class SampleConfig:
             raise TrainingError(f"min_context must be >= 0, got {self.min_context}")
 
 
-def render_target(queries: Sequence[str], k: int = 10) -> str:
+def render_target(queries: Sequence[str], k: int = 10, shown: Sequence[str] = ()) -> str:
     """The label list as the model's output text: what :func:`generators.output.parse_queries`
-    gives back unchanged.
+    gives back unchanged (with ``shown``, the prompt's history queries, a label that is one of
+    them is written as its copy token, ``<h2>``, which the parser expands back).
 
     Labels the parser would drop (too long, too many words, near-duplicates, ``;;`` inside)
     are left out rather than cut, so the model never learns a truncated query; at most ``k``.
@@ -165,7 +167,7 @@ def render_target(queries: Sequence[str], k: int = 10) -> str:
     while True:  # a label such as "1. 2. x" loses one list marker per parse: reach the fixpoint
         again = parse_queries(format_target(kept), k=k) if kept else []
         if again == kept:
-            return format_target(kept)
+            return format_target(kept, shown)
         kept = again
 
 

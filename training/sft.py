@@ -32,7 +32,8 @@ from typing import Any
 
 import torch
 
-from generators.prompt import SPECIAL_TOKENS, TOKEN_WORDS, compressed_prompt
+from generators.output import expand_copies
+from generators.prompt import SPECIAL_TOKENS, TOKEN_WORDS, compressed_prompt, shown_history
 from generators.tokens import add_special_tokens
 from training import TrainingError
 from training.registry import DEFAULT_NAME, ModelRef, Registry
@@ -136,20 +137,26 @@ def _known_lines(tokenizer: Any, target: str) -> str:
 def vocabulary_texts(pairs: Sequence[Pair], kind: str) -> list[str]:
     """What a new tokenizer learns its vocabulary from.
 
-    BPE: the prompts and targets. Word-level: the targets (queries users searched: every word
-    the model can write is one of them), plus the prompt's own words (``Recommend``,
-    ``Behaviors:``, the braces) from a prompt without its special tokens, repeated so that a
-    vocabulary cut by frequency keeps them; other prompt words it lacks are ``<unk>`` there.
+    BPE: the prompts and targets. Word-level: the targets, copy tokens expanded (queries users
+    searched: every word the model can write is one of them), plus the prompt's own words
+    (``Recommend``, ``Behaviors:``, the braces) from a prompt without its special tokens,
+    repeated so that a vocabulary cut by frequency keeps them; other prompt words it lacks
+    are ``<unk>`` there.
     """
-    targets = [pair.target for pair in pairs]
+    # a copied history query's words count as the target's: they are the user's words too
+    targets = [expand_copies(pair.target, shown_history(pair.prompt)) for pair in pairs]
     if kind == "bpe":
         return [text for pair in pairs for text in (pair.prompt, pair.target)]
     frame = compressed_prompt(
         [("t:interest", 1.0)], [(0, "search", "query", "")], now_ms=0, history=["query"]
     )
+    return targets + [_without_special(frame)] * max(100, len(targets) // 10)
+
+
+def _without_special(text: str) -> str:
     for token in SPECIAL_TOKENS:
-        frame = frame.replace(token, "")
-    return targets + [frame] * max(100, len(targets) // 10)
+        text = text.replace(token, "")
+    return text
 
 
 def batches(

@@ -1,8 +1,9 @@
 """The one async interface every generation backend has: ``generate(prompts) -> query lists``.
 
 A backend only has to say how to *complete* a batch of prompts (``n`` raw samples each);
-this base turns those samples into validated lists the same way for all of them: the ``n``
-samples of a prompt are merged in rank order (first queries of every sample, then the
+this base turns those samples into validated lists the same way for all of them: copy tokens
+(``<h2>``) become the prompt's history queries they point at, the ``n`` samples of a prompt
+are merged in rank order (first queries of every sample, then the
 second ones, ...), then parsed, cleaned, de-duplicated and cut to ``k`` by
 :func:`generators.output.validate`. A list with no valid query comes back empty and counted
 as malformed: it is never written as garbage.
@@ -22,6 +23,7 @@ from typing import Self
 
 from aigq.errors import AigqError, ServiceError
 from generators.output import OutputStats, parse_queries, validate
+from generators.prompt import COPY_TOKENS, shown_history
 from generators.settings import GeneratorSettings
 
 
@@ -35,8 +37,10 @@ class BackendRejected(AigqError):
 
 def output_regex(k: int, max_chars: int) -> str:
     """The list format as a regular expression, for structured (constrained) decoding:
-    1..k lines of 2..max_chars characters, none of which opens or closes a tag."""
-    return rf"([^\n<>]{{2,{max_chars}}}\n){{1,{k}}}"
+    1..k lines, each a copy token (``<h2>``) or 2..max_chars characters of which none opens or
+    closes a tag."""
+    copy = "|".join(tok[1:-1] for tok in COPY_TOKENS)
+    return rf"((<({copy})>|[^\n<>]{{2,{max_chars}}})\n){{1,{k}}}"
 
 
 def interleave(samples: Sequence[Sequence[str]]) -> list[str]:
@@ -73,16 +77,19 @@ class Backend(abc.ABC):
         samples = await self.complete(prompts)
         self.model_seconds += time.perf_counter() - started
         s = self.settings
+        shown = [shown_history(prompt) for prompt in prompts]  # what copy tokens point at
         if s.n == 1:
             texts = [sample[0] if sample else "" for sample in samples]
         else:
             texts = [
                 "\n".join(
-                    interleave([parse_queries(t, k=s.k, max_chars=s.max_query_chars) for t in ts])
+                    interleave(
+                        [parse_queries(t, s.k, s.max_query_chars, shown=history) for t in ts]
+                    )
                 )
-                for ts in samples
+                for ts, history in zip(samples, shown, strict=True)
             ]
-        lists, stats = validate(texts, k=s.k, max_chars=s.max_query_chars)
+        lists, stats = validate(texts, k=s.k, max_chars=s.max_query_chars, shown=shown)
         self.stats.add(stats)
         return lists
 

@@ -60,8 +60,8 @@ class TransformersBackend(Backend):
                 pad_token_id=tokenizer.pad_token_id,
             )
         texts = tokenizer.batch_decode(
-            output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True
-        )
+            output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=False
+        )  # copy tokens (<h2>) are special: the parser expands them, and drops EOS and padding
         return [texts[i * s.n : (i + 1) * s.n] for i in range(len(prompts))]
 
     async def complete(self, prompts: Sequence[str]) -> list[list[str]]:

@@ -48,7 +48,7 @@ class OpenAIHttpBackend(Backend):
             "max_tokens": s.max_tokens,
             "temperature": s.temperature,
             "top_p": s.top_p,
-            "skip_special_tokens": True,
+            "skip_special_tokens": False,  # copy tokens (<h2>): the parser expands them
         }
         if s.structured:
             body["structured_outputs"] = {"regex": output_regex(s.k, s.max_query_chars)}

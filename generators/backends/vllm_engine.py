@@ -44,6 +44,7 @@ class VllmEngineBackend(Backend):
             temperature=settings.temperature,
             top_p=settings.top_p,
             structured_outputs=structured,
+            skip_special_tokens=False,  # copy tokens (<h2>) are special: the parser expands them
         )
         self._engine: Any = AsyncLLM.from_engine_args(
             AsyncEngineArgs(

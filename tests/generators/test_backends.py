@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -10,8 +12,9 @@ import pytest
 from aigq.dev.probe import free_port
 from aigq.events import RegenerationRequest
 from generators.backends import BackendUnavailable, open_backend
-from generators.backends.base import interleave, output_regex
+from generators.backends.base import Backend, interleave, output_regex
 from generators.backends.openai_http import OpenAIHttpBackend
+from generators.prompt import compressed_prompt
 from generators.requests import prompt_for
 from generators.settings import GeneratorSettings
 
@@ -54,6 +57,44 @@ def test_payload_names_the_model_or_adapter_and_the_list_format() -> None:
     assert "structured_outputs" not in OpenAIHttpBackend(
         GeneratorSettings(structured=False)
     ).payload(["p"])
+
+
+class _Fixed(Backend):
+    """A backend whose completions are given: what the base does with them is under test."""
+
+    def __init__(self, settings: GeneratorSettings, texts: list[list[str]]) -> None:
+        super().__init__(settings)
+        self.texts = texts
+
+    async def complete(self, prompts: Sequence[str]) -> list[list[str]]:
+        return self.texts[: len(prompts)]
+
+
+@pytest.mark.asyncio
+async def test_copy_tokens_become_the_history_queries_of_their_own_prompt() -> None:
+    """The model copies a history query by its token; each list expands its own prompt's."""
+    ask = compressed_prompt
+    prompts = [
+        ask([], [(T0, "search", "maps", "")], T0, history=["Weather", "bank of america"]),
+        ask([], [(T0, "search", "maps", "")], T0, history=["ebay"]),
+        ask([], [(T0, "search", "maps", "")], T0),  # no history: a copy token is garbage
+    ]
+    texts = [["<h2>\nnew query\n<h1><|endoftext|>"], ["<h1>\n<h2>"], ["<h1>"]]
+    backend = _Fixed(GeneratorSettings(k=5), texts)
+    lists = await backend.generate(prompts)
+    assert lists == [["bank of america", "new query", "weather"], ["ebay"], []]
+    assert backend.stats.dropped_invalid == 2 and backend.stats.malformed_lists == 1
+    # several samples per prompt: each is expanded before they are merged by rank
+    backend = _Fixed(GeneratorSettings(k=5, n=2), [["<h1>\nx y", "<h2>\n<h1>"]])
+    assert await backend.generate(prompts[:1]) == [["weather", "bank of america", "x y"]]
+
+
+def test_the_list_format_and_decoding_keep_copy_tokens() -> None:
+    regex = re.compile(output_regex(10, 64))
+    assert regex.fullmatch("<h2>\nfoo bar\n<h10>\n") and not regex.fullmatch("<h11>\n")
+    assert not regex.fullmatch("<search>\n") and not regex.fullmatch("a <b> c\n")
+    body = OpenAIHttpBackend(GeneratorSettings()).payload(["p"])
+    assert body["skip_special_tokens"] is False  # else the server would strip them
 
 
 def test_interleave_merges_samples_by_rank() -> None:

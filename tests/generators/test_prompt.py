@@ -10,6 +10,7 @@ import pytest
 from generators.items import SurrogateItemText
 from generators.output import parse_queries
 from generators.prompt import (
+    COPY_TOKENS,
     INDEX_TOKENS,
     KIND_TOKENS,
     MAX_HISTORY_QUERIES,
@@ -22,6 +23,7 @@ from generators.prompt import (
     compressed_prompt,
     format_target,
     history_queries,
+    shown_history,
     time_bucket,
     verbose_prompt,
 )
@@ -76,8 +78,9 @@ def test_special_token_tables() -> None:
         "<older>",
     )
     assert KIND_TOKENS == ("<search>", "<click>", "<hint_click>")
-    assert SPECIAL_TOKENS == INDEX_TOKENS + TIME_TOKENS + KIND_TOKENS
-    assert len(set(SPECIAL_TOKENS)) == len(SPECIAL_TOKENS) == 34
+    assert COPY_TOKENS[0] == "<h1>" and COPY_TOKENS[-1] == "<h10>" and len(COPY_TOKENS) == 10
+    assert SPECIAL_TOKENS == INDEX_TOKENS + TIME_TOKENS + KIND_TOKENS + COPY_TOKENS
+    assert len(set(SPECIAL_TOKENS)) == len(SPECIAL_TOKENS) == 44
     assert set(TOKEN_WORDS) == set(SPECIAL_TOKENS)
     assert TOKEN_WORDS["<1>"] == "1"
     assert TOKEN_WORDS["<1_day_ago>"] == "1 day ago"
@@ -278,19 +281,26 @@ def test_format_target_is_one_clean_query_per_line() -> None:
 
 
 def test_history_is_the_profile_section_written_as_the_output_writes_queries() -> None:
-    """The user's top past queries go last, one per line, cleaned, lowercase, each once, at
-    most MAX_HISTORY_QUERIES; the output parser reads them back as they are written."""
+    """The user's top past queries go last, each after its copy token, cleaned, lowercase,
+    each once, at most MAX_HISTORY_QUERIES; shown_history reads them back, and the output
+    parser turns a copy token into the query it points at."""
     history = ["Weather", "bank of america", "weather", "x <search> y"] + [
         f"q{i}" for i in range(20)
     ]
     prompt = compressed_prompt(PROFILE, RECENT, NOW, history=history)
     match = re.search(r"\} Searched: \{(.*)\} Output:$", prompt, re.DOTALL)
     assert match is not None
-    shown = match.group(1).split("\n")
+    assert match.group(1).startswith("<h1>weather<h2>bank of america<h3>x search y<h4>q0")
+    shown = shown_history(prompt)
+    assert shown == history_queries(history)
     assert shown[:3] == ["weather", "bank of america", "x search y"]
-    assert len(shown) == MAX_HISTORY_QUERIES == len(history_queries(history))
-    assert parse_queries(match.group(1), k=MAX_HISTORY_QUERIES) == shown
-    assert TOKEN.findall(match.group(1)) == []  # no query forges a special token
+    assert len(shown) == MAX_HISTORY_QUERIES
+    assert TOKEN.findall(match.group(1)) == list(COPY_TOKENS)  # no query forges a token
+    # the output's copy tokens are those queries; one past them is dropped
+    assert parse_queries("<h3>\nnew one\n<h1>\n<h11>", shown=shown) == [
+        "x search y", "new one", "weather"
+    ]  # fmt: skip
+    assert format_target(["Weather", "new one"], shown) == "<h1>\nnew one"
     # no history: the prompt is the one without the section
     assert "Searched" not in compressed_prompt(PROFILE, RECENT, NOW, history=["<>", " "])
     assert "most searched: weather; bank of america" in verbose_prompt(

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from aigq.datasets.aol import iter_aol
 from generators.output import parse_queries
+from generators.prompt import COPY_TOKENS, shown_history
 from training.baselines import Baseline, CoOccurrence, MostPopular, UserFrequent
 from training.metrics import EvalConfig, evaluate
 from training.samples import last_search_samples
@@ -29,8 +30,9 @@ def test_aol_proxy_samples_and_baselines(data_dir: Path) -> None:
     assert all(is_heldout(s.context.user_id, 0.2, config.salt) for s in split.test)
     assert all(s.context.last_ts < CUT for s in split.train)
     for sample in split.train[:: len(split.train) // 50]:
-        target = sample.target()
-        assert parse_queries(target) == (target.split("\n") if target else [])
+        target, shown = sample.target(), shown_history(sample.prompt())
+        lines = [shown[COPY_TOKENS.index(q)] if q in COPY_TOKENS else q for q in target.split("\n")]
+        assert parse_queries(target, shown=shown) == (lines if target else [])
         assert sample.prompt().endswith("} Output:")
 
     hr: dict[str, float] = {}

@@ -231,7 +231,7 @@ def test_context_prompt_is_the_prompt_of_the_workers_own_request() -> None:
         context.profile, context.recent, T0, k=5, history=context.history
     )
     assert context.history == ("gore-tex jacket", "trail running")  # the worker's fold
-    assert "Searched: {gore-tex jacket\ntrail running} Output:" in context.prompt()
+    assert "Searched: {<h1>gore-tex jacket<h2>trail running} Output:" in context.prompt()
     assert "<3_days_ago><search> trail running" in context.prompt()
 
 
@@ -298,5 +298,5 @@ def test_history_first_orders_a_proxy_target_copy_then_new_then_fill() -> None:
     ]  # fmt: skip
     [sample] = proxy_samples(events, T0)
     assert sample.context.history == ("weather", "maps")
-    assert sample.target() == "weather\nmaps\npizza"
-    assert sample.target(k=2) == "pizza\nmaps"  # a list of <= 3: labels only
+    assert sample.target() == "<h1>\n<h2>\npizza"  # copies as the prompt's copy tokens
+    assert sample.target(k=2) == "pizza\n<h2>"  # a list of <= 3: labels only
