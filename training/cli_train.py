@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from aigq.datasets.base import SourceItem
-from training import TrainingError
+from training import TargetOrder, TrainingError
 from training.tiny import TinyConfig, TokenizerKind
 
 train_app = typer.Typer(help="Training: IL-SFT of the hint-query model.")
@@ -53,6 +53,10 @@ def sft(
     window_days: Annotated[
         int, typer.Option(min=1, help="proxy: label window after each cut (days)")
     ] = 1,
+    target_order: Annotated[
+        TargetOrder,
+        typer.Option(help="proxy: copied history in the prompt's order, or recurring first"),
+    ] = "shown",
     base: Annotated[str, typer.Option(help='"tiny", a model folder or name@version')] = "tiny",
     name: Annotated[str, typer.Option(help="registry name of the result")] = "aigq-direct",
     epochs: Annotated[float, typer.Option(help="passes over the samples")] = 1.0,
@@ -112,7 +116,7 @@ def sft(
 
     builder = rolling if samples_kind == "proxy" else think_samples
     samples = split_samples(items, split, train=builder)
-    pairs = [Pair(s.prompt(config.k), s.target(config.k)) for s in samples.train]
+    pairs = [Pair(s.prompt(config.k), s.target(config.k, target_order)) for s in samples.train]
     pairs = [p for p in pairs if p.target]
     console.print(
         f"{len(pairs):,} training pairs from {len({s.context.user_id for s in samples.train}):,}"
@@ -122,6 +126,7 @@ def sft(
         "source": source, "users": users or "all", "cut": cut, "cut_ms": split.cut_ms,
         "heldout_fraction": heldout, "salt": split.salt, "train_pairs": len(pairs),
         "sample_kind": samples_kind, "every_days": every_days, "window_days": window_days,
+        "target_order": target_order,
         "command": reproducing_command(ctx),
     }  # fmt: skip
 

@@ -41,7 +41,7 @@ from generators.output import parse_queries
 from generators.prompt import Behaviour, clean_text, format_target, history_queries
 from generators.requests import prompt_for
 from streams.session import Session, SessionConfig, apply_event, mark_triggered, top_features
-from training import TrainingError
+from training import TargetOrder, TrainingError
 
 DAY_MS = 86_400_000
 REQUEST_PROFILE_FEATURES = 16
@@ -120,12 +120,14 @@ class Sample:
     def prompt(self, k: int = 10) -> str:
         return self.context.prompt(k)
 
-    def target(self, k: int = 10) -> str:
-        """The model's target text. A proxy sample's labels are put in
-        :func:`history_first` order (the other kinds' labels are already a ranked list)."""
+    def target(self, k: int = 10, order: TargetOrder = "shown") -> str:
+        """The model's target text. A proxy sample's labels are put in :func:`history_first`
+        order (``order="shown"``) or :func:`recurring_first` order (``"recurring"``); the
+        other kinds' labels are already a ranked list."""
         shown = history_queries(self.context.history)  # what the prompt's copy tokens show
         if self.kind == "proxy":
-            return render_target(history_first(self.labels, self.context.history, k), k, shown)
+            rank = history_first if order == "shown" else recurring_first
+            return render_target(rank(self.labels, self.context.history, k), k, shown)
         return render_target(self.labels, k, shown)
 
 
@@ -197,6 +199,29 @@ def history_first(
     seen |= {query_key(label) for label in new}
     fill = [query for query in shown if query_key(query) not in seen]
     return copied + new + fill
+
+
+def recurring_first(
+    labels: Sequence[str], history: Sequence[str], k: int = 10, new_slots: int = 3
+) -> list[str]:
+    """Like :func:`history_first`, but the history queries the labels repeat come first: the
+    shown history queries among the labels (in the prompt's order), then up to ``new_slots``
+    labels not among them, then the rest of the shown history, at most ``k``.
+
+    Why: with copy tokens a copy is one token, so the model can afford to learn *which* of
+    the user's queries come back (from the times and behaviours the prompt shows) rather
+    than the prompt's order, which is the user-frequency baseline's.
+    """
+    if k < 1 or new_slots < 0:
+        raise TrainingError(f"need k >= 1 and new_slots >= 0, got {k} and {new_slots}")
+    shown = history_queries(history)
+    wanted = {query_key(label) for label in labels}
+    recurring = [query for query in shown if query_key(query) in wanted]
+    seen = {query_key(query) for query in recurring}
+    new = [label for label in labels if query_key(label) not in seen][:new_slots]
+    seen |= {query_key(label) for label in new}
+    rest = [query for query in shown if query_key(query) not in seen]
+    return (recurring + new + rest)[:k]
 
 
 def group_by_user(items: Iterable[SourceItem]) -> dict[str, list[AnyEvent]]:

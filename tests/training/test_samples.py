@@ -33,6 +33,7 @@ from training.samples import (
     proxy_samples,
     query_key,
     rank_searches,
+    recurring_first,
     render_target,
     think_samples,
 )
@@ -277,6 +278,27 @@ def test_rolling_proxy_samples_cut_every_week_with_the_next_weeks_searches() -> 
     assert first.next_query == "stove" and second.next_query == "sleeping bag"
     with pytest.raises(TrainingError, match="at least a day"):
         rolling_proxy_samples(events, every_ms=HOUR)
+
+
+def test_recurring_first_puts_the_history_the_labels_repeat_first() -> None:
+    history = ("weather", "bank of america", "ebay", "maps")
+    labels = ("pizza near me", "Ebay", "maps", "tacos", "sushi", "ramen")
+    assert recurring_first(labels, history, k=10) == [
+        "ebay", "maps",  # shown history the labels repeat, in the prompt's order
+        "pizza near me", "tacos", "sushi",  # then up to 3 new labels
+        "weather", "bank of america",  # then the rest of the history
+    ]  # fmt: skip
+    assert recurring_first(labels, history, k=3) == ["ebay", "maps", "pizza near me"]
+    assert recurring_first((), history) == list(history)
+    with pytest.raises(TrainingError):
+        recurring_first(labels, history, k=0)
+    # a proxy sample's target in that order, copies as their tokens
+    events = [
+        search(T0 - 2 * DAY, "Weather"), search(T0 - DAY, "weather"), search(T0 - DAY, "maps"),
+        search(T0 + HOUR, "pizza"), search(T0 + 2 * HOUR, "maps"),
+    ]  # fmt: skip
+    [sample] = proxy_samples(events, T0)
+    assert sample.target(order="recurring") == "<h2>\npizza\n<h1>"
 
 
 def test_history_first_orders_a_proxy_target_copy_then_new_then_fill() -> None:
