@@ -63,7 +63,8 @@ async def test_hints_response(api: tuple[ReadAPI, httpx.AsyncClient]) -> None:
     assert body["u2q"]["model_version"] == "direct-3"
     assert body["u2q"]["session_version"] == 12
     assert body["u2q"]["reason"] == "drift"
-    assert 8_000 <= body["u2q"]["age_ms"] < 68_000
+    # NOW is taken when the module is imported: a long run reaches this test minutes later
+    assert 8_000 <= body["u2q"]["age_ms"] <= int(time.time() * 1000) - NOW + 8_000
     assert body["fallback"] is None
     assert body["degraded"] is False
     assert body["user_id"] == "u1"
