@@ -19,9 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
-from generators.prompt import PromptError, clean_text
+from generators.prompt import COPY_TOKEN, PromptError, clean_text
 
-_COPY = re.compile(r"<h(\d{1,2})>")
 _NO_COPY = "\n\x00\n"  # a copy of nothing: a line that validation drops (counted as invalid)
 
 # <search>, <1_day_ago>, <|im_end|>, </s>, <|endoftext|>: anything that looks like a token
@@ -96,7 +95,7 @@ def expand_copies(text: str, shown: Sequence[str]) -> str:
         index = int(found.group(1))
         return f"\n{shown[index - 1]}\n" if 1 <= index <= len(shown) else _NO_COPY
 
-    return _COPY.sub(copy, text)
+    return COPY_TOKEN.sub(copy, text)
 
 
 def _parse(

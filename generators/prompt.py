@@ -50,6 +50,8 @@ COPY_TOKENS: tuple[str, ...] = tuple(f"<h{i}>" for i in range(1, MAX_HISTORY_QUE
 """``<h3>`` opens the prompt's third history query; in the output, alone on its line, it is a
 copy of that query (a pointer: the model can repeat a query whatever its words, including
 words its vocabulary lacks). :func:`generators.output.parse_queries` expands it."""
+COPY_TOKEN = re.compile(r"<h(\d{1,2})>")
+"""A copy token; group 1 is its number (``shown_history`` and the output parser read it)."""
 SPECIAL_TOKENS: tuple[str, ...] = INDEX_TOKENS + TIME_TOKENS + KIND_TOKENS + COPY_TOKENS
 TOKEN_WORDS: dict[str, str] = {
     **{tok: str(i) for i, tok in enumerate(INDEX_TOKENS, start=1)},
@@ -224,8 +226,7 @@ def compressed_prompt(
     return f"Recommend {k} queries. {interests}Behaviors: {{{sequence}}}{searched} Output:"
 
 
-_SHOWN = re.compile(r" Searched: \{((?:<h\d{1,2}>[^<>{}]*)+)\} Output:$")
-_COPY_ENTRY = re.compile(r"<h(\d{1,2})>([^<>{}]*)")
+_SHOWN = re.compile(rf" Searched: \{{((?:{COPY_TOKEN.pattern}[^<>{{}}]*)+)\}} Output:$")
 
 
 def shown_history(prompt: str) -> list[str]:
@@ -235,7 +236,7 @@ def shown_history(prompt: str) -> list[str]:
     found = _SHOWN.search(prompt)
     if found is None:
         return []
-    return [text for _, text in _COPY_ENTRY.findall(found.group(1))]
+    return COPY_TOKEN.split(found.group(1))[2::2]  # "", "1", "google", "2", "yahoo mail"
 
 
 def history_queries(history: Sequence[str]) -> list[str]:

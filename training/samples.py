@@ -189,16 +189,10 @@ def history_first(
     last slots teach it to put its own guesses there, and every target is a full list long,
     where a day's labels alone are two queries on the median.
     """
-    if k < 1 or new_slots < 0:
-        raise TrainingError(f"need k >= 1 and new_slots >= 0, got {k} and {new_slots}")
+    _check_slots(k, new_slots)
     shown = history_queries(history)
     new_slots = min(new_slots, k)
-    copied = shown[: k - new_slots]
-    seen = {query_key(query) for query in copied}
-    new = [label for label in labels if query_key(label) not in seen][:new_slots]
-    seen |= {query_key(label) for label in new}
-    fill = [query for query in shown if query_key(query) not in seen]
-    return copied + new + fill
+    return _then_new_then_rest(shown[: k - new_slots], labels, shown, new_slots)
 
 
 def recurring_first(
@@ -212,16 +206,26 @@ def recurring_first(
     the user's queries come back (from the times and behaviours the prompt shows) rather
     than the prompt's order, which is the user-frequency baseline's.
     """
-    if k < 1 or new_slots < 0:
-        raise TrainingError(f"need k >= 1 and new_slots >= 0, got {k} and {new_slots}")
+    _check_slots(k, new_slots)
     shown = history_queries(history)
     wanted = {query_key(label) for label in labels}
     recurring = [query for query in shown if query_key(query) in wanted]
-    seen = {query_key(query) for query in recurring}
+    return _then_new_then_rest(recurring, labels, shown, new_slots)[:k]
+
+
+def _check_slots(k: int, new_slots: int) -> None:
+    if k < 1 or new_slots < 0:
+        raise TrainingError(f"need k >= 1 and new_slots >= 0, got {k} and {new_slots}")
+
+
+def _then_new_then_rest(
+    head: list[str], labels: Sequence[str], shown: Sequence[str], new_slots: int
+) -> list[str]:
+    """``head``, then up to ``new_slots`` labels not in it, then the rest of ``shown``."""
+    seen = {query_key(query) for query in head}
     new = [label for label in labels if query_key(label) not in seen][:new_slots]
     seen |= {query_key(label) for label in new}
-    rest = [query for query in shown if query_key(query) not in seen]
-    return (recurring + new + rest)[:k]
+    return head + new + [query for query in shown if query_key(query) not in seen]
 
 
 def group_by_user(items: Iterable[SourceItem]) -> dict[str, list[AnyEvent]]:

@@ -143,20 +143,16 @@ def vocabulary_texts(pairs: Sequence[Pair], kind: str) -> list[str]:
     repeated so that a vocabulary cut by frequency keeps them; other prompt words it lacks
     are ``<unk>`` there.
     """
-    # a copied history query's words count as the target's: they are the user's words too
-    targets = [expand_copies(pair.target, shown_history(pair.prompt)) for pair in pairs]
     if kind == "bpe":
         return [text for pair in pairs for text in (pair.prompt, pair.target)]
+    # a copied history query's words count as the target's: they are the user's words too
+    targets = [expand_copies(pair.target, shown_history(pair.prompt)) for pair in pairs]
     frame = compressed_prompt(
         [("t:interest", 1.0)], [(0, "search", "query", "")], now_ms=0, history=["query"]
     )
-    return targets + [_without_special(frame)] * max(100, len(targets) // 10)
-
-
-def _without_special(text: str) -> str:
     for token in SPECIAL_TOKENS:
-        text = text.replace(token, "")
-    return text
+        frame = frame.replace(token, "")
+    return targets + [frame] * max(100, len(targets) // 10)
 
 
 def batches(
