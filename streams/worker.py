@@ -62,7 +62,6 @@ from streams.faust_app import committed_offsets, faust_broker_options, run_app
 from streams.gaps import GapGuard, Verdict
 from streams.processor import SessionProcessor
 from streams.resets import Found, Mark, mark_key, read_marked, source_marks
-from streams.seal import seal_changelog
 from streams.settings import TABLE_NAME, StreamSettings
 
 log = get_logger(__name__)
@@ -317,12 +316,6 @@ class SessionWorker:
         @app.on_partitions_revoked.connect  # type: ignore[arg-type]
         async def on_revoked(sender: Any, revoked: set[TP], **kwargs: Any) -> None:
             await self.flush()  # Faust waits for our acks before giving partitions away
-            # Every rebalance, the first included, comes through here before its assignment
-            # is recovered: end every changelog partition in a batch of one (streams.seal).
-            try:
-                await seal_changelog(self._kafka, self.table.changelog_topic.get_topic_name())
-            except ServiceError as exc:  # recovery may stop short: states go back, none lost
-                log.warning("changelog not sealed before recovery", error=str(exc))
             self.processor.forget()
             self.gaps.forget(revoked)
             self._unverified -= revoked
