@@ -28,6 +28,10 @@ exits non-zero, so an orchestrator restarts it; nothing unflushed is acked.
 A gap guard (:mod:`streams.gaps`) keeps each source partition's records in offset order with
 none skipped, which Faust alone does not promise right after a rebalance.
 
+The flush runs in a loop of its own, not a Faust timer: a stop waits for every event taken to be
+acked, and Faust ends its timers before that wait. After each assignment's recovery the worker
+reads its changelog partitions' last batches whole (:mod:`streams.tails`).
+
 Two Faust details this depends on (faust-streaming 0.15): acks must reach Faust in offset order
 per partition (``Consumer._new_offset`` can commit past an un-acked offset otherwise), and its
 pre-commit producer flush gives up after 100 ms, so the changelog sends are awaited here.
@@ -63,6 +67,7 @@ from streams.gaps import GapGuard, Verdict
 from streams.processor import SessionProcessor
 from streams.resets import Found, Mark, mark_key, read_marked, source_marks
 from streams.settings import TABLE_NAME, StreamSettings
+from streams.tails import read_tails
 
 log = get_logger(__name__)
 
@@ -116,7 +121,8 @@ class SessionWorker:
             broker_session_timeout=settings.session_timeout_s,
             # A flush writes thousands of states: a send per batch, not per record, is what
             # makes it cheap (bench: 0.82 / 2.92 against 0.78 / 2.4 with one record a batch).
-            # _seal covers the local broker's end-offset quirk that batches would otherwise hit.
+            # _seal covers the local broker's end-offset quirk that batches would otherwise hit,
+            # and _recover_tails a flush killed before its seal.
             producer_max_batch_size=settings.changelog_batch_bytes,
             producer_max_request_size=4 * 1024 * 1024,
             consumer_auto_offset_reset="earliest",
@@ -166,6 +172,7 @@ class SessionWorker:
         self.resets = 0  # source partitions found reset (a new incarnation of their log)
         self._last: dict[TP, Any] = {}  # the last message applied per source partition
         self._unverified: set[TP] = set()  # assigned, marks not yet checked with the broker
+        self._untailed: set[int] = set()  # assigned changelog partitions not yet read to the end
         self._flush_lock = asyncio.Lock()
         self._unsealed: dict[int, bytes] = {}  # changelog partition -> its last key, unsealed
         self._flush_now: asyncio.Future[None] | None = None
@@ -193,13 +200,19 @@ class SessionWorker:
                 await self._crash(exc)
                 raise
 
-        @app.timer(settings.flush_interval_s)  # type: ignore[untyped-decorator]
+        @app.task  # type: ignore[untyped-decorator]
         async def flush_timer() -> None:
-            try:
-                await self.flush()
-            except Exception as exc:
-                await self._crash(exc)
-                raise
+            # Not app.timer: Faust's timers end as soon as a stop begins, and the stop then
+            # waits for every event taken to be acked (``wait_empty``), which only a flush
+            # does; events applied after the last tick would hold a clean stop forever. This
+            # loop runs on through the stop (Faust cancels its tasks after that wait).
+            while True:
+                await asyncio.sleep(settings.flush_interval_s)
+                try:
+                    await self.flush()
+                except Exception as exc:
+                    await self._crash(exc)
+                    raise
 
         self._define_hooks()
 
@@ -211,6 +224,8 @@ class SessionWorker:
             now = time.monotonic()
             if self.started_at is None:
                 self.started_at = now
+            if self._untailed:
+                await self._recover_tails()
             if self._unverified:
                 await self._verify({e.message.tp for e in events} & self._unverified)
             seeks: dict[TP, int] = {}
@@ -245,6 +260,41 @@ class SessionWorker:
             if self.flush_at is not None and self.processed >= self.flush_at:
                 self.flush_at = None
                 self._flush_now = asyncio.ensure_future(self.flush())
+
+    async def _recover_tails(self) -> None:
+        """Apply the changelog records past the end the broker reported to the recovery: the
+        rest of a batch whose flush was killed before its seal (:mod:`streams.tails`)."""
+        partitions, self._untailed = self._untailed, set()
+        changelog = self.table.changelog_topic.get_topic_name()
+        try:
+            tails = await read_tails(
+                self._kafka, changelog, partitions, self.settings.changelog_batch_bytes
+            )
+        except ServiceError as exc:  # states may come back older; none is lost (module doc)
+            self.metrics.counter(
+                "stream_changelog_tail_errors_total", "changelog tails not read after recovery"
+            ).inc()
+            log.warning("changelog tails not read", error=str(exc))
+            return
+        store, applied = self.table.data, 0
+        for tail in tails:
+            for key, value in tail.past_end():
+                if key is None:
+                    continue
+                if value is None:
+                    store.pop(key, None)
+                else:
+                    store[key] = value
+                applied += 1
+        self.metrics.counter(
+            "stream_changelog_tail_records_total", "changelog records applied past recovery's end"
+        ).inc(applied)
+        if applied:
+            log.warning(
+                "changelog records past the reported end applied (a flush killed before its seal)",
+                records=applied,
+                partitions=sorted(t.partition for t in tails if t.past_end()),
+            )
 
     async def _verify(self, tps: set[TP], rewound: bool = False) -> None:
         """Check the marks of ``tps`` against the broker; a partition whose marked record is
@@ -306,6 +356,8 @@ class SessionWorker:
             sources = {tp for tp in assigned if tp.topic in self._source_names}
             self.gaps.forget(sources)
             self._unverified |= sources  # checked at their first records, after recovery
+            # Source partition p's sessions and marks are in changelog partition p.
+            self._untailed |= {tp.partition for tp in sources}
             try:
                 committed = await committed_offsets(self._kafka, settings.app_id, sources)
             except ServiceError as exc:  # the guard then trusts the first record it sees
@@ -319,6 +371,7 @@ class SessionWorker:
             self.processor.forget()
             self.gaps.forget(revoked)
             self._unverified -= revoked
+            self._untailed -= {tp.partition for tp in revoked if tp.topic in self._source_names}
             for tp in revoked:
                 self._applied.pop(tp, None)
                 self._committed.pop(tp, None)
