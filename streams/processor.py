@@ -24,7 +24,8 @@ Rules that keep one record from breaking a session:
   future and freeze its triggers. Events from the past are applied as they are: they fall out
   of the window and the decayed profile on their own, and never move a trigger back.
 - **Replayed streams count once.** An ``event_id`` of the form ``<stream>#<n>`` is applied
-  once per user (``duplicate`` otherwise).
+  once per user (``duplicate`` otherwise); ``n`` must grow in the order of one topic
+  partition, so ``aigq replay`` numbers each event type (each topic) apart.
 - **No poison pill.** A record that makes the state code raise is dead-lettered with the
   error, logged, counted as ``internal_error``, and the agent goes on.
 """

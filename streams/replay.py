@@ -140,16 +140,18 @@ def replay(
     workers together send exactly the first ``limit`` events, paced by the same log clock.
     With ``event_time`` each record's Kafka timestamp is its event's ``ts`` (so offsets can be
     looked up by event time, as ``aigq backfill`` does); else the broker's clock.
-    With a ``stream`` name each event gets the id ``<stream>#<n>``, ``n`` counting that user's
-    events of the stream from 0 (the same in every shard and every run): the session worker
-    applies each once, so replaying the same data twice counts every event once.
+    With a ``stream`` name each event gets the id ``<stream>/<type>#<n>``, ``n`` counting that
+    user's events of that type in the stream from 0 (the same in every shard and every run): the
+    session worker applies each once, so replaying the same data twice counts every event once.
+    The count is per type because each type has a topic of its own, and a worker reads its
+    topics independently: only within one type is a user's order kept.
     """
     report = ReplayReport()
     pacer = Pacer(speed)
     dead_topic = topics.name("dead_letter")
     names = {kind: topics.name(kind) for kind in ("search", "click", "hint_exposure", "hint_click")}
     seen = 0  # events of the whole stream, this shard's or not
-    numbers: Counter[str] = Counter()  # events sent per user: the n of its event ids
+    numbers: Counter[tuple[str, str]] = Counter()  # per user and type: the n of the event ids
     started = clock()
     for item in items:
         if isinstance(item, Malformed):
@@ -168,9 +170,9 @@ def replay(
             sleep(wait)
         stamp = item.ts if event_time else None
         if stream is not None:
-            n = numbers[item.user_id]
-            numbers[item.user_id] = n + 1
-            item = item.model_copy(update={"event_id": f"{stream}#{n}"})
+            n = numbers[item.user_id, item.type]
+            numbers[item.user_id, item.type] = n + 1
+            item = item.model_copy(update={"event_id": f"{stream}/{item.type}#{n}"})
         sink.send(names[item.type], event_key(item), encode(item), stamp)
         report.produced[item.type] += 1
         report.last_ts = item.ts

@@ -52,7 +52,7 @@ _STOP = frozenset(_STOP_WORDS.split())
 MAX_TEXT_CHARS = 120  # a behaviour's text as kept in the state (and sent to the generator)
 _RESCALE_AT = 1e12  # fold the scale back in before floats lose precision
 _RESCALE_EXP = math.log2(_RESCALE_AT)  # the same, as half-lives
-MAX_SEQ_STREAMS = 8  # replay streams whose sequence a session remembers
+MAX_SEQ_STREAMS = 16  # replay streams (one per event type of a replay) a session remembers
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,8 +131,9 @@ class Session:
 
     def seen_seq(self, stream: str, seq: int) -> bool:
         """Whether event ``seq`` of replay stream ``stream`` is already in this state; if not,
-        it is recorded. A user's events of one stream come in sequence order (the replay sends
-        them so); the newest :data:`MAX_SEQ_STREAMS` streams are remembered."""
+        it is recorded. A user's events of one stream come in sequence order (the replay numbers
+        each event type apart, and one type is one topic, read in order); the newest
+        :data:`MAX_SEQ_STREAMS` streams are remembered."""
         last = self.seqs.get(stream)
         if last is not None and seq <= last:
             return True

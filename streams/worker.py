@@ -220,6 +220,7 @@ class SessionWorker:
         """The agent's loop (see the module doc)."""
         app, process, gaps = self.app, self.processor.process, self.gaps
         applied, check, unacked, last = self._applied, gaps.check, self.unacked, self._last
+        accepted = gaps.accepted
         async for events in stream.noack_take(10_000, within=within):
             now = time.monotonic()
             if self.started_at is None:
@@ -254,6 +255,11 @@ class SessionWorker:
                     seeks[tp] = gaps.due(tp) or 0
                 # Verdict.DROP: neither applied nor acked; it comes again after the seek
             self.processed += len(events)
+            if gaps.accepted != accepted:
+                # Records skipped for good: a real gap (module doc of streams.gaps), or one the
+                # seeks did not repair in time. Either way it must be seen, not only counted.
+                log.warning("source gap accepted after its seeks", gaps=gaps.accepted - accepted)
+                accepted = gaps.accepted
             for tp, due in seeks.items():
                 log.warning("source records skipped: reading again", partition=str(tp), at=due)
                 await app.consumer.seek(tp, due)

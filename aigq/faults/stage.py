@@ -115,6 +115,12 @@ class Run:
         self.figures.add(count)
         if count.lost:
             self._why_short()
+            short = {u: (n, got.get(u, 0)) for u, n in want.items() if got.get(u, 0) < n}
+            worst = sorted(short.items(), key=lambda kv: kv[1][1] - kv[1][0])[:5]
+            self.figures.note(
+                f"{len(short)} users short; the most (user: sent, counted): "
+                + ", ".join(f"{user}: {n}, {c}" for user, (n, c) in worst)
+            )
         self.figures.check(monotonic, "a session's version went down in the changelog")
         invalid = sent.invalid(batch)
         self.figures.events_sent += len(invalid)

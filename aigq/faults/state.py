@@ -44,6 +44,11 @@ def read_topic(kafka: KafkaSettings, topic: str, timeout_s: float = 20.0) -> lis
         while any(consumer.position(tp) < ends[tp] for tp in parts) and time.monotonic() < deadline:
             for batch in consumer.poll(timeout_ms=300).values():
                 records.extend(batch)
+        # The end offsets tansu reports stop at its last batch's start + 1 (docs/streams.md):
+        # what the last fetch held past them is read too, until a poll brings nothing.
+        while time.monotonic() < deadline and (got := consumer.poll(timeout_ms=300)):
+            for batch in got.values():
+                records.extend(batch)
         return records
     finally:
         consumer.close()

@@ -29,12 +29,14 @@ EVENT_KINDS = ("search", "click", "hint_exposure", "hint_click")
 
 
 def _with_ids(events: list[Any]) -> list[Any]:
-    """The events as the replay sends them: each with its id ``<stream>#<n>`` per user."""
-    numbers: Counter[str] = Counter()
+    """The events as the replay sends them: each with its id ``<stream>/<type>#<n>``, ``n``
+    counting per user and type."""
+    numbers: Counter[tuple[str, str]] = Counter()
     out = []
     for event in events:
-        out.append(event.model_copy(update={"event_id": f"synthetic-11#{numbers[event.user_id]}"}))
-        numbers[event.user_id] += 1
+        n = numbers[event.user_id, event.type]
+        out.append(event.model_copy(update={"event_id": f"synthetic-11/{event.type}#{n}"}))
+        numbers[event.user_id, event.type] += 1
     return out
 
 
