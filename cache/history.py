@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from aigq.safety import is_blocked
 from cache.text import MAX_KEY_CHARS, normalize
 
 MAX_HISTORY = 64
@@ -62,10 +63,13 @@ def add_search(history: History, query: str, ts: int, keep: int = MAX_HISTORY) -
 
 
 def top_queries(history: History, n: int) -> list[str]:
-    """The ``n`` strongest queries (count discounted by age), then most recent, then by text."""
+    """The ``n`` strongest queries (count discounted by age), then most recent, then by text.
+
+    Blocked queries (:mod:`aigq.safety`) stay in the table, which is the user's own record, but
+    never leave it: this is what the prompt, Redis and the served list get."""
     newest = max((e[1] for e in history.values()), default=0)
     ranked = sorted(history.items(), key=lambda kv: (-_strength(kv[1], newest), -kv[1][1], kv[0]))
-    return [query for query, _ in ranked[:n]]
+    return [query for query, _ in ranked if not is_blocked(query)][:n]
 
 
 def fold(searches: Iterable[tuple[str, int]], keep: int = MAX_HISTORY) -> History:

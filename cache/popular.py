@@ -15,6 +15,7 @@ from typing import cast
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from aigq.safety import is_blocked
 from cache.errors import CacheError
 
 
@@ -28,15 +29,15 @@ class PopularQueries:
     async def write(self, scored: Sequence[tuple[str, float]], ttl_s: int | None = None) -> int:
         """Replace the set with ``(query, score)`` pairs atomically; return how many were kept.
 
-        Blank queries are dropped; a query given twice keeps its highest score. An empty
-        sequence deletes the set (the static fallback then applies).
+        Blank and blocked (:mod:`aigq.safety`) queries are dropped; a query given twice keeps its
+        highest score. An empty sequence deletes the set (the static fallback then applies).
         """
         best: dict[str, float] = {}
         for query, score in scored:
             if not math.isfinite(score):
                 raise ValueError(f"score of {query!r} must be finite, got {score!r}")
             text = query.strip()
-            if text:
+            if text and not is_blocked(text):
                 best[text] = max(score, best.get(text, score))
         try:
             async with self._redis.pipeline(transaction=True) as pipe:

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
+from aigq.safety import is_blocked
 from generators.prompt import COPY_TOKEN, PromptError, clean_text
 
 _NO_COPY = "\n\x00\n"  # a copy of nothing: a line that validation drops (counted as invalid)
@@ -50,13 +51,15 @@ class OutputStats:
 
     ``lists``: texts seen; ``queries_kept``: queries returned; ``dropped_invalid``: non-empty
     pieces that were too short, too long or not text; ``dropped_duplicate``: near-duplicates of
-    an earlier query of the same list; ``malformed_lists``: texts that gave no query at all.
+    an earlier query of the same list; ``dropped_unsafe``: queries never shown as hints
+    (:mod:`aigq.safety`); ``malformed_lists``: texts that gave no query at all.
     """
 
     lists: int = 0
     queries_kept: int = 0
     dropped_invalid: int = 0
     dropped_duplicate: int = 0
+    dropped_unsafe: int = 0
     malformed_lists: int = 0
 
     def add(self, other: OutputStats) -> None:
@@ -65,6 +68,7 @@ class OutputStats:
         self.queries_kept += other.queries_kept
         self.dropped_invalid += other.dropped_invalid
         self.dropped_duplicate += other.dropped_duplicate
+        self.dropped_unsafe += other.dropped_unsafe
         self.malformed_lists += other.malformed_lists
 
 
@@ -127,6 +131,9 @@ def _parse(
         ):
             stats.dropped_invalid += 1
             continue
+        if is_blocked(query):
+            stats.dropped_unsafe += 1
+            continue
         key = " ".join(words)
         word_set = frozenset(words)
         if key in keys or _is_near_duplicate(word_set, word_sets, near_duplicate):
@@ -156,8 +163,8 @@ def parse_queries(
     :func:`~generators.prompt.clean_text`. A query is dropped
     when shorter than 2 characters, longer than ``max_chars`` characters or ``max_words`` words,
     without a letter or digit, with one word more than :data:`MAX_WORD_RUN` times in a row
-    (a sampling loop), or a near-duplicate of an earlier kept one (same words, or word
-    Jaccard similarity >= ``near_duplicate``).
+    (a sampling loop), blocked (:mod:`aigq.safety`), or a near-duplicate of an earlier kept one
+    (same words, or word Jaccard similarity >= ``near_duplicate``).
     """
     _check(k, max_chars, max_words, near_duplicate)
     return _parse(text, k, max_chars, max_words, near_duplicate, OutputStats(), shown)

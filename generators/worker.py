@@ -304,6 +304,13 @@ class GeneratorWorker:
         m.written.inc(len(written))
         m.stale.inc(sum(1 for i, r in results.items() if r.queries and i not in written))
         m.malformed.inc(sum(1 for r in results.values() if not r.queries))
+        stats = self.backend.stats  # since the start, of every list the backend validated
+        for reason, count in (
+            ("invalid", stats.dropped_invalid),
+            ("duplicate", stats.dropped_duplicate),
+            ("unsafe", stats.dropped_unsafe),
+        ):
+            m.dropped.labels(reason=reason).set(count)
         for letter in letters:
             m.dead_letters.labels(letter.kind).inc()
         self.done += len(requests)
@@ -441,6 +448,12 @@ class _WorkerMetrics:
             "offset commits the group refused (rebalance, broker restart): redone, not lost",
         )
         self.paused = metrics.gauge("generate_paused", "1 while waiting for a backend or Redis")
+        self.dropped = metrics.gauge(
+            "generate_queries_dropped",
+            "generated queries output validation dropped since the start, by reason "
+            "(invalid, duplicate, unsafe: aigq.safety)",
+            ["reason"],
+        )
         self.freshness = h(
             "generate_freshness_seconds",
             "the triggering behaviour's ingest time (else its event time) to the u2q cache write",

@@ -22,6 +22,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
 from aigq.events import SearchEvent
+from aigq.safety import is_blocked
 from cache.compose import Hint, TriggerHits, compose
 from cache.recent import Trigger
 from cache.settings import HintSettings
@@ -35,13 +36,13 @@ U2Q_TTL_MS = 7 * 86_400_000
 
 def popular_queries(events: Iterable[AnyEvent], n: int) -> list[str]:
     """The ``n`` most searched queries among ``events`` (give it the training users' only),
-    each as first typed; ties to the first seen."""
+    each as first typed; ties to the first seen; never a blocked one (:mod:`aigq.safety`)."""
     count: Counter[str] = Counter()
     text: dict[str, str] = {}
     for event in events:
         if isinstance(event, SearchEvent):
             key = query_key(event.query)
-            if key:
+            if key and not is_blocked(key):
                 text.setdefault(key, event.query)
                 count[key] += 1
     order = {key: i for i, key in enumerate(text)}

@@ -19,6 +19,7 @@ from rich.table import Table
 from aigq.e2e.report import lag_summary, percentile
 from aigq.e2e.run import ArmResult, arm_config, embedded_model, load_slice, run_arm
 from aigq.e2e.stack import Loop, LoopConfig, ModelServer
+from aigq.safety import is_blocked
 from aigq.settings import RedisSettings, load
 
 console = Console()
@@ -147,8 +148,10 @@ def demo_command(
     shown: list[tuple[str, list[dict[str, object]], list[str]]] = []
 
     def look(loop: Loop) -> None:
+        # Users with next searches to print, none of them one a hint may never be (aigq.safety).
         users = [u for u in dict.fromkeys(e.user_id for e in reversed(data.events))
-                 if data.next_searches.get(u)]  # fmt: skip
+                 if data.next_searches.get(u)
+                 and not any(is_blocked(q) for q in data.next_searches[u][:3])]  # fmt: skip
         for user in users:
             url = f"{loop.api_url}/v1/hints/{user}?k=10"
             with urllib.request.urlopen(url, timeout=5) as reply:
