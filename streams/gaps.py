@@ -16,8 +16,14 @@ back without a rebalance, which is a re-delivery or a log that was reset; the wo
 which (:mod:`streams.resets`), forgets the partition here and asks again.
 
 Where a gap is real (a compacted source topic, or a transactional producer's commit markers, which
-take offsets), the seeks find the same gap again; after ``max_seeks`` the guard accepts it and
-moves on, counting it.
+take offsets), the seeks find the same gap again. After ``max_seeks`` the guard does not take
+that for proof: it answers ``VERIFY``, and the worker asks the broker for the first record at
+or after the offset due (:func:`streams.peek.first_offsets`). Only a log that has no record
+there is a real gap (:meth:`GapGuard.accept`: counted, and reading goes on from that record);
+a log that has one means the seeks were overtaken by records fetched before them (a loaded
+machine: seen losing 3,301 of 8,200 events in the kill -9 fault scenario when the guard
+accepted after three seeks), and the guard starts over with a longer settle time
+(:meth:`GapGuard.retry`). ``max_seeks`` 0 turns the guard off (every gap accepted at once).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ class Verdict(enum.Enum):
     DROP = "drop"  # past a gap being repaired: do not apply, do not ack
     SEEK = "seek"  # a new gap: seek back to :meth:`GapGuard.due` and drop this record
     BEHIND = "behind"  # below the offset due: the position went back (see the module doc)
+    VERIFY = "verify"  # the seeks found the gap again: ask the broker, drop this record
 
 
 @dataclass(slots=True)
@@ -42,6 +49,8 @@ class _Partition:
     due: int | None  # the next offset to apply; None: not known yet
     seeks: int = 0  # seeks made for this ``due``
     sought_at: float = 0.0  # monotonic time of the last seek
+    rounds: int = 0  # times the broker said this gap is not real: the settle time doubles
+    verifying: bool = False  # asked the broker; records past ``due`` are dropped meanwhile
 
 
 class GapGuard(Generic[K]):
@@ -79,22 +88,44 @@ class GapGuard(Generic[K]):
             part = self._parts[tp] = _Partition(self._committed(tp))
         due = part.due
         if due is None or offset == due:
-            part.due, part.seeks = offset + 1, 0
+            part.due, part.seeks, part.rounds, part.verifying = offset + 1, 0, 0, False
             return Verdict.APPLY
         if offset < due:
             return Verdict.BEHIND
-        if part.seeks and now - part.sought_at < self.settle_s:
+        if self.max_seeks == 0:  # the guard is off
+            self.accepted += 1
+            part.due = offset + 1
+            return Verdict.APPLY
+        settle = self.settle_s * 2 ** min(part.rounds, 5)
+        if part.verifying or (part.seeks and now - part.sought_at < settle):
             self.dropped += 1
             return Verdict.DROP
+        self.dropped += 1
+        part.sought_at = now
         if part.seeks < self.max_seeks:
             part.seeks += 1
-            part.sought_at = now
             self.seeks += 1
-            self.dropped += 1
             return Verdict.SEEK
-        self.accepted += 1  # the same gap after every seek: it is real
-        part.due, part.seeks = offset + 1, 0
-        return Verdict.APPLY
+        part.verifying = True  # the same gap after every seek: the broker says if it is real
+        return Verdict.VERIFY
+
+    def accept(self, tp: K, first: int) -> None:
+        """The broker has no record of ``tp`` from the offset due up to ``first``: a real gap.
+        Reading goes on from ``first`` (the worker seeks there)."""
+        part = self._parts.get(tp)
+        if part is None or part.due is None or first <= part.due:
+            raise ValueError(f"no gap to accept at {tp!r} up to {first}")
+        self.accepted += 1
+        part.due, part.seeks, part.rounds, part.verifying = first, 0, 0, False
+
+    def retry(self, tp: K, now: float) -> None:
+        """The broker holds the record due: the gap is not real. Seek again (the worker does),
+        and wait twice as long before the next seek."""
+        part = self._parts.get(tp)
+        if part is None:
+            return
+        self.seeks += 1
+        part.seeks, part.rounds, part.verifying, part.sought_at = 1, part.rounds + 1, False, now
 
     def forget(self, tps: Iterable[K] | None = None) -> None:
         """Drop what is known of ``tps`` (all when None): after a rebalance, the consumer

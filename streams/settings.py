@@ -40,7 +40,10 @@ class StreamSettings(BaseSettings):
     )
     cache_prefix: str = Field("aigq:", max_length=100, description="Redis key prefix of those")
     gap_seeks: int = Field(
-        3, ge=0, description="seeks back over a skipped source offset before it is taken as real"
+        3,
+        ge=0,
+        description="seeks back over a skipped source offset before the broker is asked whether "
+        "it is a real gap (0: the gap guard is off)",
     )
     changelog_batch_bytes: int = Field(
         512 * 1024, ge=16, description="producer batch size of state writes (16: one per batch)"

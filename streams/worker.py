@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import faust
+from aiokafka.structs import TopicPartition
 from faust.types import TP
 
 from aigq.errors import ConfigError, ServiceError
@@ -64,6 +65,7 @@ from cache.history_store import HistoryStore
 from cache.recent import RecentTriggers
 from streams.faust_app import committed_offsets, faust_broker_options, run_app
 from streams.gaps import GapGuard, Verdict
+from streams.peek import first_offsets
 from streams.processor import SessionProcessor
 from streams.resets import Found, Mark, mark_key, read_marked, source_marks
 from streams.settings import TABLE_NAME, StreamSettings
@@ -230,6 +232,7 @@ class SessionWorker:
             if self._unverified:
                 await self._verify({e.message.tp for e in events} & self._unverified)
             seeks: dict[TP, int] = {}
+            verify: dict[TP, int] = {}
             for event in events:
                 message = event.message
                 tp, offset = message.tp, message.offset
@@ -253,12 +256,14 @@ class SessionWorker:
                     unacked.append(event)
                 elif verdict is Verdict.SEEK:
                     seeks[tp] = gaps.due(tp) or 0
+                elif verdict is Verdict.VERIFY:
+                    verify[tp] = gaps.due(tp) or 0
                 # Verdict.DROP: neither applied nor acked; it comes again after the seek
             self.processed += len(events)
+            if verify:
+                seeks.update(await self._verify_gaps(verify))
             if gaps.accepted != accepted:
-                # Records skipped for good: a real gap (module doc of streams.gaps), or one the
-                # seeks did not repair in time. Either way it must be seen, not only counted.
-                log.warning("source gap accepted after its seeks", gaps=gaps.accepted - accepted)
+                log.warning("source gaps accepted", gaps=gaps.accepted - accepted)
                 accepted = gaps.accepted
             for tp, due in seeks.items():
                 log.warning("source records skipped: reading again", partition=str(tp), at=due)
@@ -266,6 +271,29 @@ class SessionWorker:
             if self.flush_at is not None and self.processed >= self.flush_at:
                 self.flush_at = None
                 self._flush_now = asyncio.ensure_future(self.flush())
+
+    async def _verify_gaps(self, due: dict[TP, int]) -> dict[TP, int]:
+        """Ask the broker whether each gap the seeks found again is real (:mod:`streams.gaps`);
+        the offset to seek each partition to."""
+        try:
+            first = await first_offsets(
+                self._kafka, {TopicPartition(tp.topic, tp.partition): o for tp, o in due.items()}
+            )
+        except ServiceError as exc:  # cannot tell: not real until the broker says so
+            log.warning("source gaps not checked", error=str(exc))
+            first = {}
+        now, seeks = time.monotonic(), {}
+        for tp, offset in due.items():
+            there = first.get(TopicPartition(tp.topic, tp.partition))
+            if there is not None and there > offset:
+                log.warning("source gap is real", partition=str(tp), skipped=[offset, there])
+                self.gaps.accept(tp, there)
+                seeks[tp] = there
+            else:
+                log.warning("source gap not real: reading again", partition=str(tp), at=offset)
+                self.gaps.retry(tp, now)
+                seeks[tp] = offset
+        return seeks
 
     async def _recover_tails(self) -> None:
         """Apply the changelog records past the end the broker reported to the recovery: the
