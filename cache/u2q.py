@@ -305,6 +305,35 @@ class U2QStore:
             raise CacheError(f"u2q write of {key!r}: unexpected script reply {reply!r}")
         return WriteResult.WRITTEN
 
+    async def heads(self, user_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """Each user's newest stored run as the write compares it, ``(watermark_ts,
+        session_version)`` (watermark 0 without one), in one round trip. A user without a
+        stored run, or with one the write script would replace (another type, undecodable),
+        is left out: a write for them lands whatever its pair."""
+        if not user_ids:
+            return {}
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for user_id in user_ids:
+                    pipe.lindex(self.key(user_id), 0)
+                replies = await pipe.execute(raise_on_error=False)
+        except (RedisError, OSError) as exc:
+            raise CacheError(f"u2q read of {len(user_ids)} heads failed: {exc}") from exc
+        out: dict[str, tuple[int, int]] = {}
+        for user_id, reply in zip(user_ids, replies, strict=True):
+            if isinstance(reply, ResponseError) and not is_outage(reply):
+                continue  # a key of another type: the write replaces it
+            if isinstance(reply, BaseException):
+                raise CacheError(f"u2q read of {user_id!r} failed: {reply}") from reply
+            if reply is None:
+                continue
+            try:
+                run = decode_run(reply)
+            except CorruptEntryError:
+                continue
+            out[user_id] = (run.watermark_ts or 0, run.session_version)
+        return out
+
     async def runs(self, user_id: str) -> list[U2QRun]:
         """The stored runs, newest first; ``[]`` when the user has none."""
         key = self.key(user_id)

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -47,7 +48,7 @@ from redis.exceptions import RedisError
 
 from aigq.codec import encode
 from aigq.errors import ServiceError
-from aigq.events import GeneratedQueries
+from aigq.events import GeneratedQueries, RegenerationRequest
 from aigq.logging import get_logger
 from aigq.metrics import Metrics
 from aigq.retry import ExponentialBackoff
@@ -59,6 +60,7 @@ from generators.requests import (
     Letter,
     LetterKind,
     Record,
+    Source,
     decode_requests,
     prompt_for,
     result_record,
@@ -108,6 +110,9 @@ class GeneratorWorker:
         self._slots = asyncio.Semaphore(settings.max_in_flight)
         self._health = ExponentialBackoff(settings.backoff_s, settings.backoff_max_s)
         self._m = _WorkerMetrics(self.metrics)
+        # user -> (order, batch) of the newest request of the user in a batch not yet done
+        self._newest: dict[str, tuple[tuple[int, int], int]] = {}
+        self._batches = itertools.count()
 
     @property
     def paused(self) -> bool:
@@ -229,12 +234,53 @@ class GeneratorWorker:
         received: tuple[int, float] | None = None,
     ) -> None:
         """One micro-batch: every record ends written, stale, malformed or dead-lettered."""
-        s, m = self.settings, self._m
+        m = self._m
         decoded = decode_requests(records)
         m.requests.inc(len(records))
-        m.superseded.inc(decoded.superseded)
+        m.superseded.labels(reason="batch").inc(decoded.superseded)
         requests, sources = decoded.requests, decoded.sources
         letters = list(decoded.dead_letters)
+        newest, batch = self._newest, next(self._batches)
+        for request in requests:  # the newest request of each user anywhere in this worker
+            held = newest.get(request.user_id)
+            if held is None or held[0] < request.order:
+                newest[request.user_id] = (request.order, batch)
+        try:
+            await self._handle_live(requests, sources, letters, producer, store, received)
+        finally:
+            for request in requests:
+                held = newest.get(request.user_id)
+                if held is not None and held[1] == batch:
+                    del newest[request.user_id]
+
+    async def _superseded(self, requests: list[RegenerationRequest], store: U2QStore) -> set[int]:
+        """The requests not worth a model call, counted by reason: a newer request of the same
+        user came in a later batch (``newer_pending``), or the cache already holds a run at an
+        equal or newer ``(watermark, version)`` (``cached``: a replay, a redone batch)."""
+        heads = await self._until_up(lambda: store.heads([r.user_id for r in requests]), "Redis")
+        skip: dict[int, str] = {}
+        for i, request in enumerate(requests):
+            head = heads.get(request.user_id)
+            if self._newest[request.user_id][0] > request.order:
+                skip[i] = "newer_pending"
+            elif head is not None and head >= request.order:
+                skip[i] = "cached"
+        for reason in ("newer_pending", "cached"):
+            self._m.superseded.labels(reason=reason).inc(sum(r == reason for r in skip.values()))
+        return set(skip)
+
+    async def _handle_live(
+        self,
+        requests: list[RegenerationRequest],
+        sources: list[Source],
+        letters: list[Letter],
+        producer: AIOKafkaProducer,
+        store: U2QStore,
+        received: tuple[int, float] | None,
+    ) -> None:
+        """The rest of :meth:`_handle`, for the newest request of each user in the batch."""
+        s, m = self.settings, self._m
+        skipped = await self._superseded(requests, store)
 
         def refuse(i: int, kind: LetterKind, reason: str) -> None:
             letters.append(sources[i].letter(kind, reason))
@@ -242,6 +288,8 @@ class GeneratorWorker:
 
         prompts: dict[int, str] = {}
         for i, request in enumerate(requests):
+            if i in skipped:
+                continue
             try:
                 prompts[i] = prompt_for(request, s.k, s.compressed)
             except Exception as exc:  # one request's input must not stop the others
@@ -432,7 +480,11 @@ class _WorkerMetrics:
         c, h = metrics.counter, metrics.histogram
         self.requests = c("generate_requests_total", "regeneration requests consumed")
         self.superseded = c(
-            "generate_superseded_total", "requests a newer one in the batch replaced"
+            "generate_superseded_total",
+            "requests given no model call, by reason: batch (a newer one of the user in the "
+            "same batch), newer_pending (in a later batch), cached (the cache holds a run at "
+            "an equal or newer watermark and version)",
+            labels=("reason",),
         )
         self.written = c("generate_written_total", "runs written to the u2q cache")
         self.stale = c("generate_stale_total", "runs the cache refused: a newer version was there")

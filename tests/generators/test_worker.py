@@ -34,6 +34,7 @@ from aigq.events import RegenerationRequest
 from aigq.settings import KafkaSettings, RedisSettings, TopicSettings
 from cache.u2q import U2QStore
 from generators.backends import Backend, BackendUnavailable
+from generators.requests import run_for
 from generators.settings import GeneratorSettings
 from generators.worker import GeneratorWorker, Stopped
 
@@ -484,3 +485,60 @@ async def test_sigterm_stops_aigq_generate_while_the_backend_is_down(
             await proc.wait()
     # The waiting batch was not committed: a restart redoes it.
     assert not await _committed_all(kafka, group, topics.name("regenerate"))
+
+
+class CountingBackend(ScriptedBackend):
+    """The scripted backend, remembering every prompt it was given."""
+
+    def __init__(self, settings: GeneratorSettings) -> None:
+        super().__init__(settings)
+        self.prompts: list[str] = []
+
+    async def complete(self, prompts: Sequence[str]) -> list[list[str]]:
+        self.prompts.extend(prompts)
+        return await super().complete(prompts)
+
+
+@pytest.mark.integration
+async def test_no_model_call_for_a_superseded_request(
+    kafka: KafkaSettings,
+    topics: TopicSettings,
+    redis: tuple[Redis, str],
+    redis_settings: RedisSettings,
+) -> None:
+    """Issue 17: a request the cache already answered at an equal or newer (watermark,
+    version), or one a newer request of the same user in a later batch replaces, gets no model
+    call; each is counted by reason."""
+    client, prefix = redis
+    settings = _settings("http://127.0.0.1:9", prefix, retries=0)
+    backend = CountingBackend(settings)
+    worker = GeneratorWorker(kafka, topics, redis_settings, settings, backend=backend)
+    store = U2QStore(client, prefix=prefix)
+    written = _request("sup-cached", 5)
+    assert await store.write("sup-cached", run_for(written, ["an earlier list"], "m", T0))
+    topic = topics.name("regenerate")
+
+    def batch(*requests: RegenerationRequest) -> list[tuple[str, int, int, bytes]]:
+        return [(topic, 0, i, encode(r)) for i, r in enumerate(requests)]
+
+    older = batch(_request("sup-cached", 4), _request("sup-pending", 1), _request("sup-new", 1))
+    newer = batch(_request("sup-pending", 2))
+    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap_servers, enable_idempotence=False)
+    await producer.start()
+    try:
+        # Both batches in flight at once, as max_in_flight allows: the older one reads the
+        # cache (a real round trip) while the newer one is taken.
+        await asyncio.gather(
+            worker._handle(older, producer, store), worker._handle(newer, producer, store)
+        )
+    finally:
+        await producer.stop()
+
+    asked = {user for user in ("sup-cached", "sup-pending", "sup-new") if any(
+        f"{user} running shoes" in p for p in backend.prompts)}  # fmt: skip
+    assert asked == {"sup-pending", "sup-new"} and len(backend.prompts) == 2
+    assert (await store.latest("sup-pending")).session_version == 2  # type: ignore[union-attr]
+    assert (await store.latest("sup-cached")).session_version == 5  # type: ignore[union-attr]
+    for reason, count in (("cached", 1), ("newer_pending", 1), ("batch", 0)):
+        assert _sample(worker, "aigq_generate_superseded_total", reason=reason) == count, reason
+    assert not worker._newest  # nothing held once the batches are done
