@@ -23,6 +23,7 @@ same way, so what it measures is what the worker keeps.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from itertools import islice
 
 from aigq.safety import is_blocked
 from cache.text import MAX_KEY_CHARS, normalize
@@ -69,7 +70,7 @@ def top_queries(history: History, n: int) -> list[str]:
     never leave it: this is what the prompt, Redis and the served list get."""
     newest = max((e[1] for e in history.values()), default=0)
     ranked = sorted(history.items(), key=lambda kv: (-_strength(kv[1], newest), -kv[1][1], kv[0]))
-    return [query for query, _ in ranked if not is_blocked(query)][:n]
+    return list(islice((query for query, _ in ranked if not is_blocked(query)), n))
 
 
 def fold(searches: Iterable[tuple[str, int]], keep: int = MAX_HISTORY) -> History:

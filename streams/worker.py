@@ -222,7 +222,6 @@ class SessionWorker:
         """The agent's loop (see the module doc)."""
         app, process, gaps = self.app, self.processor.process, self.gaps
         applied, check, unacked, last = self._applied, gaps.check, self.unacked, self._last
-        accepted = gaps.accepted
         async for events in stream.noack_take(10_000, within=within):
             now = time.monotonic()
             if self.started_at is None:
@@ -262,9 +261,6 @@ class SessionWorker:
             self.processed += len(events)
             if verify:
                 seeks.update(await self._verify_gaps(verify))
-            if gaps.accepted != accepted:
-                log.warning("source gaps accepted", gaps=gaps.accepted - accepted)
-                accepted = gaps.accepted
             for tp, due in seeks.items():
                 log.warning("source records skipped: reading again", partition=str(tp), at=due)
                 await app.consumer.seek(tp, due)
