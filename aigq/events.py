@@ -284,7 +284,9 @@ class GeneratedQueries(_Record):
     request from Kafka, so ``generated_ts - ingest_ts`` is the end-to-end freshness.
     ``blocked_ms`` is the generator's total time, by ``received_ts``, spent unable to take
     requests (every generation slot busy, or a backend down): the difference between two of
-    its records is how long it was blocked in between, i.e. queueing for the model.
+    its records is how long it was blocked in between, i.e. queueing for the model in Kafka.
+    ``queued_ms`` is how long the request then waited in the generator's pending set for a
+    generation slot (``generators.pending``).
     """
 
     type: Literal["generated_queries"] = "generated_queries"
@@ -303,3 +305,4 @@ class GeneratedQueries(_Record):
     ingest_ts: TimestampMs | None = None
     received_ts: TimestampMs | None = None
     blocked_ms: Millis | None = None
+    queued_ms: Millis | None = None

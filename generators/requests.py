@@ -1,9 +1,8 @@
 """From raw regeneration-request records to prompts and back to cache runs: pure functions.
 
-The generator worker is a loop around these. A micro-batch may hold several requests of one
-user (the session agent fires again before the generator caught up): only the newest, by the
-cache's own order ``(watermark_ts, version)``, is generated, since the cache would refuse the
-older ones anyway.
+The generator worker is a loop around these. Requests of one user are ordered by the cache's
+own order ``(watermark_ts, version)``: only the newest is worth generating, since the cache
+would refuse the older ones anyway (:mod:`generators.pending` keeps one per user).
 
 A record that cannot be used, at any step, becomes a :class:`Letter`: the dead-letter record
 (origin, reason, the payload as it came) and a short ``kind`` the worker counts it under.
@@ -12,7 +11,7 @@ A record that cannot be used, at any step, becomes a :class:`Letter`: the dead-l
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import ValidationError
@@ -61,43 +60,23 @@ class Source:
         return Letter(kind, encode(dead_letter(self.origin, self.value, reason, limit=limit)))
 
 
-@dataclass
-class Decoded:
-    requests: list[RegenerationRequest] = field(default_factory=list)
-    sources: list[Source] = field(default_factory=list)  # one per request, in the same order
-    dead_letters: list[Letter] = field(default_factory=list)
-    superseded: int = 0  # older requests of a user that has a newer one in the batch
-
-
-def decode_requests(records: Sequence[Record], max_bytes: int = MAX_REQUEST_BYTES) -> Decoded:
-    """Valid requests (the newest per user, in first-seen order) and dead letters for the rest."""
-    out = Decoded()
-    newest: dict[str, tuple[RegenerationRequest, Source]] = {}
-    for topic, partition, offset, value in records:
-        source = Source(f"{topic}/{partition}@{offset}", value or b"")
-        if value is None:
-            out.dead_letters.append(source.letter("no_value", "record has no value"))
-            continue
-        if len(value) > max_bytes:
-            reason = f"payload is {len(value)} bytes; the limit is {max_bytes}"
-            out.dead_letters.append(source.letter("too_large", reason, limit=max_bytes))
-            continue
-        try:
-            request = RegenerationRequest.model_validate_json(value)
-        except ValidationError as exc:
-            error = exc.errors(include_url=False)[0]
-            where = ".".join(str(p) for p in error["loc"]) or "<root>"
-            out.dead_letters.append(source.letter("invalid", EventError(where, error["msg"])))
-            continue
-        seen = newest.get(request.user_id)
-        if seen is not None:
-            out.superseded += 1
-            if seen[0].order >= request.order:
-                continue
-        newest[request.user_id] = (request, source)
-    out.requests = [request for request, _ in newest.values()]
-    out.sources = [source for _, source in newest.values()]
-    return out
+def decode_request(
+    record: Record, max_bytes: int = MAX_REQUEST_BYTES
+) -> tuple[Source, RegenerationRequest | Letter]:
+    """One record: where it came from, and its request or the dead letter saying why not."""
+    topic, partition, offset, value = record
+    source = Source(f"{topic}/{partition}@{offset}", value or b"")
+    if value is None:
+        return source, source.letter("no_value", "record has no value")
+    if len(value) > max_bytes:
+        reason = f"payload is {len(value)} bytes; the limit is {max_bytes}"
+        return source, source.letter("too_large", reason, limit=max_bytes)
+    try:
+        return source, RegenerationRequest.model_validate_json(value)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in error["loc"]) or "<root>"
+        return source, source.letter("invalid", EventError(where, error["msg"]))
 
 
 def prompt_for(request: RegenerationRequest, k: int, compressed: bool = True) -> str:
@@ -133,9 +112,10 @@ def result_record(
     model_ms: float,
     now_ms: int,
     prompt: str | None = None,
-    received: tuple[int, float] | None = None,
+    received: tuple[int, float, float] | None = None,
 ) -> GeneratedQueries:
-    """``received``: when the generator took the request, and its blocked time by then."""
+    """``received``: when the generator read the request, its blocked time by then, and the
+    request's time in the pending set (ms)."""
     return GeneratedQueries(
         user_id=request.user_id,
         session_version=request.version,
@@ -152,4 +132,5 @@ def result_record(
         ingest_ts=request.ingest_ts,
         received_ts=received[0] if received else None,
         blocked_ms=received[1] if received else None,
+        queued_ms=received[2] if received else None,
     )

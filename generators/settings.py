@@ -45,6 +45,23 @@ class GeneratorSettings(BaseSettings):
     batch_size: int = Field(16, ge=1, le=1024, description="requests per micro-batch")
     batch_wait_ms: int = Field(50, ge=0, le=10_000, description="wait this long to fill one")
     max_in_flight: int = Field(2, ge=1, le=64, description="micro-batches generating at once")
+    order: Literal["priority", "fifo"] = Field(
+        "priority",
+        description="priority: pending requests served by interest shift plus waiting time "
+        "(generators.pending); fifo: in arrival order (the benchmark's baseline)",
+    )
+    aging_s: float = Field(
+        5.0, gt=0, le=3600, description="priority: a request gains one point per this wait"
+    )
+    max_pending: int = Field(
+        4096, ge=1, le=1_000_000, description="requests read ahead and kept (one per user)"
+    )
+    max_pending_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="their record bytes at most"
+    )
+    revoke_wait_s: float = Field(
+        10.0, ge=0, le=300, description="a rebalance waits this long for batches in flight"
+    )
     timeout_s: float = Field(60.0, gt=0, description="one backend call")
     retries: int = Field(2, ge=0, le=20, description="retries of a failed call before pausing")
     backoff_s: float = Field(0.5, gt=0, description="first retry delay (doubles, jittered)")

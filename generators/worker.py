@@ -35,13 +35,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import itertools
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 from redis.exceptions import RedisError
@@ -56,12 +54,12 @@ from aigq.settings import KafkaSettings, RedisSettings, TopicSettings
 from cache.client import open_redis
 from cache.u2q import U2QRun, U2QStore, WriteRefused, WriteResult
 from generators.backends import Backend, BackendRejected, BackendUnavailable, open_backend
+from generators.pending import Entry, OffsetLedger, PendingSet
 from generators.requests import (
     Letter,
     LetterKind,
-    Record,
     Source,
-    decode_requests,
+    decode_request,
     prompt_for,
     result_record,
     run_for,
@@ -74,7 +72,6 @@ T = TypeVar("T")
 _FRESHNESS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 # What a wait outlasts: the backend or Redis down, timing out, or unable to take work at all.
 _OUTAGES = (BackendUnavailable, ServiceError, RedisError, OSError)
-Pending = deque[tuple[dict[TopicPartition, int], asyncio.Task[None]]]
 
 
 class Stopped(Exception):
@@ -107,12 +104,17 @@ class GeneratorWorker:
         # Time spent unable to take requests (every slot busy, or a backend or Redis down):
         # stamped on each batch, so a reader can tell queueing for the model from transit.
         self.blocked_ms = 0.0
-        self._slots = asyncio.Semaphore(settings.max_in_flight)
         self._health = ExponentialBackoff(settings.backoff_s, settings.backoff_max_s)
         self._m = _WorkerMetrics(self.metrics)
-        # user -> (order, batch) of the newest request of the user in a batch not yet done
-        self._newest: dict[str, tuple[tuple[int, int], int]] = {}
-        self._batches = itertools.count()
+        self.queue = PendingSet(
+            settings.order, settings.aging_s, settings.max_pending, settings.max_pending_bytes
+        )
+        self.ledger = OffsetLedger()
+        self._flying: dict[str, Entry] = {}  # user -> their newest request being generated
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._in_flight = 0
+        self._filling_since = 0.0  # when the pending micro-batch got its first request
+        self._failed: BaseException | None = None
 
     @property
     def paused(self) -> bool:
@@ -125,13 +127,13 @@ class GeneratorWorker:
         """Consume until :meth:`stop`; commits what is done before it returns."""
         s = self.settings
         consumer = AIOKafkaConsumer(
-            self.topics.name("regenerate"),
             **self.kafka.aiokafka_config(),
             group_id=s.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=s.batch_size,
         )
+        consumer.subscribe([self.topics.name("regenerate")], listener=_Rebalance(self, consumer))
         producer = AIOKafkaProducer(
             **self.kafka.aiokafka_config(), enable_idempotence=False, linger_ms=5
         )
@@ -143,39 +145,31 @@ class GeneratorWorker:
         except KafkaError as exc:
             await redis.aclose()
             raise ServiceError(f"Kafka at {self.kafka.bootstrap_servers}: {exc!r}") from exc
-        pending: Pending = deque()
         try:
             while not self.stopping.is_set():
-                await self._commit_done(consumer, pending)
-                if self._slots.locked() or self.paused:
-                    blocked = time.perf_counter()
+                if self._failed is not None:
+                    raise self._failed  # a bug in a batch stops the worker, uncommitted
+                await self._commit(consumer)
+                taking = not self.queue.full and not self.paused
+                if taking:
+                    consumer.resume(*consumer.paused())
+                else:  # nothing piles up in memory; polling keeps the membership alive
                     consumer.pause(*consumer.assignment())
-                    await consumer.getmany(timeout_ms=100)  # keeps the group membership alive
-                    self.blocked_ms += (time.perf_counter() - blocked) * 1000
-                    continue
-                consumer.resume(*consumer.paused())
-                records = await self._micro_batch(consumer)
-                if not records or self.stopping.is_set():
-                    continue  # (records taken while stopping are redone after a restart)
-                received = (_now_ms(), self.blocked_ms)
-                await self._slots.acquire()
-                offsets: dict[TopicPartition, int] = {}
-                for r in records:
-                    offsets[TopicPartition(r[0], r[1])] = r[2] + 1
-                task = asyncio.create_task(self._handle(records, producer, store, received))
-                task.add_done_callback(lambda _: self._slots.release())
-                pending.append((offsets, task))
-                if on_batch is not None:
+                polled = time.perf_counter()
+                got = await consumer.getmany(timeout_ms=self._poll_ms())
+                if not taking:
+                    self.blocked_ms += (time.perf_counter() - polled) * 1000
+                if self.stopping.is_set():
+                    break  # (records taken while stopping are redone after a restart)
+                await self._take_in(got, producer)
+                if self._dispatch(producer, store) and on_batch is not None:
                     on_batch(self)
-            if pending:  # stop() ended their waits: each is done now, or ends uncommitted
-                await asyncio.wait([task for _, task in pending])
-            await self._commit_done(consumer, pending)
+            if self._tasks:  # stop() ended their waits: each is done now, or ends uncommitted
+                await asyncio.wait(self._tasks)
+            await self._commit(consumer)
         finally:
-            for _, task in pending:  # what is left is not committed: redone after a restart
-                if not task.done():
-                    task.cancel()
-                elif not task.cancelled() and not isinstance(task.exception(), Stopped):
-                    log.error("batch failed", error=repr(task.exception()))
+            for task in self._tasks:  # what is left is not committed: redone after a restart
+                task.cancel()
             await consumer.stop()
             await producer.stop()
             await redis.aclose()
@@ -184,38 +178,92 @@ class GeneratorWorker:
     def stop(self) -> None:
         self.stopping.set()
 
-    async def _micro_batch(self, consumer: AIOKafkaConsumer) -> list[Record]:
-        """Up to ``batch_size`` records: what is there now, topped up for ``batch_wait_ms``."""
-        s = self.settings
-        deadline = time.monotonic() + s.batch_wait_ms / 1000
-        records: list[Record] = []
-        timeout_ms = 500  # the first wait: idle polling
-        while len(records) < s.batch_size:
-            got = await consumer.getmany(
-                timeout_ms=timeout_ms, max_records=s.batch_size - len(records)
-            )
-            for batch in got.values():
-                records.extend((m.topic, m.partition, m.offset, m.value) for m in batch)
-            left = deadline - time.monotonic()
-            if not records or left <= 0 or self.stopping.is_set():
-                break
-            timeout_ms = max(int(left * 1000), 0)
-        return records
+    def _poll_ms(self) -> int:
+        """How long one poll may wait: until the pending micro-batch is due, briefly while it
+        waits for a slot, else idle polling."""
+        if not len(self.queue):
+            return 500
+        if self._in_flight >= self.settings.max_in_flight or self.paused:
+            return 20
+        due = self._filling_since + self.settings.batch_wait_ms / 1000 - time.monotonic()
+        return max(int(due * 1000), 0)
 
-    async def _commit_done(self, consumer: AIOKafkaConsumer, pending: Pending) -> None:
-        """Commit the offsets of the finished batches that no unfinished batch precedes."""
-        offsets: dict[TopicPartition, int] = {}
-        while pending and pending[0][1].done():
-            batch_offsets, task = pending[0]
-            if task.cancelled() or isinstance(task.exception(), Stopped):
-                break  # stopped while it waited: redone after a restart
-            pending.popleft()
-            task.result()  # a bug in a batch stops the worker here, uncommitted
-            offsets.update(batch_offsets)
+    async def _take_in(
+        self, got: dict[TopicPartition, list[Any]], producer: AIOKafkaProducer
+    ) -> None:
+        """Every record polled: into the pending set, superseded, or dead-lettered."""
+        letters: list[tuple[TopicPartition, int, Letter]] = []
+        now_s, now_ms = time.monotonic(), _now_ms()
+        for tp, messages in got.items():
+            self._m.requests.inc(len(messages))
+            for m in messages:
+                self.ledger.take(tp, m.offset)
+                source, decoded = decode_request((m.topic, m.partition, m.offset, m.value))
+                if isinstance(decoded, Letter):
+                    letters.append((tp, m.offset, decoded))
+                    continue
+                size = len(m.value or b"")
+                entry = Entry(decoded, source, tp, m.offset, size, now_s, now_ms, self.blocked_ms)
+                if not len(self.queue):
+                    self._filling_since = now_s
+                flying = self._flying.get(decoded.user_id)
+                offered = self.queue.offer(entry, flying.request.order if flying else None)
+                for gone in (offered.superseded, offered.displaced):
+                    if gone is not None:
+                        self.ledger.finish(gone.tp, gone.offset)
+                        self._m.superseded.labels(reason="newer_pending").inc()
+                        self.done += 1
+        if letters:
+            await self._log(producer, [], [letter for _, _, letter in letters])
+            for tp, offset, letter in letters:
+                self._m.dead_letters.labels(letter.kind).inc()
+                self.ledger.finish(tp, offset)
+                self.done += 1
+        self._m.pending.set(len(self.queue))
+
+    def _dispatch(self, producer: AIOKafkaProducer, store: U2QStore) -> bool:
+        """Start micro-batches of the best pending requests while slots are free: when a full
+        batch is pending, or ``batch_wait_ms`` after the first pending one came in."""
+        s, started = self.settings, False
+        while len(self.queue) and self._in_flight < s.max_in_flight and not self.paused:
+            waited = time.monotonic() - self._filling_since
+            if len(self.queue) < s.batch_size and waited < s.batch_wait_ms / 1000:
+                break
+            entries = self.queue.take(s.batch_size)
+            self._filling_since = time.monotonic()
+            for entry in entries:
+                self._flying[entry.request.user_id] = entry
+            self._in_flight += 1
+            task = asyncio.create_task(self._handle(entries, producer, store))
+            self._tasks.add(task)
+            task.add_done_callback(functools.partial(self._batch_done, entries))
+            started = True
+        self._m.pending.set(len(self.queue))
+        return started
+
+    def _batch_done(self, entries: list[Entry], task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._in_flight -= 1
+        for entry in entries:
+            if self._flying.get(entry.request.user_id) is entry:
+                del self._flying[entry.request.user_id]
+        if task.cancelled() or isinstance(task.exception(), Stopped):
+            return  # stopped while it waited: redone after a restart
+        if task.exception() is not None:
+            log.error("batch failed", error=repr(task.exception()))
+            self._failed = task.exception()
+            return
+        for entry in entries:
+            self.ledger.finish(entry.tp, entry.offset)
+
+    async def _commit(self, consumer: AIOKafkaConsumer) -> None:
+        """Commit, per partition, up to the lowest offset not yet finished."""
+        offsets = self.ledger.committable()
         if not offsets:
             return
         try:
             await consumer.commit(offsets)
+            self.ledger.committed(offsets)
         except KafkaError as exc:
             # The group moved on without us (a rebalance, or a restarted broker that forgot the
             # member: CommitFailedError), or the broker could not take it. Not fatal: aiokafka
@@ -224,44 +272,45 @@ class GeneratorWorker:
             self._m.commit_failures.inc()
             log.warning("offset commit failed; the records are redone", error=repr(exc))
 
+    async def revoked(self, consumer: AIOKafkaConsumer, tps: set[TopicPartition]) -> None:
+        """Partitions taken away in a rebalance: let the batches in flight finish (briefly),
+        commit what is done, and forget what was pending from them (their new owner reads it
+        again from the commit)."""
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=self.settings.revoke_wait_s)
+        await self._commit(consumer)
+        self.ledger.forget(tps)
+        dropped = self.queue.drop_partitions(tps)
+        for user in [u for u, e in self._flying.items() if e.tp in tps]:
+            del self._flying[user]  # no longer ours: a re-read request is not superseded by it
+        if dropped:
+            log.info("rebalance: pending requests handed back", count=len(dropped))
+        self._m.pending.set(len(self.queue))
+
     # --- one micro-batch ------------------------------------------------------------------
 
     async def _handle(
-        self,
-        records: list[Record],
-        producer: AIOKafkaProducer,
-        store: U2QStore,
-        received: tuple[int, float] | None = None,
+        self, entries: list[Entry], producer: AIOKafkaProducer, store: U2QStore
     ) -> None:
-        """One micro-batch: every record ends written, stale, malformed or dead-lettered."""
-        m = self._m
-        decoded = decode_requests(records)
-        m.requests.inc(len(records))
-        m.superseded.labels(reason="batch").inc(decoded.superseded)
-        requests, sources = decoded.requests, decoded.sources
-        letters = list(decoded.dead_letters)
-        newest, batch = self._newest, next(self._batches)
-        for request in requests:  # the newest request of each user anywhere in this worker
-            held = newest.get(request.user_id)
-            if held is None or held[0] < request.order:
-                newest[request.user_id] = (request.order, batch)
-        try:
-            await self._handle_live(requests, sources, letters, producer, store, received)
-        finally:
-            for request in requests:
-                held = newest.get(request.user_id)
-                if held is not None and held[1] == batch:
-                    del newest[request.user_id]
+        """One micro-batch: every request ends written, stale, malformed, skipped or
+        dead-lettered."""
+        now = time.monotonic()
+        requests = [e.request for e in entries]
+        sources = [e.source for e in entries]
+        stamps = [(e.received_ms, e.blocked_ms, (now - e.arrived_s) * 1000) for e in entries]
+        await self._handle_live(requests, sources, [], producer, store, stamps)
 
     async def _superseded(self, requests: list[RegenerationRequest], store: U2QStore) -> set[int]:
         """The requests not worth a model call, counted by reason: a newer request of the same
-        user came in a later batch (``newer_pending``), or the cache already holds a run at an
-        equal or newer ``(watermark, version)`` (``cached``: a replay, a redone batch)."""
+        user came in since (``newer_pending``: pending, or in another batch), or the cache
+        already holds a run at an equal or newer ``(watermark, version)`` (``cached``: a
+        replay, a redone batch)."""
         heads = await self._until_up(lambda: store.heads([r.user_id for r in requests]), "Redis")
         skip: dict[int, str] = {}
         for i, request in enumerate(requests):
             head = heads.get(request.user_id)
-            if self._newest[request.user_id][0] > request.order:
+            newer = self.queue.get(request.user_id) or self._flying.get(request.user_id)
+            if newer is not None and newer.request.order > request.order:
                 skip[i] = "newer_pending"
             elif head is not None and head >= request.order:
                 skip[i] = "cached"
@@ -276,9 +325,10 @@ class GeneratorWorker:
         letters: list[Letter],
         producer: AIOKafkaProducer,
         store: U2QStore,
-        received: tuple[int, float] | None,
+        stamps: list[tuple[int, float, float]],
     ) -> None:
-        """The rest of :meth:`_handle`, for the newest request of each user in the batch."""
+        """The rest of :meth:`_handle`; ``stamps``: per request, when it was read, the blocked
+        time by then, and its time in the pending set (ms)."""
         s, m = self.settings, self._m
         skipped = await self._superseded(requests, store)
 
@@ -319,7 +369,7 @@ class GeneratorWorker:
                     model_ms=model_ms,
                     now_ms=now,
                     prompt=prompts[i] if s.log_prompts else None,
-                    received=received,
+                    received=stamps[i],
                 )
                 step = "run"
                 if queries:
@@ -475,15 +525,28 @@ class GeneratorWorker:
         raise Stopped
 
 
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """aiokafka's public hook: awaited before partitions are taken away."""
+
+    def __init__(self, worker: GeneratorWorker, consumer: AIOKafkaConsumer) -> None:
+        self.worker, self.consumer = worker, consumer
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self.worker.revoked(self.consumer, set(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        pass
+
+
 class _WorkerMetrics:
     def __init__(self, metrics: Metrics) -> None:
         c, h = metrics.counter, metrics.histogram
         self.requests = c("generate_requests_total", "regeneration requests consumed")
         self.superseded = c(
             "generate_superseded_total",
-            "requests given no model call, by reason: batch (a newer one of the user in the "
-            "same batch), newer_pending (in a later batch), cached (the cache holds a run at "
-            "an equal or newer watermark and version)",
+            "requests given no model call, by reason: newer_pending (a newer request of the "
+            "user came in: pending or being generated), cached (the cache holds a run at an "
+            "equal or newer watermark and version)",
             labels=("reason",),
         )
         self.written = c("generate_written_total", "runs written to the u2q cache")
@@ -500,6 +563,9 @@ class _WorkerMetrics:
             "offset commits the group refused (rebalance, broker restart): redone, not lost",
         )
         self.paused = metrics.gauge("generate_paused", "1 while waiting for a backend or Redis")
+        self.pending = metrics.gauge(
+            "generate_pending", "requests read and waiting for a generation slot (one per user)"
+        )
         self.dropped = metrics.gauge(
             "generate_queries_dropped",
             "generated queries output validation dropped since the start, by reason "

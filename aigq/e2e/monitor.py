@@ -60,6 +60,7 @@ def generated(values: Iterable[bytes]) -> list[Generated]:
             r.ingest_ts,
             r.received_ts,
             r.blocked_ms,
+            r.queued_ms,
         )
         for r in _records(values, GeneratedQueries)
     ]

@@ -9,9 +9,10 @@ Times are wall-clock UTC milliseconds. A request's life, as the records tell it:
 
 **Freshness** is ``generated - ingest``. **Model time** is the backend call of the request's
 micro-batch (``model_ms``). **Waiting for the model** is the time, between ``created`` and
-``received``, that the generator spent unable to take requests because every generation
-slot was busy (its ``blocked_ms`` stamps, read as a clock): the request sat queued in Kafka
-for model capacity. Freshness *excluding model time* takes out both, and is what the
+``received``, that the generator spent unable to take requests (its pending set full, or a
+backend down: its ``blocked_ms`` stamps, read as a clock), when the request sat queued in
+Kafka for model capacity, plus the request's own wait in the generator's pending set for a
+generation slot (``queued_ms``). Freshness *excluding model time* takes out both, and is what the
 nearline path itself adds: the session worker, Kafka both ways, batching, Redis.
 """
 
@@ -51,6 +52,7 @@ class Generated:
     ingest_ms: int | None
     received_ms: int | None
     blocked_ms: float | None = None
+    queued_ms: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +118,7 @@ def stages(results: Sequence[Generated], since_ms: int = 0) -> Stages:
         fresh = r.generated_ms - r.ingest_ms
         transit = r.received_ms - r.created_ms
         wait = min(max(0.0, blocked(r.received_ms) - blocked(r.created_ms)), max(transit, 0))
+        wait += r.queued_ms or 0.0
         out.freshness.append(fresh)
         out.session.append(r.created_ms - r.ingest_ms)
         out.transit.append(transit)

@@ -8,7 +8,7 @@ import orjson
 
 from aigq.codec import encode
 from aigq.events import MAX_VERSION, RegenerationRequest
-from generators.requests import Record, decode_requests, run_for
+from generators.requests import Letter, Record, decode_request, run_for
 
 TS = 1_767_225_600_000
 
@@ -33,10 +33,8 @@ def _records(*values: bytes | None) -> list[Record]:
 
 
 def _letters(values: list[Record], **kwargs: Any) -> list[tuple[str, dict[str, Any]]]:
-    return [
-        (letter.kind, orjson.loads(letter.record))
-        for letter in decode_requests(values, **kwargs).dead_letters
-    ]
+    decoded = [decode_request(value, **kwargs)[1] for value in values]
+    return [(d.kind, orjson.loads(d.record)) for d in decoded if isinstance(d, Letter)]
 
 
 def test_a_too_large_record_is_cut_at_the_limit_and_says_so() -> None:
@@ -52,29 +50,22 @@ def test_a_too_large_record_is_cut_at_the_limit_and_says_so() -> None:
 def test_an_unbounded_version_is_a_dead_letter_not_a_request() -> None:
     poison = encode(_request()).replace(b'"version":3', b'"version":%d' % 2**63)
     good = encode(_request("u2"))
-    decoded = decode_requests(_records(poison, good, None))
-    assert [r.user_id for r in decoded.requests] == ["u2"]
-    assert [s.origin for s in decoded.sources] == ["t.regenerate/2@101"]
-    assert [s.value for s in decoded.sources] == [good]
+    decoded = [decode_request(r) for r in _records(poison, good, None)]
+    assert [d.user_id for _, d in decoded if isinstance(d, RegenerationRequest)] == ["u2"]
+    assert [(s.origin, s.value) for s, _ in decoded][1] == ("t.regenerate/2@101", good)
     [(kind, letter), (no_value, _)] = _letters(_records(poison, good, None))
     assert (kind, letter["field"], letter["payload"]) == ("invalid", "version", poison.decode())
     assert str(MAX_VERSION) in letter["reason"]
     assert no_value == "no_value"
 
 
-def test_the_newest_request_of_a_user_wins_by_watermark_then_version() -> None:
+def test_requests_order_by_watermark_then_version() -> None:
     old_state = _request(version=500, watermark_ts=TS)
     rebuilt = _request(version=2, watermark_ts=TS + 1)  # lower version, newer watermark
     same_ms = _request(version=3, watermark_ts=TS + 1)
-    decoded = decode_requests(_records(encode(old_state), encode(same_ms), encode(rebuilt)))
-    assert decoded.requests == [same_ms] and decoded.superseded == 2
-    assert decoded.sources[0].origin == "t.regenerate/2@101"
-    later = decode_requests(_records(encode(rebuilt), encode(old_state)))
-    assert later.requests == [rebuilt]
+    assert old_state.order < rebuilt.order < same_ms.order
     # Without a watermark a request orders by its event time.
-    assert decode_requests(_records(encode(_request(version=9)), encode(rebuilt))).requests == [
-        rebuilt
-    ]
+    assert _request(version=9).order < rebuilt.order
 
 
 def test_a_run_carries_the_watermark_or_the_event_time() -> None:

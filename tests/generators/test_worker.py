@@ -8,6 +8,7 @@ no model; the broker and Redis are the real ones.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import sys
@@ -17,6 +18,7 @@ import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -518,30 +520,50 @@ async def test_no_model_call_for_a_superseded_request(
     assert await store.write("sup-cached", run_for(written, ["an earlier list"], "m", T0))
     topic = topics.name("regenerate")
 
-    def batch(*requests: RegenerationRequest) -> list[tuple[str, int, int, bytes]]:
-        return [(topic, 0, i, encode(r)) for i, r in enumerate(requests)]
+    offsets = itertools.count()
 
-    older = batch(_request("sup-cached", 4), _request("sup-pending", 1), _request("sup-new", 1))
-    newer = batch(_request("sup-pending", 2))
+    def take_in(*requests: RegenerationRequest) -> dict[TopicPartition, list[Any]]:
+        records = [
+            SimpleNamespace(topic=topic, partition=0, offset=next(offsets), value=encode(r))
+            for r in requests
+        ]
+        return {TopicPartition(topic, 0): records}
+
     producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap_servers, enable_idempotence=False)
     await producer.start()
     try:
-        # Both batches in flight at once, as max_in_flight allows: the older one reads the
-        # cache (a real round trip) while the newer one is taken.
-        await asyncio.gather(
-            worker._handle(older, producer, store), worker._handle(newer, producer, store)
+        # Three requests read, one of them superseded at once by a fourth read with it; the
+        # batch starts (it reads the cache: a real round trip) and a newer request of one of
+        # its users is read while it is in flight.
+        await worker._take_in(
+            take_in(
+                _request("sup-cached", 4),
+                _request("sup-gone", 1),
+                _request("sup-gone", 2),
+                _request("sup-pending", 1),
+                _request("sup-new", 1),
+            ),
+            producer,
         )
+        assert len(worker.queue) == 4
+        first = asyncio.create_task(worker._handle(worker.queue.take(10), producer, store))
+        await asyncio.sleep(0)  # the batch is in its cache read
+        await worker._take_in(take_in(_request("sup-pending", 2)), producer)
+        await first
+        await worker._handle(worker.queue.take(10), producer, store)
     finally:
         await producer.stop()
 
-    asked = {user for user in ("sup-cached", "sup-pending", "sup-new") if any(
-        f"{user} running shoes" in p for p in backend.prompts)}  # fmt: skip
-    assert asked == {"sup-pending", "sup-new"} and len(backend.prompts) == 2
+    asked = [user for user in ("sup-cached", "sup-gone", "sup-pending", "sup-new") for p in
+             backend.prompts if f"{user} running shoes" in p]  # fmt: skip
+    assert sorted(asked) == ["sup-gone", "sup-new", "sup-pending"]
     assert (await store.latest("sup-pending")).session_version == 2  # type: ignore[union-attr]
+    assert (await store.latest("sup-gone")).session_version == 2  # type: ignore[union-attr]
     assert (await store.latest("sup-cached")).session_version == 5  # type: ignore[union-attr]
-    for reason, count in (("cached", 1), ("newer_pending", 1), ("batch", 0)):
+    for reason, count in (("cached", 1), ("newer_pending", 2)):
         assert _sample(worker, "aigq_generate_superseded_total", reason=reason) == count, reason
-    assert not worker._newest  # nothing held once the batches are done
+    # The superseded offset (1) is done at once; the others once their batch is (not run here).
+    assert worker.ledger.committable() == {TopicPartition(topic, 0): 0}
 
 
 @pytest.mark.integration
