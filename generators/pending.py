@@ -158,6 +158,10 @@ class OffsetLedger:
         if opened is not None:
             opened.discard(offset)
 
+    def next_offset(self, tp: TopicPartition) -> int | None:
+        """One past the highest offset taken from ``tp`` (None: nothing taken yet)."""
+        return self._next.get(tp)
+
     def unfinished(self) -> int:
         return sum(len(offsets) for offsets in self._open.values())
 
@@ -183,3 +187,41 @@ class OffsetLedger:
             self._open.pop(tp, None)
             self._next.pop(tp, None)
             self._committed.pop(tp, None)
+
+
+@dataclass
+class Throughput:
+    """Lists generated per second of *busy* time (at least one batch in flight), over the last
+    ``window_s``: what the generator can do, not what it was asked for. ``initial`` until a
+    batch has been measured."""
+
+    window_s: float = 10.0
+    initial: float = 10.0
+    _busy_s: float = 0.0
+    _lists: int = 0
+    _since: float | None = None  # busy since (monotonic), while a batch is in flight
+    _samples: list[tuple[float, float, int]] = field(default_factory=list)  # (t, busy, lists)
+
+    def started(self, now: float) -> None:
+        if self._since is None:
+            self._since = now
+
+    def finished(self, now: float, lists: int, still_busy: bool) -> None:
+        if self._since is not None:
+            self._busy_s += now - self._since
+            self._since = now if still_busy else None
+        self._lists += lists
+        self._samples.append((now, self._busy_s, self._lists))
+        while len(self._samples) > 2 and self._samples[1][0] < now - self.window_s:
+            self._samples.pop(0)
+
+    def rate(self) -> float:
+        if len(self._samples) < 2:
+            first = self._samples[0] if self._samples else None
+            if first is None or first[1] <= 0:
+                return self.initial
+            return first[2] / first[1]
+        (_, busy0, lists0), (_, busy1, lists1) = self._samples[0], self._samples[-1]
+        if busy1 - busy0 <= 0:
+            return self.initial
+        return (lists1 - lists0) / (busy1 - busy0)

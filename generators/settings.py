@@ -59,6 +59,9 @@ class GeneratorSettings(BaseSettings):
     max_pending_bytes: int = Field(
         64 * 1024 * 1024, ge=1024, description="their record bytes at most"
     )
+    initial_capacity: float = Field(
+        10.0, gt=0, le=100_000, description="lists/s published before any batch is measured"
+    )
     revoke_wait_s: float = Field(
         10.0, ge=0, le=300, description="a rebalance waits this long for batches in flight"
     )

@@ -35,7 +35,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
+import socket
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -51,10 +54,12 @@ from aigq.logging import get_logger
 from aigq.metrics import Metrics
 from aigq.retry import ExponentialBackoff
 from aigq.settings import KafkaSettings, RedisSettings, TopicSettings
+from cache.budget import SharedBudget
 from cache.client import open_redis
+from cache.errors import CacheError
 from cache.u2q import U2QRun, U2QStore, WriteRefused, WriteResult
 from generators.backends import Backend, BackendRejected, BackendUnavailable, open_backend
-from generators.pending import Entry, OffsetLedger, PendingSet
+from generators.pending import Entry, OffsetLedger, PendingSet, Throughput
 from generators.requests import (
     Letter,
     LetterKind,
@@ -111,10 +116,13 @@ class GeneratorWorker:
         )
         self.ledger = OffsetLedger()
         self._flying: dict[str, Entry] = {}  # user -> their newest request being generated
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[int]] = set()
         self._in_flight = 0
         self._filling_since = 0.0  # when the pending micro-batch got its first request
         self._failed: BaseException | None = None
+        self.throughput = Throughput(initial=settings.initial_capacity)
+        self.member = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self._published = 0.0  # when capacity and backlog last went to the shared budget
 
     @property
     def paused(self) -> bool:
@@ -139,6 +147,7 @@ class GeneratorWorker:
         )
         redis = open_redis(self.redis_settings)
         store = U2QStore(redis, prefix=s.cache_prefix, keep_runs=s.keep_runs, ttl_s=s.ttl_s)
+        budget = SharedBudget(redis, prefix=s.cache_prefix)
         try:
             await consumer.start()
             await producer.start()
@@ -150,6 +159,7 @@ class GeneratorWorker:
                 if self._failed is not None:
                     raise self._failed  # a bug in a batch stops the worker, uncommitted
                 await self._commit(consumer)
+                await self._publish(consumer, budget)
                 taking = not self.queue.full and not self.paused
                 if taking:
                     consumer.resume(*consumer.paused())
@@ -177,6 +187,30 @@ class GeneratorWorker:
 
     def stop(self) -> None:
         self.stopping.set()
+
+    def backlog(self, consumer: AIOKafkaConsumer) -> int:
+        """Requests not yet answered: pending, being generated, and left in the partitions."""
+        left = 0
+        for tp in consumer.assignment():
+            end, read = consumer.highwater(tp), self.ledger.next_offset(tp)
+            if end is not None and read is not None:
+                left += max(end - read, 0)
+        return len(self.queue) + len(self._flying) + left
+
+    async def _publish(self, consumer: AIOKafkaConsumer, budget: SharedBudget) -> None:
+        """About once a second: capacity and backlog to the shared budget (cache.budget)."""
+        now = time.monotonic()
+        if now - self._published < 1.0:
+            return
+        self._published = now
+        capacity, backlog = self.throughput.rate(), self.backlog(consumer)
+        self._m.capacity.set(capacity)
+        self._m.backlog.set(backlog)
+        try:
+            await asyncio.wait_for(budget.publish(self.member, capacity, backlog), 0.5)
+        except (CacheError, TimeoutError) as exc:
+            self._m.budget_errors.inc()
+            log.warning("capacity not published", error=repr(exc))
 
     def _poll_ms(self) -> int:
         """How long one poll may wait: until the pending micro-batch is due, briefly while it
@@ -234,6 +268,7 @@ class GeneratorWorker:
             for entry in entries:
                 self._flying[entry.request.user_id] = entry
             self._in_flight += 1
+            self.throughput.started(time.monotonic())
             task = asyncio.create_task(self._handle(entries, producer, store))
             self._tasks.add(task)
             task.add_done_callback(functools.partial(self._batch_done, entries))
@@ -241,9 +276,11 @@ class GeneratorWorker:
         self._m.pending.set(len(self.queue))
         return started
 
-    def _batch_done(self, entries: list[Entry], task: asyncio.Task[None]) -> None:
+    def _batch_done(self, entries: list[Entry], task: asyncio.Task[int]) -> None:
         self._tasks.discard(task)
         self._in_flight -= 1
+        generated = 0 if task.cancelled() or task.exception() else task.result()
+        self.throughput.finished(time.monotonic(), generated, self._in_flight > 0)
         for entry in entries:
             if self._flying.get(entry.request.user_id) is entry:
                 del self._flying[entry.request.user_id]
@@ -291,14 +328,14 @@ class GeneratorWorker:
 
     async def _handle(
         self, entries: list[Entry], producer: AIOKafkaProducer, store: U2QStore
-    ) -> None:
+    ) -> int:
         """One micro-batch: every request ends written, stale, malformed, skipped or
-        dead-lettered."""
+        dead-lettered. Returns how many lists the model generated."""
         now = time.monotonic()
         requests = [e.request for e in entries]
         sources = [e.source for e in entries]
         stamps = [(e.received_ms, e.blocked_ms, (now - e.arrived_s) * 1000) for e in entries]
-        await self._handle_live(requests, sources, [], producer, store, stamps)
+        return await self._handle_live(requests, sources, [], producer, store, stamps)
 
     async def _superseded(self, requests: list[RegenerationRequest], store: U2QStore) -> set[int]:
         """The requests not worth a model call, counted by reason: a newer request of the same
@@ -326,7 +363,7 @@ class GeneratorWorker:
         producer: AIOKafkaProducer,
         store: U2QStore,
         stamps: list[tuple[int, float, float]],
-    ) -> None:
+    ) -> int:
         """The rest of :meth:`_handle`; ``stamps``: per request, when it was read, the blocked
         time by then, and its time in the pending set (ms)."""
         s, m = self.settings, self._m
@@ -412,6 +449,7 @@ class GeneratorWorker:
         for letter in letters:
             m.dead_letters.labels(letter.kind).inc()
         self.done += len(requests)
+        return len(lists)
 
     async def _log(
         self, producer: AIOKafkaProducer, results: list[GeneratedQueries], letters: list[Letter]
@@ -563,6 +601,13 @@ class _WorkerMetrics:
             "offset commits the group refused (rebalance, broker restart): redone, not lost",
         )
         self.paused = metrics.gauge("generate_paused", "1 while waiting for a backend or Redis")
+        self.capacity = metrics.gauge(
+            "generate_capacity", "lists per busy second, measured (published to the budget)"
+        )
+        self.backlog = metrics.gauge(
+            "generate_backlog", "requests pending, being generated or left in the partitions"
+        )
+        self.budget_errors = c("generate_budget_errors_total", "capacity publishes that failed")
         self.pending = metrics.gauge(
             "generate_pending", "requests read and waiting for a generation slot (one per user)"
         )

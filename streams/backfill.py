@@ -10,7 +10,8 @@ A bounded, one-shot run of the same :class:`~streams.processor.SessionProcessor`
   from the rebuilt state. The changelog is read back first, and each session remembers the
   last offset it applied per source partition: a second run over the same range applies
   nothing, which is what makes backfill idempotent;
-- regeneration requests are off (``--no-generate``) or go through the cost governor
+- regeneration requests are off (``--no-generate``) or go through the cost governor (what it
+  cannot pay for waits, then is counted as ``expired``)
   (``--max-regenerations-per-s``), so a backfill cannot flood the generators;
 - state is written every ``flush_events`` records and at the end; offsets are committed for
   the consumer group ``app_id`` so progress is visible with the usual tools.
@@ -132,6 +133,7 @@ def backfill(
                     on_progress(report)
         producer.flush()
         consumer.commit()
+        processor.give_up_deferred()  # what the governor never paid for: counted as expired
     except KafkaError as exc:
         raise ServiceError(f"backfill failed: {exc}") from exc
     finally:

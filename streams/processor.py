@@ -3,9 +3,22 @@
 :class:`SessionProcessor` is what the Faust agent calls for every record. It keeps the sessions
 it touched in memory and marks them dirty; ``drain()`` hands back, once per flush interval,
 each dirty session's bytes (one changelog write per user, however many events it had), the
-regeneration requests that fired (the latest per user; the cost governor picks among users)
-and the dead letters. Nothing here awaits or touches the network, so it is tested with plain
-lists.
+regeneration requests that fired (the latest per user, as many as the budget allows) and the
+dead letters. Nothing here awaits or touches the network, so it is tested with plain lists.
+
+**Deferred triggers.** When the budget (``drain(allow)``: the shared one of
+:mod:`cache.budget`, or the local :class:`~streams.triggers.CostGovernor`) cannot pay for every
+user that triggered, the best ones fire (interest shift, plus one point per ``aging_s`` seconds
+a trigger has waited) and the others stay pending. A pending trigger is not recorded in its
+session: the session's trigger baseline (time, profile, fingerprint) is put back as it was
+before, so its state never says a regeneration happened that did not, and the user's next
+behaviours are judged against the last one that did (and replace the pending trigger). When
+the budget allows it later, the trigger fires with the session's newest state, recorded then;
+its ``ingest_ts`` stays that of the behaviour that first fired it, so freshness counts the
+wait. A trigger still pending after ``defer_max_s`` is given up: counted as ``expired`` (the
+baseline is the old one, so the user's next behaviour triggers again). Each decision is
+counted in :attr:`SessionProcessor.outcomes`: ``deferred`` (once per trigger),
+``fired_deferred``, ``expired``.
 
 The message path is kept thin on purpose: ``orjson.loads`` and type checks of every field the
 schema checks (:func:`fast_fields` accepts exactly what :mod:`aigq.events` accepts; a property
@@ -37,7 +50,6 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from operator import attrgetter
 from typing import Any, NamedTuple
 
 import orjson
@@ -64,8 +76,14 @@ from aigq.events import (
 )
 from aigq.logging import get_logger
 from cache.history import TOP_STORED, top_queries
-from streams.session import Session, SessionConfig, top_features
-from streams.triggers import CostGovernor, TriggerPolicy, step
+from streams.session import (
+    Session,
+    SessionConfig,
+    mark_triggered,
+    restore_baseline,
+    top_features,
+)
+from streams.triggers import CostGovernor, TriggerPolicy, govern, step
 
 log = get_logger(__name__)
 Loader = Callable[[str], bytes | None]
@@ -203,6 +221,9 @@ def full_fields(data: bytes) -> Fields:
     return Fields(kind, user, ts, "", (), "", event_id)
 
 
+Baseline = tuple[int | None, str, dict[str, float]]  # a session's trigger ts, fingerprint, profile
+
+
 class Trigger(NamedTuple):
     """A fired trigger, kept until the flush turns it into a regeneration request."""
 
@@ -217,16 +238,21 @@ class Trigger(NamedTuple):
     ingest_ts: int | None = None  # the Kafka timestamp of the record that fired it
     watermark_ts: int | None = None  # the newest event time the state had applied
     history: list[str] | None = None  # the user's top history queries, strongest first
+    prior: Baseline | None = None  # the session's trigger baseline before it fired
+    since_ms: int = 0  # wall time it first fired (waiting counts from it)
+    deferred: bool = False  # a flush could not afford it
+    marked: bool = True  # the session's baseline is this trigger's (False once put back)
 
 
 @dataclass
 class Drained:
-    """What one flush writes: state per user, requests (already governed), dead letters."""
+    """What one flush writes: state per user, requests (within the budget), dead letters."""
 
     states: dict[str, bytes] = field(default_factory=dict)
     requests: list[tuple[str, bytes]] = field(default_factory=list)  # (user_id, record)
     dead_letters: list[bytes] = field(default_factory=list)
-    governed: int = 0
+    deferred: int = 0  # triggers left pending by this drain (the budget could not pay)
+    expired: int = 0  # pending triggers given up by this drain
     recent: list[tuple[str, str, str, int]] = field(default_factory=list)
     """``(user_id, kind, text, ts)``: what each user searched and clicked, for the read API's
     recent-trigger sets (``cache.recent.RecentTriggers.record_many``); the newest time of each"""
@@ -250,12 +276,15 @@ class SessionProcessor:
         recent: bool = False,
         max_future_ms: int = 300_000,
         history: bool = False,
+        defer_max_ms: int = 10_000,
+        aging_ms: int = 5_000,
     ) -> None:
         """``recent``: collect what each user searched and clicked (see :attr:`Drained.recent`).
         ``history``: collect the top history queries of users who searched
         (:attr:`Drained.history`).
         ``max_future_ms``: how far an event's time may run ahead of its record's broker time
-        (or the wall clock) before it is clamped (see the module doc)."""
+        (or the wall clock) before it is clamped (see the module doc).
+        ``defer_max_ms``, ``aging_ms``: deferred triggers (see the module doc)."""
         self.config, self.policy, self._load = config, policy, load
         self.governor = governor or CostGovernor(0)
         self.max_event_bytes = max_event_bytes
@@ -273,6 +302,7 @@ class SessionProcessor:
         self.max_future_ms = max_future_ms
         self.epochs: dict[str, int] = {}  # "topic/partition" -> its incarnation (0 unless reset)
         self.clamped = 0  # events whose time was clamped to their record's time
+        self.defer_max_ms, self.aging_ms = defer_max_ms, aging_ms
 
     def session(self, user_id: str) -> Session:
         session = self.sessions.get(user_id)
@@ -337,6 +367,7 @@ class SessionProcessor:
         if ts > bound:
             ts = bound
             self.clamped += 1
+        prior: Baseline = (session.trigger_ts, session.trigger_fp, session.trigger_profile)
         decision = step(
             session, self.config, self.policy, fields.kind, ts, fields.text, fields.category
         )
@@ -348,21 +379,37 @@ class SessionProcessor:
             self.searched.add(fields.user_id)
         if decision.fired and self.generate:
             # What the request needs, as of now; its bytes are built at the flush, and only
-            # for the user's latest trigger that the governor lets through.
-            self.pending[fields.user_id] = Trigger(
-                session.user_id,
-                session.version,
-                decision.outcome,
-                decision.shift,
-                ts=session.trigger_ts or ts,
-                fingerprint=session.trigger_fp,
-                recent=session.recent.copy(),  # entries are never changed, only dropped
-                profile=session.trigger_profile,  # replaced, never changed, by a trigger
-                ingest_ts=record_ts if record_ts and MIN_TS_MS <= record_ts < MAX_TS_MS else None,
-                watermark_ts=session.last_ts,
-                history=top_queries(session.history, MAX_REQUEST_HISTORY),
-            )
+            # for the user's latest trigger that the budget lets through.
+            ingest = record_ts if record_ts and MIN_TS_MS <= record_ts < MAX_TS_MS else None
+            held = self.pending.get(fields.user_id)
+            trigger = self._trigger(session, decision.outcome, decision.shift, ts, ingest)
+            if held is not None:  # one pending per user: the first baseline and, if it
+                # waited, the first behaviour's time (freshness counts the wait)
+                trigger = trigger._replace(prior=held.prior, since_ms=held.since_ms)
+                if held.deferred:
+                    trigger = trigger._replace(deferred=True, ingest_ts=held.ingest_ts)
+            else:
+                trigger = trigger._replace(prior=prior, since_ms=wall)
+            self.pending[fields.user_id] = trigger
         return decision.outcome
+
+    def _trigger(
+        self, session: Session, reason: str, shift: float, ts: int, ingest_ts: int | None
+    ) -> Trigger:
+        """A trigger of ``session`` as it is now (its baseline just recorded)."""
+        return Trigger(
+            session.user_id,
+            session.version,
+            reason,
+            shift,
+            ts=session.trigger_ts or ts,
+            fingerprint=session.trigger_fp,
+            recent=session.recent.copy(),  # entries are never changed, only dropped
+            profile=session.trigger_profile,  # replaced, never changed, by a trigger
+            ingest_ts=ingest_ts,
+            watermark_ts=session.last_ts,
+            history=top_queries(session.history, MAX_REQUEST_HISTORY),
+        )
 
     def _request(self, trigger: Trigger) -> bytes:
         request: dict[str, Any] = {
@@ -413,13 +460,13 @@ class SessionProcessor:
         self.dead.append(encode(letter))
         return "dead_letter"
 
-    def drain(self) -> Drained:
-        """Everything to write since the last drain; the processor starts clean again."""
-        out = Drained(states={user: self.sessions[user].to_bytes() for user in self.dirty})
-        kept, dropped = self.governor.admit(list(self.pending.values()), attrgetter("shift"))
-        out.requests = [(trigger.user_id, self._request(trigger)) for trigger in kept]
-        out.governed = len(dropped)
-        self.outcomes["governed"] += len(dropped)
+    def drain(self, allow: int | None = None) -> Drained:
+        """Everything to write since the last drain; the processor starts clean again, but for
+        the triggers the budget could not pay for (see the module doc). ``allow``: how many
+        requests may go out (None: what the local governor grants)."""
+        out = Drained()
+        self._budget(out, allow)
+        out.states = {user: self.sessions[user].to_bytes() for user in self.dirty}
         out.dead_letters, self.dead = self.dead, []
         out.recent = [(user, kind, text, ts) for (user, kind, text), ts in self.touched.items()]
         self.touched.clear()
@@ -429,8 +476,56 @@ class SessionProcessor:
                 out.history.append((user, top_queries(session.history, TOP_STORED)))
         self.searched.clear()
         self.dirty.clear()
-        self.pending.clear()
         return out
+
+    def _budget(self, out: Drained, allow: int | None) -> None:
+        """Fire the best pending triggers ``allow`` pays for; defer or expire the others."""
+        if not self.pending:
+            return
+        now = self._wall_ms()
+        for user, trigger in list(self.pending.items()):
+            if trigger.deferred and now - trigger.since_ms > self.defer_max_ms:
+                del self.pending[user]
+                out.expired += 1
+        self.outcomes["expired"] += out.expired
+        candidates = list(self.pending.values())
+        if allow is None:
+            allow = self.governor.grant(len(candidates))
+        aging = self.aging_ms
+
+        def score(trigger: Trigger) -> float:
+            return trigger.shift + (now - trigger.since_ms) / aging
+
+        kept, rest = govern(candidates, allow, score)
+        self.pending = {}
+        for trigger in rest:
+            session = self.session(trigger.user_id)
+            if trigger.marked and trigger.prior is not None:
+                restore_baseline(session, trigger.prior)
+                self.dirty.add(trigger.user_id)
+            if not trigger.deferred:
+                self.outcomes["deferred"] += 1
+            out.deferred += 1
+            self.pending[trigger.user_id] = trigger._replace(deferred=True, marked=False)
+        for trigger in kept:
+            if trigger.deferred:
+                self.outcomes["fired_deferred"] += 1
+            if not trigger.marked:  # put back at a deferral: record it now, newest state
+                session = self.session(trigger.user_id)
+                mark_triggered(session, self.config, max(session.last_ts, trigger.ts))
+                fresh = self._trigger(session, trigger.reason, trigger.shift, trigger.ts, None)
+                trigger = fresh._replace(ingest_ts=trigger.ingest_ts)
+                self.dirty.add(trigger.user_id)
+            out.requests.append((trigger.user_id, self._request(trigger)))
+
+    def give_up_deferred(self) -> int:
+        """Give up every deferred trigger (a rebalance: their users may be another worker's
+        now); counted as ``expired``, their sessions' baselines are the old ones already."""
+        gone = [user for user, trigger in self.pending.items() if trigger.deferred]
+        for user in gone:
+            del self.pending[user]
+        self.outcomes["expired"] += len(gone)
+        return len(gone)
 
     def forget(self) -> None:
         """Drop clean sessions from memory (after a rebalance, or to bound memory); dirty ones

@@ -263,6 +263,14 @@ def fingerprint(snapshot: dict[str, float]) -> str:
     return hashlib.blake2b("\n".join(keys).encode(), digest_size=8).hexdigest()
 
 
+def restore_baseline(session: Session, baseline: tuple[int | None, str, dict[str, float]]) -> None:
+    """Put back the trigger baseline ``(trigger_ts, trigger_fp, trigger_profile)`` a session had
+    (a trigger that was recorded, then deferred: see :mod:`streams.processor`)."""
+    session.trigger_ts, session.trigger_fp, session.trigger_profile = baseline
+    profile = session.profile
+    session.dot = sum(profile.get(k, 0.0) * w for k, w in session.trigger_profile.items())
+
+
 def mark_triggered(session: Session, config: SessionConfig, ts: int) -> None:
     """Record that a regeneration was triggered at event time ``ts`` from the current profile."""
     top = _strongest(session.profile, config.snapshot_features)

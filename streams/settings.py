@@ -8,6 +8,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from aigq.events import MAX_RECENT_BEHAVIOURS
+from cache.budget import BudgetPolicy
 from cache.history import MAX_HISTORY
 from streams.session import SessionConfig
 from streams.triggers import CostGovernor, TriggerPolicy
@@ -75,8 +76,24 @@ class StreamSettings(BaseSettings):
     drift_threshold: float = Field(0.6, gt=0, le=1, description="cosine distance that is drift")
     stale_after_s: int = Field(6 * 3_600, ge=1, description="refresh an active user this often")
     debounce_s: int = Field(300, ge=0, description="no two triggers of a user closer than this")
-    max_regenerations_per_s: float = Field(0, ge=0, description="global cap; 0: none")
+    budget: Literal["none", "local", "shared"] = Field(
+        "none",
+        description="what pays for regenerations: none (every trigger fires), local (this "
+        "worker's own max_regenerations_per_s), shared (one bucket in Redis that follows the "
+        "generators' measured capacity and backlog: cache.budget)",
+    )
+    max_regenerations_per_s: float = Field(0, ge=0, description="local: the cap; 0: none")
     regeneration_burst: float | None = Field(None, gt=0, description="default: one second's")
+    budget_headroom: float = Field(2.0, gt=0, le=10, description="shared: refill x capacity")
+    budget_max_queue_s: float = Field(
+        2.0, gt=0, le=600, description="shared: generators' backlog at most this many seconds"
+    )
+    defer_max_s: float = Field(
+        10.0, gt=0, le=3600, description="a trigger the budget cannot pay is given up after it"
+    )
+    defer_aging_s: float = Field(
+        5.0, gt=0, le=3600, description="a waiting trigger gains one shift point per this wait"
+    )
 
     def session_config(self) -> SessionConfig:
         return SessionConfig(
@@ -96,4 +113,8 @@ class StreamSettings(BaseSettings):
         )
 
     def governor(self) -> CostGovernor:
-        return CostGovernor(self.max_regenerations_per_s, self.regeneration_burst)
+        rate = self.max_regenerations_per_s if self.budget == "local" else 0.0
+        return CostGovernor(rate, self.regeneration_burst)
+
+    def budget_policy(self) -> BudgetPolicy:
+        return BudgetPolicy(headroom=self.budget_headroom, max_queue_s=self.budget_max_queue_s)

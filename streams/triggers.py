@@ -16,8 +16,8 @@ fires (reason ``every_event`` when none of the above holds) and nothing is debou
 
 The first of these that holds is the reason. A signal within ``debounce_ms`` of the user's last
 trigger is ``debounced``; no signal is ``no_signal``. Every fired trigger also carries the
-interest *shift* (cosine distance from the last trigger's profile, 1.0 at cold start): the
-global :class:`CostGovernor` keeps the largest shifts when there is no budget for all.
+interest *shift* (cosine distance from the last trigger's profile, 1.0 at cold start): when
+the budget cannot pay for all, the largest shifts fire first (:mod:`streams.processor`).
 """
 
 from __future__ import annotations
@@ -165,10 +165,11 @@ def govern(
 
 
 class CostGovernor:
-    """A token bucket over regenerations: ``rate_per_s`` sustained, ``burst`` at most at once.
+    """A local token bucket over regenerations: ``rate_per_s`` sustained, ``burst`` at most at
+    once (``aigq backfill``, or a worker without the shared budget of :mod:`cache.budget`).
 
-    ``admit`` is called once per flush with what triggered since the last flush; what the bucket
-    cannot pay for is dropped, smallest interest shift first. ``rate_per_s=0`` admits all.
+    ``grant`` is called once per flush with how many users triggered since; what it does not
+    grant stays pending (see :mod:`streams.processor`). ``rate_per_s=0`` grants all.
     """
 
     def __init__(
@@ -185,14 +186,12 @@ class CostGovernor:
         self._tokens = self.burst
         self._last = clock()
 
-    def admit(
-        self, candidates: Sequence[T], shift: Callable[[T], float]
-    ) -> tuple[list[T], list[T]]:
+    def grant(self, wanted: int) -> int:
         if self.rate_per_s == 0:
-            return list(candidates), []
+            return wanted
         now = self._clock()
         self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate_per_s)
         self._last = now
-        kept, dropped = govern(candidates, math.floor(self._tokens), shift)
-        self._tokens -= len(kept)
-        return kept, dropped
+        granted = min(wanted, math.floor(self._tokens))
+        self._tokens -= granted
+        return granted

@@ -59,6 +59,7 @@ from aigq.events import EVENT_TYPES
 from aigq.logging import get_logger
 from aigq.metrics import Metrics
 from aigq.settings import KafkaSettings, RedisSettings, TopicSettings, WebSettings
+from cache.budget import SharedBudget
 from cache.client import open_redis
 from cache.errors import CacheError
 from cache.history_store import HistoryStore
@@ -155,11 +156,20 @@ class SessionWorker:
             recent=settings.recent_triggers and redis is not None,
             max_future_ms=int(settings.max_future_s * 1000),
             history=settings.history and redis is not None,
+            defer_max_ms=int(settings.defer_max_s * 1000),
+            aging_ms=int(settings.defer_aging_s * 1000),
         )
         self._redis = open_redis(redis) if redis is not None else None
         self._recent: RecentTriggers | None = None
         if settings.recent_triggers and self._redis is not None:
             self._recent = RecentTriggers(self._redis, prefix=settings.cache_prefix)
+        self._budget: SharedBudget | None = None
+        if settings.budget == "shared":
+            if self._redis is None:
+                raise ConfigError("AIGQ_STREAM_BUDGET=shared needs Redis")
+            self._budget = SharedBudget(
+                self._redis, prefix=settings.cache_prefix, policy=settings.budget_policy()
+            )
         self._history: HistoryStore | None = None
         if settings.history and self._redis is not None:
             self._history = HistoryStore(
@@ -398,6 +408,7 @@ class SessionWorker:
         @app.on_partitions_revoked.connect  # type: ignore[arg-type]
         async def on_revoked(sender: Any, revoked: set[TP], **kwargs: Any) -> None:
             await self.flush()  # Faust waits for our acks before giving partitions away
+            self.processor.give_up_deferred()  # their users may be another worker's now
             self.processor.forget()
             self.gaps.forget(revoked)
             self._unverified -= revoked
@@ -441,7 +452,7 @@ class SessionWorker:
     async def _flush(self) -> None:
         async with self._flush_lock:
             started = time.perf_counter()
-            drained = self.processor.drain()
+            drained = self.processor.drain(await self._allowance())
             events = self.unacked.copy()  # in place: the agent holds this list
             self.unacked.clear()
             producer, store = self.app.producer, self.table.data
@@ -489,6 +500,23 @@ class SessionWorker:
             await self._record_recent(drained.recent)
             await self._record_history(drained.history)
             self._report(len(events), len(drained.states), time.perf_counter() - started)
+
+    async def _allowance(self) -> int | None:
+        """How many requests this flush may emit: the shared budget's grant (None: the
+        processor's local governor). Redis down or slow: none now (they stay pending)."""
+        wanted = len(self.processor.pending)
+        if self._budget is None or not wanted:
+            return None
+        try:
+            grant = await asyncio.wait_for(self._budget.take(wanted), 0.5)
+        except (CacheError, TimeoutError) as exc:
+            self.metrics.counter("stream_budget_errors_total", "budget reads failed").inc()
+            log.warning("budget not read; triggers wait", error=repr(exc))
+            return 0
+        m = self.metrics
+        m.gauge("stream_budget_capacity", "live generators' capacity, lists/s").set(grant.capacity)
+        m.gauge("stream_budget_backlog", "live generators' backlog, requests").set(grant.backlog)
+        return grant.granted
 
     async def _record_recent(self, recent: list[tuple[str, str, str, int]]) -> None:
         """Users' recent triggers to Redis for the read API. A cache, not state of record: a

@@ -20,7 +20,7 @@ import aiohttp
 from aiokafka import AIOKafkaProducer
 
 from aigq.codec import encode
-from aigq.e2e.monitor import TopicReader, metric_sum
+from aigq.e2e.monitor import TopicReader, metric_by_label, metric_sum
 from aigq.e2e.report import LagSample, Probe
 from aigq.errors import ServiceError
 from aigq.events import Event, SearchEvent
@@ -65,6 +65,9 @@ class DriveResult:
     results: list[bytes] = field(default_factory=list)
     drained: bool = False
     drain_s: float = 0.0
+    counts: dict[str, float] = field(default_factory=dict)
+    """at the end: the worker's decisions (``decision:<outcome>``) and the generator's requests
+    given no model call (``superseded:<reason>``)"""
     applied: int = 0  # events the session worker applied (its counter)
     answered: int = 0  # requests the generator answered (its counters)
 
@@ -125,6 +128,12 @@ async def drive(
         answered = int(sum(metric_sum(gen, f"aigq_generate_{name}_total") for name in ANSWERED))
         requests = len(readers[0].values)
         out.applied, out.answered = applied, answered
+        out.counts = {
+            **{f"decision:{k}": v for k, v in
+               metric_by_label(worker, "aigq_stream_decisions_total").items()},
+            **{f"superseded:{k}": v for k, v in
+               metric_by_label(gen, "aigq_generate_superseded_total").items()},
+        }  # fmt: skip
         lag = LagSample(at_s, produced, max(0, produced - applied), max(0, requests - answered))
         out.lag.append(lag)
 

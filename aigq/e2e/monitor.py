@@ -32,6 +32,17 @@ def metric_sum(text: str, name: str) -> float:
     return total
 
 
+def metric_by_label(text: str, name: str) -> dict[str, float]:
+    """Every sample of ``name`` by its (first) label's value, e.g. a counter's reasons."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        match = _SAMPLE.match(line)
+        if match and match.group(1) == name and match.group(2):
+            label = match.group(2)[1:-1].partition("=")[2].strip('"')
+            out[label] = out.get(label, 0.0) + float(match.group(3))
+    return out
+
+
 def _records(values: Iterable[bytes], schema: type[R]) -> Iterator[R]:
     """The records, checked by their own schema, without the loop's start-up canary."""
     for value in values:

@@ -166,6 +166,17 @@ def run_arm(
     )  # fmt: skip
 
 
+ARMS: dict[str, dict[str, object]] = {
+    # issue 17: one shared budget that follows the generators, priority in the generator
+    "shared": {"budget": "shared", "order": "priority"},
+    # the loop before it: every trigger fires, the generator serves in arrival order and reads
+    # ahead one micro-batch (the queue is in Kafka)
+    "fifo": {"budget": "none", "order": "fifo", "max_pending": 64},
+    # regenerate on every behaviour, within the shared budget
+    "every_event": {"policy": "every_event", "budget": "shared", "order": "priority"},
+}
+
+
 def arm_config(base: LoopConfig, name: str, **changes: object) -> LoopConfig:
     """``base`` for another arm: its own prefix (topics, keys, groups) and state folder."""
     prefix = f"{base.prefix}-{name.replace('_', '-')}"

@@ -113,8 +113,14 @@ class LoopConfig:
     """the session worker's trigger policy"""
     flush_interval_s: float = 0.1
     """session flushes (requests go out at flushes)"""
+    budget: Literal["none", "local", "shared"] = "none"
+    """what pays for regenerations (AIGQ_STREAM_BUDGET; shared: cache.budget)"""
     max_regenerations_per_s: float = 0.0
-    """the session worker's cost governor (0: none)"""
+    """budget local: the session worker's own cap"""
+    order: Literal["priority", "fifo"] = "priority"
+    """the generator's pending requests (AIGQ_GENERATE_ORDER)"""
+    max_pending: int = 4096
+    """requests the generator reads ahead (fifo with one batch: the generator before issue 17)"""
     batch_size: int = 64
     batch_wait_ms: int = 10
     max_in_flight: int = 2
@@ -171,6 +177,7 @@ class Loop:
             "AIGQ_STREAM_APP_ID": f"{c.prefix}-sessions",
             "AIGQ_STREAM_POLICY": c.policy,
             "AIGQ_STREAM_FLUSH_INTERVAL_S": str(c.flush_interval_s),
+            "AIGQ_STREAM_BUDGET": c.budget,
             "AIGQ_STREAM_MAX_REGENERATIONS_PER_S": str(c.max_regenerations_per_s),
             "AIGQ_STREAM_SESSION_TIMEOUT_S": "6",  # tansu: a join waits half of it
             "AIGQ_STREAM_CACHE_PREFIX": self.cache_prefix,
@@ -183,6 +190,8 @@ class Loop:
             "AIGQ_GENERATE_BATCH_SIZE": str(c.batch_size),
             "AIGQ_GENERATE_BATCH_WAIT_MS": str(c.batch_wait_ms),
             "AIGQ_GENERATE_MAX_IN_FLIGHT": str(c.max_in_flight),
+            "AIGQ_GENERATE_ORDER": c.order,
+            "AIGQ_GENERATE_MAX_PENDING": str(c.max_pending),
             "AIGQ_GENERATE_MAX_TOKENS": str(c.max_tokens),
             "AIGQ_GENERATE_K": str(c.k),
             "AIGQ_GENERATE_METRICS_PORT": str(self.metrics_port),

@@ -8,7 +8,7 @@ import pytest
 from aiokafka.structs import TopicPartition
 
 from aigq.events import RegenerationRequest
-from generators.pending import Entry, OffsetLedger, PendingSet
+from generators.pending import Entry, OffsetLedger, PendingSet, Throughput
 from generators.requests import Source
 
 TS = 1_767_225_600_000
@@ -138,3 +138,16 @@ def test_a_forgotten_partition_is_not_committed_and_late_finishes_are_ignored() 
     assert ledger.committable() == {TP1: 1}
     ledger.take(TP0, 7)  # handed back to us: counts from what it reads now
     assert ledger.committable() == {TP0: 7, TP1: 1}
+
+
+def test_throughput_counts_lists_per_busy_second_over_its_window() -> None:
+    meter = Throughput(window_s=10.0, initial=7.0)
+    assert meter.rate() == 7.0
+    meter.started(0.0)
+    meter.finished(2.0, 20, still_busy=False)  # 20 lists in 2 busy seconds
+    assert meter.rate() == 10.0
+    meter.started(100.0)  # idle for 98 s: not counted
+    meter.finished(101.0, 30, still_busy=True)
+    meter.finished(102.0, 30, still_busy=False)
+    # the window keeps the sample before it as its start: 60 lists in 2 busy seconds
+    assert meter.rate() == 30.0

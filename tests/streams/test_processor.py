@@ -102,13 +102,70 @@ def test_generation_off_still_rebuilds_state() -> None:
     assert drained.states
 
 
-def test_governor_drops_the_smallest_shifts() -> None:
+def _search_at(user: str, ts: int, query: str, offset: int) -> tuple[str, int, bytes]:
+    event = SearchEvent(user_id=user, ts=ts, query=query)
+    return ("t.search", offset, encode(event))
+
+
+def test_what_the_budget_cannot_pay_waits_unrecorded_and_fires_later_with_the_newest_state() -> (
+    None
+):
+    wall = [WALL]
+    processor = SessionProcessor(
+        SessionConfig(), TriggerPolicy(), load={}.get, wall_ms=lambda: wall[0]
+    )
+    users = [f"u{i}" for i in range(5)]
+    _run(processor, [_search_at(u, TS, "running shoes", i) for i, u in enumerate(users)])
+    first = processor.drain(allow=2)
+    assert len(first.requests) == 2 and first.deferred == 3
+    assert processor.outcomes["deferred"] == 3
+    fired = {u for u, _ in first.requests}
+    waiting = [u for u in users if u not in fired]
+    # A deferred trigger is not recorded in the state written: its baseline is the old one.
+    for user in waiting:
+        assert Session.from_bytes(first.states[user]).trigger_ts is None
+    assert all(Session.from_bytes(first.states[u]).trigger_ts == TS for u in fired)
+
+    # One of them searches again: judged against the old baseline, it fires again (a cold
+    # start still) and replaces its pending trigger; the next drain pays for all three.
+    again = waiting[0]
+    processor.process("t.search", 0, 9, _search_at(again, TS + 60_000, "trail socks", 9)[2])
+    wall[0] += 1_000
+    second = processor.drain(allow=10)
+    assert sorted(u for u, _ in second.requests) == sorted(waiting)
+    assert processor.outcomes["fired_deferred"] == 3 and not processor.pending
+    requests = {u: RegenerationRequest.model_validate_json(r) for u, r in second.requests}
+    newest = requests[again]
+    assert newest.version == 2 and newest.watermark_ts == TS + 60_000  # the newest state
+    assert [b[2] for b in newest.recent] == ["running shoes", "trail socks"]
+    assert Session.from_bytes(second.states[again]).trigger_ts == TS + 60_000  # recorded now
+
+
+def test_a_trigger_waiting_past_defer_max_is_given_up_and_counted() -> None:
+    wall = [WALL]
+    processor = SessionProcessor(
+        SessionConfig(), TriggerPolicy(), load={}.get, wall_ms=lambda: wall[0], defer_max_ms=5_000
+    )
+    _run(processor, [_search_at("late", TS, "running shoes", 0)])
+    assert processor.drain(allow=0).deferred == 1
+    wall[0] += 6_000
+    drained = processor.drain(allow=10)
+    assert drained.requests == [] and drained.expired == 1
+    assert processor.outcomes["expired"] == 1 and not processor.pending
+    # the user's next behaviour triggers again (the baseline never moved)
+    processor.process("t.search", 0, 1, _search_at("late", TS + 1, "wool socks", 1)[2])
+    assert [u for u, _ in processor.drain(allow=10).requests] == ["late"]
+
+
+def test_the_local_governor_fires_the_largest_shifts_and_defers_the_rest() -> None:
     processor = _processor(governor=CostGovernor(rate_per_s=1, burst=2, clock=lambda: 0.0))
     _run(processor, _records())
     drained = processor.drain()
     assert len(drained.requests) == 2
-    assert drained.governed > 0
-    assert processor.outcomes["governed"] == drained.governed
+    assert drained.deferred > 0
+    assert processor.outcomes["deferred"] == drained.deferred == len(processor.pending)
+    assert processor.give_up_deferred() == drained.deferred
+    assert processor.outcomes["expired"] == drained.deferred
 
 
 @pytest.mark.parametrize(

@@ -168,15 +168,13 @@ def test_govern_keeps_the_largest_shifts_in_their_order() -> None:
 def test_governor_refills_at_its_rate_up_to_the_burst() -> None:
     now = [0.0]
     governor = CostGovernor(rate_per_s=2, burst=4, clock=lambda: now[0])
-    shifts = [0.1 * i for i in range(10)]
-    kept, dropped = governor.admit(shifts, float)
-    assert (len(kept), len(dropped)) == (4, 6)
-    assert kept == shifts[6:]
+    assert governor.grant(10) == 4
+    assert governor.grant(10) == 0
     now[0] = 1.0  # two tokens back
-    assert len(governor.admit(shifts, float)[0]) == 2
+    assert governor.grant(10) == 2
     now[0] = 100.0  # never more than the burst
-    assert len(governor.admit(shifts, float)[0]) == 4
-    assert CostGovernor(0).admit(shifts, float) == (shifts, [])
+    assert governor.grant(1) == 1 and governor.grant(10) == 3
+    assert CostGovernor(0).grant(10) == 10
 
 
 @pytest.mark.parametrize(
