@@ -157,7 +157,6 @@ class SessionWorker:
             max_future_ms=int(settings.max_future_s * 1000),
             history=settings.history and redis is not None,
             defer_max_ms=int(settings.defer_max_s * 1000),
-            aging_ms=int(settings.defer_aging_s * 1000),
         )
         self._redis = open_redis(redis) if redis is not None else None
         self._recent: RecentTriggers | None = None
