@@ -2,27 +2,39 @@
 
 The loop (one consumer group; offsets committed by hand, never automatically):
 
-1. take a **micro-batch** from ``<prefix>.regenerate``: up to ``batch_size`` requests, or what
-   arrived within ``batch_wait_ms``;
-2. hand it to a task, at most ``max_in_flight`` at once. While all slots are busy the
-   partitions are *paused*: nothing piles up in memory (backpressure), and polling goes on so
-   the group does not drop the worker;
-3. the task builds the prompts, generates (timeout, retries with jittered backoff), writes
-   the runs to Redis (compare-and-set on ``(watermark_ts, session version)``: an older or
-   replayed request is a no-op), logs every list to ``<prefix>.results`` and records
-   freshness;
-4. offsets are committed only up to the newest batch whose every earlier batch is done too.
+1. read requests as they come into the **pending set** (:mod:`generators.pending`): at most one
+   per user, bounded in count and bytes; a newer request of a user replaces the pending one and
+   one no newer than a request being generated is dropped at once (superseded). While the set
+   is full, or an outage is being waited out, the partitions are paused and polling goes on
+   (backpressure: nothing piles up in memory, and the group keeps the worker);
+2. while a generation slot is free (``max_in_flight``), take the best ``batch_size`` pending
+   requests (by priority, or in arrival order) as a **micro-batch**, when a full batch is
+   pending or ``batch_wait_ms`` after the first one came in;
+3. the batch skips what is superseded (a newer request came in, or the cache holds an equal or
+   newer run: one round trip), builds the prompts, generates (timeout, retries with jittered
+   backoff), writes the runs to Redis (compare-and-set on ``(watermark_ts, session version)``:
+   an older or replayed request is a no-op), logs every list to ``<prefix>.results`` and
+   records freshness;
+4. per partition, offsets are committed up to the lowest one not finished (pending, being
+   generated, or its dead letter not yet sent), so a crash redoes only what was unfinished;
+5. about once a second, its measured capacity and backlog go to the shared budget
+   (:mod:`cache.budget`) that the session workers draw on.
 
 **Outages and refusals.** An *outage* (the backend or Redis down, timing out, or unable to
-take writes at all) is waited out: past the retries the batch is **kept**, the partitions are
-paused, the backend's health is polled with backoff, and the same batch carries on when it
-answers. Nothing is committed meanwhile, so even a crash loses no request. A *refusal* is about
-one record and would repeat forever: a record that is not a valid request (every field is
-bounded), a prompt that cannot be built, a prompt the backend refuses or fails on, a run Redis
-refuses for that user. That record goes to the dead-letter topic with its reason (counted by
-kind in ``generate_dead_letters_total``), the rest of its batch carries on, and its offset is
-committed like any other: no record can stop the worker or be retried forever. A batch the
-backend refuses as a whole is retried one request at a time to find the offending ones.
+take writes at all) is waited out (:mod:`generators.waits`): the batch is **kept**, the
+partitions are paused, the backend's health is polled with backoff, and the same batch carries
+on when it answers. Nothing past it is committed meanwhile, so even a crash loses no request. A
+*refusal* is about one record and would repeat forever: a record that is not a valid request
+(every field is bounded), a prompt that cannot be built, a prompt the backend refuses or fails
+on, a run Redis refuses for that user. That record goes to the dead-letter topic with its
+reason (counted by kind in ``generate_dead_letters_total``), the rest of its batch carries on,
+and its offset is committed like any other: no record can stop the worker or be retried
+forever. A batch the backend refuses as a whole is retried one request at a time to find the
+offending ones.
+
+**Rebalances.** Before partitions are taken away, the batches in flight get
+``revoke_wait_s`` to finish, what is done is committed, and what was pending from those
+partitions is handed back (their new owner reads it again from the commit).
 
 **Stopping.** :meth:`GeneratorWorker.stop` ends every wait at once (the retry and backoff
 sleeps, the health polls, a backend or Redis call in flight): a batch that was waiting ends
@@ -39,26 +51,24 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
-from redis.exceptions import RedisError
 
 from aigq.codec import encode
 from aigq.errors import ServiceError
 from aigq.events import GeneratedQueries, RegenerationRequest
 from aigq.logging import get_logger
 from aigq.metrics import Metrics
-from aigq.retry import ExponentialBackoff
 from aigq.settings import KafkaSettings, RedisSettings, TopicSettings
 from cache.budget import SharedBudget
 from cache.client import open_redis
 from cache.errors import CacheError
 from cache.u2q import U2QRun, U2QStore, WriteRefused, WriteResult
-from generators.backends import Backend, BackendRejected, BackendUnavailable, open_backend
+from generators.backends import Backend, BackendRejected, open_backend
 from generators.pending import Entry, OffsetLedger, PendingSet, Throughput
 from generators.requests import (
     Letter,
@@ -70,18 +80,11 @@ from generators.requests import (
     run_for,
 )
 from generators.settings import GeneratorSettings
+from generators.waits import Stopped, Waits
+from generators.worker_metrics import WorkerMetrics
 
 log = get_logger(__name__)
 T = TypeVar("T")
-# Freshness spans model time (seconds on a CPU) and queueing: buckets from 10 ms to 10 min.
-_FRESHNESS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
-# What a wait outlasts: the backend or Redis down, timing out, or unable to take work at all.
-_OUTAGES = (BackendUnavailable, ServiceError, RedisError, OSError)
-
-
-class Stopped(Exception):
-    """Raised out of a batch's waits when :meth:`GeneratorWorker.stop` is called: the batch
-    ends there, uncommitted."""
 
 
 def _now_ms() -> int:
@@ -104,13 +107,12 @@ class GeneratorWorker:
         self.backend = backend or open_backend(settings)
         self.metrics = metrics or Metrics()
         self.stopping = asyncio.Event()
-        self._waiting = 0  # batches waiting for the backend or Redis to come back
         self.done = 0  # requests decoded and finished (written, stale, malformed, dead letter)
         # Time spent unable to take requests (every slot busy, or a backend or Redis down):
         # stamped on each batch, so a reader can tell queueing for the model from transit.
         self.blocked_ms = 0.0
-        self._health = ExponentialBackoff(settings.backoff_s, settings.backoff_max_s)
-        self._m = _WorkerMetrics(self.metrics)
+        self._m = WorkerMetrics(self.metrics)
+        self.waits = Waits(settings, self.backend, self.stopping, self._m.retries, self._m.paused)
         self.queue = PendingSet(
             settings.order, settings.aging_s, settings.max_pending, settings.max_pending_bytes
         )
@@ -127,7 +129,7 @@ class GeneratorWorker:
     @property
     def paused(self) -> bool:
         """Whether at least one batch is waiting for the backend or Redis to come back."""
-        return self._waiting > 0
+        return self.waits.waiting > 0
 
     # --- the loop -------------------------------------------------------------------------
 
@@ -342,7 +344,9 @@ class GeneratorWorker:
         user came in since (``newer_pending``: pending, or in another batch), or the cache
         already holds a run at an equal or newer ``(watermark, version)`` (``cached``: a
         replay, a redone batch)."""
-        heads = await self._until_up(lambda: store.heads([r.user_id for r in requests]), "Redis")
+        heads = await self.waits.until_up(
+            lambda: store.heads([r.user_id for r in requests]), "Redis"
+        )
         skip: dict[int, str] = {}
         for i, request in enumerate(requests):
             head = heads.get(request.user_id)
@@ -417,7 +421,7 @@ class GeneratorWorker:
                 continue
             results[i] = result
         items = [(requests[i].user_id, run) for i, run in runs]
-        outcomes = await self._until_up(lambda: store.write_many(items), "Redis")
+        outcomes = await self.waits.until_up(lambda: store.write_many(items), "Redis")
         written: set[int] = set()
         for (i, _), outcome in zip(runs, outcomes, strict=True):
             if isinstance(outcome, WriteRefused):
@@ -472,7 +476,9 @@ class GeneratorWorker:
         indices = list(prompts)
         try:
             batch = [prompts[i] for i in indices]
-            lists = await self._until_up(functools.partial(self.backend.generate, batch), "backend")
+            lists = await self.waits.until_up(
+                functools.partial(self.backend.generate, batch), "backend"
+            )
             return dict(zip(indices, lists, strict=True)), {}
         except Stopped:
             raise
@@ -485,7 +491,7 @@ class GeneratorWorker:
         for i in indices:
             try:
                 one = functools.partial(self.backend.generate, [prompts[i]])
-                [one_by_one[i]] = await self._until_up(one, "backend")
+                [one_by_one[i]] = await self.waits.until_up(one, "backend")
             except Stopped:
                 raise
             except BackendRejected as exc:
@@ -494,73 +500,6 @@ class GeneratorWorker:
                 log.exception("a prompt failed")
                 failed[i] = ("backend_error", f"generating failed: {exc!r}")
         return one_by_one, failed
-
-    async def _until_up(self, call: Callable[[], Awaitable[T]], what: str) -> T:
-        """``call()`` with the configured retries; past them, wait until it works again.
-
-        Only outages are waited out; any other error is raised at once. While it waits, the
-        batch counts in :attr:`paused`. Every wait, and the call itself, ends as soon as
-        :meth:`stop` is called: then it raises ``Stopped``.
-        """
-        retry = self.settings.retry(_OUTAGES, sleep=self._sleep)
-        outage = 0
-        waiting = False
-        try:
-            while True:
-                try:
-                    result = await retry.call(
-                        lambda: self._until_stopped(call()),
-                        on_retry=lambda n, e: self._m.retries.inc(),
-                    )
-                except _OUTAGES as exc:
-                    outage += 1
-                    if not waiting:
-                        waiting = True
-                        self._waiting += 1
-                        self._m.paused.set(1)
-                        log.warning("pausing: %s is down", what, error=repr(exc))
-                    await self._sleep(self._health(min(outage, 10)))
-                    if what == "backend":
-                        while not await self._healthy():
-                            outage += 1
-                            await self._sleep(self._health(min(outage, 10)))
-                    continue
-                if waiting:
-                    log.info("resuming: %s is back", what)
-                return result
-        finally:
-            if waiting:
-                self._waiting -= 1
-                if not self._waiting:
-                    self._m.paused.set(0)
-
-    async def _healthy(self) -> bool:
-        try:
-            return await self._until_stopped(self.backend.healthy())
-        except _OUTAGES:  # a health check that fails says the same as one that answers no
-            return False
-
-    async def _sleep(self, seconds: float) -> None:
-        await self._until_stopped(asyncio.sleep(seconds))
-
-    async def _until_stopped(self, awaitable: Awaitable[T]) -> T:
-        """``awaitable``'s result, or ``Stopped`` as soon as :meth:`stop` is called (the
-        awaitable is cancelled then)."""
-        work = asyncio.ensure_future(awaitable)
-        stop = asyncio.ensure_future(self.stopping.wait())
-        try:
-            await asyncio.wait((work, stop), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stop.cancel()
-            if not work.done():
-                work.cancel()
-        if work.done() and not work.cancelled():
-            return work.result()
-        # Let the cancellation run its cleanup (a connection closed), briefly.
-        await asyncio.wait((work,), timeout=1.0)
-        if work.done() and not work.cancelled():
-            work.exception()  # whatever it ended with, it is not this batch's outcome now
-        raise Stopped
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -574,59 +513,3 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         pass
-
-
-class _WorkerMetrics:
-    def __init__(self, metrics: Metrics) -> None:
-        c, h = metrics.counter, metrics.histogram
-        self.requests = c("generate_requests_total", "regeneration requests consumed")
-        self.superseded = c(
-            "generate_superseded_total",
-            "requests given no model call, by reason: newer_pending (a newer request of the "
-            "user came in: pending or being generated), cached (the cache holds a run at an "
-            "equal or newer watermark and version)",
-            labels=("reason",),
-        )
-        self.written = c("generate_written_total", "runs written to the u2q cache")
-        self.stale = c("generate_stale_total", "runs the cache refused: a newer version was there")
-        self.malformed = c("generate_malformed_total", "outputs with no valid query (not written)")
-        self.dead_letters = c(
-            "generate_dead_letters_total",
-            "records dead-lettered, by kind (generators.requests.LetterKind)",
-            labels=("reason",),
-        )
-        self.retries = c("generate_retries_total", "retried backend or Redis calls")
-        self.commit_failures = c(
-            "generate_commit_failures_total",
-            "offset commits the group refused (rebalance, broker restart): redone, not lost",
-        )
-        self.paused = metrics.gauge("generate_paused", "1 while waiting for a backend or Redis")
-        self.capacity = metrics.gauge(
-            "generate_capacity", "lists per busy second, measured (published to the budget)"
-        )
-        self.backlog = metrics.gauge(
-            "generate_backlog", "requests pending, being generated or left in the partitions"
-        )
-        self.budget_errors = c("generate_budget_errors_total", "capacity publishes that failed")
-        self.pending = metrics.gauge(
-            "generate_pending", "requests read and waiting for a generation slot (one per user)"
-        )
-        self.dropped = metrics.gauge(
-            "generate_queries_dropped",
-            "generated queries output validation dropped since the start, by reason "
-            "(invalid, duplicate, unsafe: aigq.safety)",
-            ["reason"],
-        )
-        self.freshness = h(
-            "generate_freshness_seconds",
-            "the triggering behaviour's ingest time (else its event time) to the u2q cache write",
-            buckets=_FRESHNESS_BUCKETS,
-        )
-        self.request_to_cache = h(
-            "generate_request_to_cache_seconds",
-            "regeneration request emitted to the u2q cache write",
-            buckets=_FRESHNESS_BUCKETS,
-        )
-        self.model_seconds = h(
-            "generate_model_seconds", "backend time per micro-batch", buckets=_FRESHNESS_BUCKETS
-        )

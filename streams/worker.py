@@ -276,6 +276,10 @@ class SessionWorker:
             if self.flush_at is not None and self.processed >= self.flush_at:
                 self.flush_at = None
                 self._flush_now = asyncio.ensure_future(self.flush())
+            # Faust's stop and rebalance wait until every message taken is acked or garbage
+            # (a weak set): a record the gap guard dropped is never acked, so no reference to
+            # it may outlive its batch while this loop waits for the next one.
+            events = event = message = None
 
     async def _verify_gaps(self, due: dict[TP, int]) -> dict[TP, int]:
         """Ask the broker whether each gap the seeks found again is real (:mod:`streams.gaps`);

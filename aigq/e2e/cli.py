@@ -94,7 +94,7 @@ def _arm_table(arms: list[ArmResult], title: str) -> Table:
          lambda a: "{:,.0f} / {:,.0f}".format(
              *(a.drive.counts.get(f"superseded:{k}", 0) for k in ("newer_pending", "cached")))),
         ("drained after replay",
-         lambda a: f"{'yes' if a.drive.drained else 'NO'} in {a.drive.drain_s:.0f} s"),
+         lambda a: f"{'yes' if a.drive.drained else 'NO'} in {a.drive.drain_s:.1f} s"),
         (f"served-list HR@{k} (hits / searches)",
          lambda a: f"{a.hit_rate.rate:.4f} ({a.hit_rate.hits:,}/{a.hit_rate.searches:,})"),
         ("searches served a non-empty list",
@@ -260,7 +260,7 @@ def goals(runs: list[tuple[float, list[ArmResult]]]) -> list[str]:
                          fresh <= 10_000))  # fmt: skip
         drained = judged.drive.drained and judged.drive.drain_s <= 5
         out.append(_goal(f"{judged.name}: drained after the replay",
-                         f"{judged.drive.drain_s:.0f} s" if judged.drive.drained else "no",
+                         f"{judged.drive.drain_s:.1f} s" if judged.drive.drained else "no",
                          "<= 5 s", drained))  # fmt: skip
         for other in arms[1:]:
             ok = judged.hit_rate.rate >= other.hit_rate.rate

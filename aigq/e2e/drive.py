@@ -175,10 +175,12 @@ async def drive(
             now = loop.time() - start
             await read_lag(now, i)
             if out.applied >= out.sent and out.answered >= len(readers[0].values):
+                held = loop.time()  # drained here, if nothing more comes:
                 await asyncio.sleep(1.5)  # a last flush's requests, the last results records
                 await read_lag(loop.time() - start, i)
                 if out.answered >= len(readers[0].values):
                     out.drained = True
+                    out.drain_s = held - drain_start
                     break
             if progress and int(now) % 5 == 0:
                 last = out.lag[-1]
@@ -187,7 +189,8 @@ async def drive(
                     f"generator lag {last.generator_lag:,}"
                 )
             await asyncio.sleep(1.0)
-        out.drain_s = loop.time() - drain_start
+        if not out.drained:
+            out.drain_s = loop.time() - drain_start
     finally:
         await http.close()
         await producer.stop()

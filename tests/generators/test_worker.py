@@ -38,7 +38,8 @@ from cache.u2q import U2QStore
 from generators.backends import Backend, BackendUnavailable
 from generators.requests import run_for
 from generators.settings import GeneratorSettings
-from generators.worker import GeneratorWorker, Stopped
+from generators.waits import Stopped
+from generators.worker import GeneratorWorker
 
 pytestmark = pytest.mark.asyncio
 T0 = int(time.time() * 1000) - 5_000
@@ -377,11 +378,11 @@ async def test_paused_is_true_while_any_batch_waits() -> None:
     async def paused() -> bool:
         return worker.paused
 
-    first = asyncio.create_task(worker._until_up(waits_long, "Redis"))
+    first = asyncio.create_task(worker.waits.until_up(waits_long, "Redis"))
     assert await _eventually(paused, 5)
-    assert await worker._until_up(never_waits, "backend") == "ok"  # another batch succeeds
+    assert await worker.waits.until_up(never_waits, "backend") == "ok"  # another batch succeeds
     assert worker.paused and _sample(worker, "aigq_generate_paused") == 1
-    second = asyncio.create_task(worker._until_up(waits_briefly, "Redis"))
+    second = asyncio.create_task(worker.waits.until_up(waits_briefly, "Redis"))
 
     async def second_waits() -> bool:
         return waits_briefly.calls >= 2
@@ -407,15 +408,15 @@ async def test_stop_ends_every_wait_at_once(retries: int) -> None:
         return "never"
 
     waits = [
-        asyncio.create_task(worker._until_up(Outage(), "Redis")),
-        asyncio.create_task(worker._until_up(lambda: backend.generate(["p"]), "backend")),
-        asyncio.create_task(worker._until_up(hung, "backend")),  # a call that never answers
+        asyncio.create_task(worker.waits.until_up(Outage(), "Redis")),
+        asyncio.create_task(worker.waits.until_up(lambda: backend.generate(["p"]), "backend")),
+        asyncio.create_task(worker.waits.until_up(hung, "backend")),  # a call that never answers
     ]
 
     async def all_waiting() -> bool:
         if retries:  # both failing calls are in their first retry sleep (or past it)
             return _sample(worker, "aigq_generate_retries_total") >= 2
-        return worker._waiting == 2  # both are paused: backoff sleep or health polls
+        return worker.waits.waiting == 2  # both are paused: backoff sleep or health polls
 
     assert await _eventually(all_waiting, 5)
     backend.health_hangs = True  # and a health poll that never answers
