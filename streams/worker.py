@@ -278,7 +278,9 @@ class SessionWorker:
                 self._flush_now = asyncio.ensure_future(self.flush())
             # Faust's stop and rebalance wait until every message taken is acked or garbage
             # (a weak set): a record the gap guard dropped is never acked, so no reference to
-            # it may outlive its batch while this loop waits for the next one.
+            # it may outlive its batch here. (Faust's own stream iterator still holds the last
+            # event it passed until the next one comes: a drop right before a rebalance can
+            # still hold that rebalance; docs/streams.md, "Known limits".)
             events = event = message = None
 
     async def _verify_gaps(self, due: dict[TP, int]) -> dict[TP, int]:
