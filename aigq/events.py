@@ -249,7 +249,9 @@ class RegenerationRequest(_Record):
     it entered the event topics (freshness is measured from it; event times of a replayed log
     are in the past). ``history`` holds the user's own most searched queries, strongest first
     (:func:`cache.history.top_queries` of the session's fold, normalised; empty in records
-    written before it existed). Every field is bounded (the ``MAX_*`` constants above).
+    written before it existed). ``fired_ts`` is the wall time the trigger first fired in the
+    session worker: ``created_ts - fired_ts`` is how long it waited for the regeneration budget
+    (docs/overload.md). Every field is bounded (the ``MAX_*`` constants above).
     """
 
     type: Literal["regeneration_request"] = "regeneration_request"
@@ -265,6 +267,7 @@ class RegenerationRequest(_Record):
     ingest_ts: TimestampMs | None = None
     watermark_ts: TimestampMs | None = None
     history: Annotated[tuple[QueryText, ...], Field(max_length=MAX_REQUEST_HISTORY)] = ()
+    fired_ts: TimestampMs | None = None
 
     @property
     def order(self) -> tuple[int, int]:
@@ -286,7 +289,7 @@ class GeneratedQueries(_Record):
     requests (every generation slot busy, or a backend down): the difference between two of
     its records is how long it was blocked in between, i.e. queueing for the model in Kafka.
     ``queued_ms`` is how long the request then waited in the generator's pending set for a
-    generation slot (``generators.pending``).
+    generation slot (``generators.pending``). ``fired_ts`` is the request's (when known).
     """
 
     type: Literal["generated_queries"] = "generated_queries"
@@ -306,3 +309,4 @@ class GeneratedQueries(_Record):
     received_ts: TimestampMs | None = None
     blocked_ms: Millis | None = None
     queued_ms: Millis | None = None
+    fired_ts: TimestampMs | None = None

@@ -104,6 +104,13 @@ class KafkaSettings(BaseSettings):
     ssl_password: SecretStr | None = None
     request_timeout_ms: int = Field(30_000, ge=1_000)
     bootstrap_timeout_ms: int = Field(30_000, ge=100, description="give up reaching a broker")
+    fetch_max_wait_ms: int = Field(
+        100,
+        ge=1,
+        le=60_000,
+        description="consumers: the longest a fetch waits for records (the local broker "
+        "answers only then, so it bounds every record's latency)",
+    )
 
     @field_validator("bootstrap_servers")
     @classmethod

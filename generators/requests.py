@@ -133,4 +133,5 @@ def result_record(
         received_ts=received[0] if received else None,
         blocked_ms=received[1] if received else None,
         queued_ms=received[2] if received else None,
+        fired_ts=request.fired_ts,
     )

@@ -142,6 +142,7 @@ class GeneratorWorker:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=s.batch_size,
+            fetch_max_wait_ms=self.kafka.fetch_max_wait_ms,
         )
         consumer.subscribe([self.topics.name("regenerate")], listener=_Rebalance(self, consumer))
         producer = AIOKafkaProducer(

@@ -410,6 +410,8 @@ class SessionProcessor:
         }
         if trigger.ingest_ts is not None:
             request["ingest_ts"] = trigger.ingest_ts
+        if MIN_TS_MS <= trigger.since_ms < MAX_TS_MS:
+            request["fired_ts"] = trigger.since_ms
         history = top_queries(session.history, MAX_REQUEST_HISTORY)
         if history:
             request["history"] = history

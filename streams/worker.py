@@ -398,6 +398,7 @@ class SessionWorker:
 
         @app.on_partitions_assigned.connect  # type: ignore[arg-type]
         async def on_assigned(sender: Any, assigned: set[TP], **kwargs: Any) -> None:
+            self._tune_fetch()
             sources = {tp for tp in assigned if tp.topic in self._source_names}
             self.gaps.forget(sources)
             self._unverified |= sources  # checked at their first records, after recovery
@@ -442,6 +443,24 @@ class SessionWorker:
         async def metrics(view: Any, request: Any) -> Any:
             self.report_lag()
             return view.bytes(self.metrics.exposition(), content_type="text/plain; version=0.0.4")
+
+    def _tune_fetch(self) -> None:
+        """Set the worker consumer's fetch wait to ``AIGQ_KAFKA_FETCH_MAX_WAIT_MS``.
+
+        faust-streaming 0.15 hard-codes ``fetch_max_wait_ms=1500`` for it (no setting reaches
+        ``AIOKafkaConsumerThread._create_worker_consumer``), and a broker that answers a fetch
+        only when that wait is over (the local tansu does) holds every record that long:
+        measured record-to-consumer at 200 records/s, p50 377 / p99 753 ms at 1,500 ms
+        against 32 / 58 ms at 100. No public API reaches it, so this sets the aiokafka
+        fetcher's attribute, which it reads for every fetch (pinned: faust-streaming 0.15,
+        aiokafka < 0.15); where it is not found the wait stays Faust's, and that is logged.
+        """
+        thread = getattr(self.app.consumer, "_thread", None)
+        fetcher = getattr(getattr(thread, "_consumer", None), "_fetcher", None)
+        if fetcher is None or not hasattr(fetcher, "_fetch_max_wait_ms"):
+            log.warning("fetch wait not set: Faust's consumer has another shape")
+            return
+        fetcher._fetch_max_wait_ms = self._kafka.fetch_max_wait_ms
 
     async def flush(self) -> None:
         """Write what the processor holds, wait for the broker, then ack (see the module doc).

@@ -72,6 +72,7 @@ def generated(values: Iterable[bytes]) -> list[Generated]:
             r.received_ts,
             r.blocked_ms,
             r.queued_ms,
+            r.fired_ts,
         )
         for r in _records(values, GeneratedQueries)
     ]

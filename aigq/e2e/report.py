@@ -12,8 +12,11 @@ micro-batch (``model_ms``). **Waiting for the model** is the time, between ``cre
 ``received``, that the generator spent unable to take requests (its pending set full, or a
 backend down: its ``blocked_ms`` stamps, read as a clock), when the request sat queued in
 Kafka for model capacity, plus the request's own wait in the generator's pending set for a
-generation slot (``queued_ms``). Freshness *excluding model time* takes out both, and is what the
-nearline path itself adds: the session worker, Kafka both ways, batching, Redis.
+generation slot (``queued_ms``), plus the trigger's wait for the regeneration budget in the
+session worker (``created - fired``: docs/overload.md). The session stage is ``ingest`` to
+``fired``: the worker's own latency. Freshness *excluding model time* takes out the model call
+and every wait for it, and is what the nearline path itself adds: the session worker, Kafka
+both ways, batching, Redis.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ class Generated:
     received_ms: int | None
     blocked_ms: float | None = None
     queued_ms: float | None = None
+    fired_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,9 +122,10 @@ def stages(results: Sequence[Generated], since_ms: int = 0) -> Stages:
         fresh = r.generated_ms - r.ingest_ms
         transit = r.received_ms - r.created_ms
         wait = min(max(0.0, blocked(r.received_ms) - blocked(r.created_ms)), max(transit, 0))
-        wait += r.queued_ms or 0.0
+        fired = r.created_ms if r.fired_ms is None else min(r.fired_ms, r.created_ms)
+        wait += (r.queued_ms or 0.0) + (r.created_ms - fired)
         out.freshness.append(fresh)
-        out.session.append(r.created_ms - r.ingest_ms)
+        out.session.append(max(fired - r.ingest_ms, 0))
         out.transit.append(transit)
         out.generator.append(r.generated_ms - r.received_ms)
         out.model.append(r.model_ms)

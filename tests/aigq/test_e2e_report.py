@@ -67,6 +67,16 @@ def test_stages_split_freshness_into_session_transit_queue_and_model() -> None:
     assert two.pipeline == [200, 6_200 - 1_000 - 4_000]
 
 
+def test_a_wait_for_the_budget_or_in_the_pending_set_is_waiting_for_the_model() -> None:
+    # Fired 100 ms after ingest, emitted 2 s later (the budget), 300 ms in the pending set.
+    run = Generated("u", 1, True, ("q",), 1_000, T + 3_500, T + 2_100, T, T + 2_150, 0.0,
+                    queued_ms=300, fired_ms=T + 100)  # fmt: skip
+    out = stages([run])
+    assert out.session == [100]  # the worker's own latency
+    assert out.model_wait == [2_000 + 300]
+    assert out.pipeline == [3_500 - 1_000 - 2_300]
+
+
 def test_stages_skip_unwritten_warmup_and_unstamped_runs() -> None:
     runs = [
         _gen(T, T + 1, T + 2, T + 3, 1, 0, written=False),
