@@ -210,7 +210,8 @@ class GeneratorWorker:
         self._m.capacity.set(capacity)
         self._m.backlog.set(backlog)
         try:
-            await asyncio.wait_for(budget.publish(self.member, capacity, backlog), 0.5)
+            slots = self.settings.max_in_flight * self.settings.batch_size
+            await asyncio.wait_for(budget.publish(self.member, capacity, backlog, slots), 0.5)
         except (CacheError, TimeoutError) as exc:
             self._m.budget_errors.inc()
             log.warning("capacity not published", error=repr(exc))

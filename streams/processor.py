@@ -276,7 +276,7 @@ class SessionProcessor:
         recent: bool = False,
         max_future_ms: int = 300_000,
         history: bool = False,
-        defer_max_ms: int = 3_000,
+        defer_max_ms: int = 2_000,
     ) -> None:
         """``recent``: collect what each user searched and clicked (see :attr:`Drained.recent`).
         ``history``: collect the top history queries of users who searched

@@ -89,7 +89,7 @@ class StreamSettings(BaseSettings):
         2.0, gt=0, le=600, description="shared: generators' backlog at most this many seconds"
     )
     defer_max_s: float = Field(
-        3.0, gt=0, le=3600, description="a trigger the budget cannot pay is given up after it"
+        2.0, gt=0, le=3600, description="a trigger the budget cannot pay is given up after it"
     )
 
     def session_config(self) -> SessionConfig:

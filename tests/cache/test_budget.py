@@ -50,6 +50,17 @@ async def test_no_grant_takes_the_backlog_past_max_queue_seconds(redis: tuple[Re
     assert grant.granted == 0 and grant.backlog == 25.0
 
 
+async def test_the_generators_full_slots_are_room_when_seconds_of_capacity_are_less(
+    redis: tuple[Redis, str],
+) -> None:
+    client, prefix = redis
+    budget = SharedBudget(client, prefix, BudgetPolicy(burst_s=100.0, max_queue_s=2.0))
+    await budget.publish("gen", 10.0, 15, slots=64)  # 2 s x 10/s = 20 < 64: room 49
+    await budget.take(0)
+    await asyncio.sleep(3.0)  # 60 tokens
+    assert (await budget.take(1_000)).granted == 49
+
+
 async def test_a_generator_that_stopped_publishing_drops_out(redis: tuple[Redis, str]) -> None:
     client, prefix = redis
     budget = SharedBudget(client, prefix, BudgetPolicy(stale_s=0.2))
