@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -130,12 +130,13 @@ async def drive(
         out.applied, out.answered = applied, answered
         out.counts = {
             **{f"decision:{k}": v for k, v in
-               metric_by_label(worker, "aigq_stream_decisions_total").items()},
+               metric_by_label(worker, "aigq_stream_decisions_total", "outcome").items()},
             **{f"superseded:{k}": v for k, v in
-               metric_by_label(gen, "aigq_generate_superseded_total").items()},
+               metric_by_label(gen, "aigq_generate_superseded_total", "reason").items()},
         }  # fmt: skip
         lag = LagSample(at_s, produced, max(0, produced - applied), max(0, requests - answered))
-        out.lag.append(lag)
+        if not out.lag or at_s - out.lag[-1].at_s >= 0.99:  # one sample a second
+            out.lag.append(lag)
 
     try:
         loop = asyncio.get_running_loop()
@@ -169,28 +170,8 @@ async def drive(
         out.sent, out.elapsed_s = i - out.failed, loop.time() - start
         if probes:
             await asyncio.gather(*probes)
-        # Drain: every event applied, every request answered (or the time is up).
-        drain_start = loop.time()
-        while loop.time() - drain_start < drain_timeout_s:
-            now = loop.time() - start
-            await read_lag(now, i)
-            if out.applied >= out.sent and out.answered >= len(readers[0].values):
-                held = loop.time()  # drained here, if nothing more comes:
-                await asyncio.sleep(1.5)  # a last flush's requests, the last results records
-                await read_lag(loop.time() - start, i)
-                if out.answered >= len(readers[0].values):
-                    out.drained = True
-                    out.drain_s = held - drain_start
-                    break
-            if progress and int(now) % 5 == 0:
-                last = out.lag[-1]
-                progress(
-                    f"{now:5.0f} s  draining: session lag {last.session_lag:,}  "
-                    f"generator lag {last.generator_lag:,}"
-                )
-            await asyncio.sleep(1.0)
-        if not out.drained:
-            out.drain_s = loop.time() - drain_start
+        await _drain(out, read_lag, lambda: len(readers[0].values), start, i,
+                     drain_timeout_s, progress)  # fmt: skip
     finally:
         await http.close()
         await producer.stop()
@@ -198,6 +179,42 @@ async def drive(
             await reader.stop()
     out.requests, out.results = readers[0].values, readers[1].values
     return out
+
+
+async def _drain(
+    out: DriveResult,
+    read_lag: Callable[[float, int], Awaitable[None]],
+    requested: Callable[[], int],
+    start: float,
+    sent: int,
+    timeout_s: float,
+    progress: Callable[[str], None] | None,
+) -> None:
+    """Wait until every event is applied and every request answered (or ``timeout_s``): the
+    loop has drained when that holds and still holds 1.5 s later (a last flush's requests,
+    the last results records); ``out.drain_s`` is when it first held. Checked 4 times a second.
+    """
+    loop = asyncio.get_running_loop()
+    drain_start, shown = loop.time(), -1
+    while loop.time() - drain_start < timeout_s:
+        now = loop.time() - start
+        await read_lag(now, sent)
+        if out.applied >= out.sent and out.answered >= requested():
+            held = loop.time()
+            await asyncio.sleep(1.5)
+            await read_lag(loop.time() - start, sent)
+            if out.answered >= requested():
+                out.drained, out.drain_s = True, held - drain_start
+                return
+        if progress and int(now) // 5 != shown:
+            shown = int(now) // 5
+            last = out.lag[-1]
+            progress(
+                f"{now:5.0f} s  draining: session lag {last.session_lag:,}  "
+                f"generator lag {last.generator_lag:,}"
+            )
+        await asyncio.sleep(0.25)
+    out.drain_s = loop.time() - drain_start
 
 
 async def _metrics(http: aiohttp.ClientSession, url: str) -> str:

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 
 from aigq.e2e.report import Generated, Requested
 from aigq.e2e.stack import CANARY_USER
@@ -19,27 +19,26 @@ from aigq.settings import KafkaSettings
 
 R = TypeVar("R", RegenerationRequest, GeneratedQueries)
 
-_SAMPLE = re.compile(r"^(aigq_[a-z_]+)(\{[^}]*\})? ([-+0-9.eEinfa]+)$")
+
+def _samples(text: str, name: str) -> Iterator[tuple[dict[str, str], float]]:
+    """Every sample of ``name`` in a Prometheus text page: its labels and value."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                yield sample.labels, sample.value
 
 
 def metric_sum(text: str, name: str) -> float:
     """The sum of every sample of ``name`` (all labels) in a Prometheus text page."""
-    total = 0.0
-    for line in text.splitlines():
-        match = _SAMPLE.match(line)
-        if match and match.group(1) == name:
-            total += float(match.group(3))
-    return total
+    return sum(value for _, value in _samples(text, name))
 
 
-def metric_by_label(text: str, name: str) -> dict[str, float]:
-    """Every sample of ``name`` by its (first) label's value, e.g. a counter's reasons."""
+def metric_by_label(text: str, name: str, label: str) -> dict[str, float]:
+    """The samples of ``name`` by the value of one of their labels, e.g. a counter's reasons."""
     out: dict[str, float] = {}
-    for line in text.splitlines():
-        match = _SAMPLE.match(line)
-        if match and match.group(1) == name and match.group(2):
-            label = match.group(2)[1:-1].partition("=")[2].strip('"')
-            out[label] = out.get(label, 0.0) + float(match.group(3))
+    for labels, value in _samples(text, name):
+        key = labels.get(label, "")
+        out[key] = out.get(key, 0.0) + value
     return out
 
 

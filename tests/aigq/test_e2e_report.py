@@ -7,7 +7,7 @@ import math
 import pytest
 
 from aigq.codec import encode
-from aigq.e2e.monitor import generated, metric_sum, requested
+from aigq.e2e.monitor import generated, metric_by_label, metric_sum, requested
 from aigq.e2e.report import (
     Generated,
     LagSample,
@@ -110,6 +110,8 @@ def test_metric_sum_adds_every_label_of_one_name() -> None:
     assert metric_sum(page, "aigq_generate_written_total") == 12
     assert metric_sum(page, "aigq_stream_decisions_total") == 7
     assert metric_sum(page, "aigq_missing_total") == 0
+    assert metric_by_label(page, "aigq_stream_decisions_total", "outcome") == {
+        "drift": 3.0, "stale": 4.0}  # fmt: skip
 
 
 def test_records_read_back_without_the_canary() -> None:
