@@ -122,10 +122,10 @@ from streams.settings import StreamSettings
 from streams.worker import SessionWorker
 
 class Broken(SessionProcessor):  # a bug in the flush path, as a crash would meet it
-    def drain(self) -> Drained:
+    def drain(self, allow: int | None = None) -> Drained:
         if self.dirty and sys.argv[1] == "flush":
             raise RuntimeError("a bug in drain")
-        return super().drain()
+        return super().drain(allow)
 
 configure_logging("INFO")
 w = SessionWorker(load(KafkaSettings), load(TopicSettings), load(WebSettings), load(StreamSettings))
