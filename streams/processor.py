@@ -468,9 +468,9 @@ class SessionProcessor:
         if not self.pending:
             return
         now = self._wall_ms()
-        for user, trigger in list(self.pending.items()):
+        for trigger in list(self.pending.values()):
             if trigger.deferred and now - trigger.since_ms > self.defer_max_ms:
-                del self.pending[user]
+                self._give_up(trigger)
                 out.expired += 1
         self.outcomes["expired"] += out.expired
         candidates = list(self.pending.values())
@@ -503,12 +503,21 @@ class SessionProcessor:
 
     def give_up_deferred(self) -> int:
         """Give up every deferred trigger (a rebalance: their users may be another worker's
-        now); counted as ``expired``, their sessions' baselines are the old ones already."""
-        gone = [user for user, trigger in self.pending.items() if trigger.deferred]
-        for user in gone:
-            del self.pending[user]
+        now); counted as ``expired``. Call it before the last flush of the revoked partitions,
+        so that a baseline it puts back is written, and again after it."""
+        gone = [trigger for trigger in self.pending.values() if trigger.deferred]
+        for trigger in gone:
+            self._give_up(trigger)
         self.outcomes["expired"] += len(gone)
         return len(gone)
+
+    def _give_up(self, trigger: Trigger) -> None:
+        """Drop a pending trigger; if its session's baseline is the trigger's (it fired again
+        while it waited), put the one before it back, so no state records it."""
+        del self.pending[trigger.user_id]
+        if trigger.marked and trigger.prior is not None:
+            restore_baseline(self.session(trigger.user_id), trigger.prior)
+            self.dirty.add(trigger.user_id)
 
     def forget(self) -> None:
         """Drop clean sessions from memory (after a rebalance, or to bound memory); dirty ones

@@ -413,8 +413,12 @@ class SessionWorker:
 
         @app.on_partitions_revoked.connect  # type: ignore[arg-type]
         async def on_revoked(sender: Any, revoked: set[TP], **kwargs: Any) -> None:
+            # Deferred triggers are given up (their users may be another worker's now): before
+            # the flush, so that a trigger baseline it puts back is written while the
+            # partitions are still ours, and after it, for those that flush deferred.
+            self.processor.give_up_deferred()
             await self.flush()  # Faust waits for our acks before giving partitions away
-            self.processor.give_up_deferred()  # their users may be another worker's now
+            self.processor.give_up_deferred()
             self.processor.forget()
             self.gaps.forget(revoked)
             self._unverified -= revoked

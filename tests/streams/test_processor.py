@@ -157,6 +157,23 @@ def test_a_trigger_waiting_past_defer_max_is_given_up_and_counted() -> None:
     assert [u for u, _ in processor.drain(allow=10).requests] == ["late"]
 
 
+def test_a_trigger_that_fired_again_while_deferred_leaves_no_trace_when_given_up() -> None:
+    wall = [WALL]
+    processor = SessionProcessor(
+        SessionConfig(), TriggerPolicy(), load={}.get, wall_ms=lambda: wall[0], defer_max_ms=5_000
+    )
+    _run(processor, [_search_at("again", TS, "running shoes", 0)])
+    assert processor.drain(allow=0).deferred == 1
+    # fires again (judged against the old baseline): the session records it for now
+    processor.process("t.search", 0, 1, _search_at("again", TS + 1, "wool socks", 1)[2])
+    assert processor.sessions["again"].trigger_ts == TS + 1
+    wall[0] += 6_000
+    drained = processor.drain(allow=0)
+    assert drained.expired == 1 and not processor.pending
+    assert Session.from_bytes(drained.states["again"]).trigger_ts is None  # put back
+    assert processor.give_up_deferred() == 0
+
+
 def test_the_local_governor_fires_the_largest_shifts_and_defers_the_rest() -> None:
     processor = _processor(governor=CostGovernor(rate_per_s=1, burst=2, clock=lambda: 0.0))
     _run(processor, _records())
