@@ -28,9 +28,12 @@ exits non-zero, so an orchestrator restarts it; nothing unflushed is acked.
 A gap guard (:mod:`streams.gaps`) keeps each source partition's records in offset order with
 none skipped, which Faust alone does not promise right after a rebalance.
 
-The flush runs in a loop of its own, not a Faust timer: a stop waits for every event taken to be
-acked, and Faust ends its timers before that wait. After each assignment's recovery the worker
-reads its changelog partitions' last batches whole (:mod:`streams.tails`).
+The flush runs in a loop of its own, not a Faust timer (Faust ends its timers as soon as a stop
+begins). Faust does not wait, at a rebalance or a stop, for every message taken to be acked
+(``stream_wait_empty=False``): the revoke hook flushes what was applied, and what was taken and
+not flushed is read again by the partition's next owner, where each session's offsets skip
+what it already holds. After each assignment's recovery the worker reads its changelog
+partitions' last batches whole (:mod:`streams.tails`).
 
 Two Faust details this depends on (faust-streaming 0.15): acks must reach Faust in offset order
 per partition (``Consumer._new_offset`` can commit past an un-acked offset otherwise), and its
@@ -130,6 +133,14 @@ class SessionWorker:
             producer_max_request_size=4 * 1024 * 1024,
             consumer_auto_offset_reset="earliest",
             table_standby_replicas=0,
+            # Faust's rebalance and stop would wait until every message taken is acked or
+            # garbage (Consumer.wait_empty, a weak set). A record the gap guard dropped is never
+            # acked, and Faust's own stream iterator keeps the last one it passed alive until
+            # the next arrives, which a rebalance has stopped: a drop right before a rebalance
+            # held it forever (1 run in 3 of the join/leave test). Acking it instead could
+            # commit past the gap (Consumer._new_offset). Without the wait nothing is lost:
+            # the revoke hook flushes, and what is re-read is skipped by the sessions' offsets.
+            stream_wait_empty=False,
             web_enabled=True,
             **web.faust_options(),
         )
@@ -213,10 +224,8 @@ class SessionWorker:
 
         @app.task  # type: ignore[untyped-decorator]
         async def flush_timer() -> None:
-            # Not app.timer: Faust's timers end as soon as a stop begins, and the stop then
-            # waits for every event taken to be acked (``wait_empty``), which only a flush
-            # does; events applied after the last tick would hold a clean stop forever. This
-            # loop runs on through the stop (Faust cancels its tasks after that wait).
+            # Not app.timer: Faust's timers end as soon as a stop begins; this loop flushes on
+            # through the stop, until Faust cancels its tasks.
             while True:
                 await asyncio.sleep(settings.flush_interval_s)
                 try:
@@ -276,11 +285,8 @@ class SessionWorker:
             if self.flush_at is not None and self.processed >= self.flush_at:
                 self.flush_at = None
                 self._flush_now = asyncio.ensure_future(self.flush())
-            # Faust's stop and rebalance wait until every message taken is acked or garbage
-            # (a weak set): a record the gap guard dropped is never acked, so no reference to
-            # it may outlive its batch here. (Faust's own stream iterator still holds the last
-            # event it passed until the next one comes: a drop right before a rebalance can
-            # still hold that rebalance; docs/streams.md, "Known limits".)
+            # No reference to a batch's records outlives it here (a record the gap guard
+            # dropped is never acked; see stream_wait_empty above).
             events = event = message = None
 
     async def _verify_gaps(self, due: dict[TP, int]) -> dict[TP, int]:
@@ -381,9 +387,8 @@ class SessionWorker:
         self.crashed = exc
         self.ready = False
         log.error("session agent crashed: stopping", error=repr(exc))
-        # A clean stop waits for Faust's consumer to drain (``wait_empty``): events the dead
-        # agent took but never acked would hold it forever. Past the grace period the process
-        # exits at once; nothing is lost, as nothing past the last flush was committed.
+        # Should the clean stop hang anyway, past the grace period the process exits at once;
+        # nothing is lost, as nothing past the last flush was committed.
         watchdog = threading.Timer(_CRASH_GRACE_S, _exit_now, args=(exc,))
         watchdog.daemon = True
         watchdog.start()

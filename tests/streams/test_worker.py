@@ -311,3 +311,52 @@ def test_a_flush_killed_before_its_seal_is_recovered_whole(
     )
     assert monotonic
     assert second.stop() == 0
+
+
+def test_workers_joining_and_leaving_mid_stream_keep_every_count_exact(
+    kafka: KafkaSettings, topics: TopicSettings, workers: list[Worker], tmp_path: Path
+) -> None:
+    """Issue 17, item 5: two session workers share the topics, a third joins and one of the
+    first two leaves (SIGTERM) while events still come: each rebalance hands partitions over
+    (flush at the revoke, recovery and the changelog tails at the assignment), and every
+    user's counts end exact, with versions that only ever grew."""
+    items = [i for i in generate(WORLD) if not isinstance(i, Malformed)]
+    app_id = f"group-{uuid.uuid4().hex[:6]}"
+    changelog = f"{app_id}-sessions-changelog"
+    chunks = [items[i::4] for i in range(4)]  # each user's events in order within a chunk
+
+    def start(name: str) -> Worker:
+        folder = tmp_path / name
+        folder.mkdir()
+        worker = Worker(kafka, topics, app_id, folder)
+        workers.append(worker)
+        worker.start()
+        return worker
+
+    def applied() -> int:
+        return sum(s.version for s in _latest_states(kafka, changelog)[0].values())
+
+    first, second = start("first"), start("second")
+    _produce(kafka, topics, chunks[0])
+    assert wait_until(lambda: applied() >= len(chunks[0]), timeout_s=90, every_s=1.0)
+    third = start("third")
+    # Ready: it has joined, been given partitions and recovered them (the others rebalanced).
+    assert wait_until(lambda: third.get("/ready")[0] == 200, timeout_s=60, every_s=0.5), (
+        third.log.read_text()[-2000:]
+    )
+    _produce(kafka, topics, chunks[1])
+    assert wait_until(lambda: third.processed() > 0, timeout_s=60, every_s=0.5), (
+        third.log.read_text()[-2000:]
+    )
+    _produce(kafka, topics, chunks[2])
+    assert first.stop() == 0  # leaves mid-stream: its partitions go to the other two
+    _produce(kafka, topics, chunks[3])
+    reached = wait_until(lambda: applied() >= len(items), timeout_s=120, every_s=1.0)
+    states, monotonic = _latest_states(kafka, changelog)
+    expected = _expected_counts([i for chunk in chunks for i in chunk])
+    wrong = [u for u, s in states.items() if Counter(s.counts) != expected[u]]
+    assert reached and not wrong, (
+        f"{len(wrong)} of {len(states)} users wrong; {second.log.read_text()[-1500:]}"
+    )
+    assert monotonic
+    assert second.stop() == 0 and third.stop() == 0
