@@ -22,9 +22,8 @@ WALL = 1_800_000_000_000
 
 def _processor(store: dict[str, bytes] | None = None, **kwargs: Any) -> SessionProcessor:
     store = store if store is not None else {}
-    return SessionProcessor(
-        SessionConfig(), TriggerPolicy(), load=store.get, wall_ms=lambda: WALL, **kwargs
-    )
+    kwargs.setdefault("wall_ms", lambda: WALL)
+    return SessionProcessor(SessionConfig(), TriggerPolicy(), load=store.get, **kwargs)
 
 
 def _records(users: int = 12, days: int = 2) -> list[tuple[str, int, bytes]]:
@@ -102,6 +101,12 @@ def test_generation_off_still_rebuilds_state() -> None:
     assert drained.states
 
 
+def _clocked(**kwargs: Any) -> tuple[SessionProcessor, list[int]]:
+    """A processor whose wall clock the test moves (``wall[0]``)."""
+    wall = [WALL]
+    return _processor(wall_ms=lambda: wall[0], **kwargs), wall
+
+
 def _search_at(user: str, ts: int, query: str, offset: int) -> tuple[str, int, bytes]:
     event = SearchEvent(user_id=user, ts=ts, query=query)
     return ("t.search", offset, encode(event))
@@ -110,10 +115,7 @@ def _search_at(user: str, ts: int, query: str, offset: int) -> tuple[str, int, b
 def test_what_the_budget_cannot_pay_waits_unrecorded_and_fires_later_with_the_newest_state() -> (
     None
 ):
-    wall = [WALL]
-    processor = SessionProcessor(
-        SessionConfig(), TriggerPolicy(), load={}.get, wall_ms=lambda: wall[0]
-    )
+    processor, wall = _clocked()
     users = [f"u{i}" for i in range(5)]
     _run(processor, [_search_at(u, TS, "running shoes", i) for i, u in enumerate(users)])
     first = processor.drain(allow=2)
@@ -142,10 +144,7 @@ def test_what_the_budget_cannot_pay_waits_unrecorded_and_fires_later_with_the_ne
 
 
 def test_a_trigger_waiting_past_defer_max_is_given_up_and_counted() -> None:
-    wall = [WALL]
-    processor = SessionProcessor(
-        SessionConfig(), TriggerPolicy(), load={}.get, wall_ms=lambda: wall[0], defer_max_ms=5_000
-    )
+    processor, wall = _clocked(defer_max_ms=5_000)
     _run(processor, [_search_at("late", TS, "running shoes", 0)])
     assert processor.drain(allow=0).deferred == 1
     wall[0] += 6_000
@@ -158,10 +157,7 @@ def test_a_trigger_waiting_past_defer_max_is_given_up_and_counted() -> None:
 
 
 def test_a_trigger_that_fired_again_while_deferred_leaves_no_trace_when_given_up() -> None:
-    wall = [WALL]
-    processor = SessionProcessor(
-        SessionConfig(), TriggerPolicy(), load={}.get, wall_ms=lambda: wall[0], defer_max_ms=5_000
-    )
+    processor, wall = _clocked(defer_max_ms=5_000)
     _run(processor, [_search_at("again", TS, "running shoes", 0)])
     assert processor.drain(allow=0).deferred == 1
     # fires again (judged against the old baseline): the session records it for now
