@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from aigq.e2e.report import lag_summary, percentile
+from aigq.e2e.report import HitRate, lag_summary, percentile
 from aigq.e2e.run import ARMS, ArmResult, Slice, arm_config, embedded_model, load_slice, run_arm
 from aigq.e2e.stack import Loop, LoopConfig, ModelServer
 from aigq.safety import is_blocked
@@ -98,12 +98,20 @@ def _arm_table(arms: list[ArmResult], title: str) -> Table:
          lambda a: f"{'yes' if a.drive.drained else 'NO'} in {a.drive.drain_s:.1f} s"),
         (f"served-list HR@{k} (hits / searches)",
          lambda a: f"{a.hit_rate.rate:.4f} ({a.hit_rate.hits:,}/{a.hit_rate.searches:,})"),
+        ("hits by source",
+         lambda a: ", ".join(f"{s} {n:,}" for s, n in a.hit_rate.by_source.most_common())),
         ("searches served a non-empty list",
          lambda a: f"{a.hit_rate.served / max(a.hit_rate.searches, 1):.3f}"),
+        (f"generated list alone: HR@{k} (hits / searches with one)",
+         lambda a: _list_hits(a.list_hit_rate)),
     ]  # fmt: skip
     for label, cell in rows:
         table.add_row(label, *(cell(a) for a in arms))
     return table
+
+
+def _list_hits(hr: HitRate) -> str:
+    return f"{hr.hits / max(hr.served, 1):.4f} ({hr.hits:,}/{hr.served:,})"
 
 
 def _reasons(arm: ArmResult) -> str:
@@ -268,6 +276,10 @@ def goals(runs: list[tuple[float, list[ArmResult]]]) -> list[str]:
             out.append(_goal(f"{judged.name}: served-list HR vs {other.name}",
                              f"{judged.hit_rate.rate:.4f} vs {other.hit_rate.rate:.4f}",
                              ">=", ok))  # fmt: skip
+            mine, theirs = judged.list_hit_rate, other.list_hit_rate
+            out.append(_goal(f"{judged.name}: generated-list hits vs {other.name}",
+                             f"{mine.hits:,} vs {theirs.hits:,}", ">=",
+                             mine.hits >= theirs.hits))  # fmt: skip
     if len(runs) > 1:
         (short, first), (long, last) = runs[0], runs[-1]
         lag_short, lag_long = lag_summary(first[0].drive.lag)[1], lag_summary(last[0].drive.lag)[1]

@@ -112,8 +112,10 @@ async def drive(
         try:
             async with http.get(f"{endpoints.api_url}/v1/hints/{user}", params={"k": k}) as r:
                 body = await r.json() if r.status == 200 else {"hints": []}
-                hints = tuple(h["query"] for h in body.get("hints", []))
-                out.probes.append(Probe(user, query, at, hints, r.status))
+                served = body.get("hints", [])
+                hints = tuple(h["query"] for h in served)
+                sources = tuple(h["source"] for h in served)
+                out.probes.append(Probe(user, query, at, hints, r.status, sources))
         except (aiohttp.ClientError, TimeoutError):
             out.probe_errors += 1
 

@@ -68,6 +68,7 @@ class Probe:
     at_ms: int
     hints: tuple[str, ...]
     status: int
+    sources: tuple[str, ...] = ()  # each hint's source (history, u2q, x2q, popular)
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -143,6 +144,7 @@ class HitRate:
     searches: int
     hits: int
     served: int  # probes answered with a non-empty list
+    by_source: Counter[str] = field(default_factory=Counter)  # hits, by the hint's source
 
     @property
     def rate(self) -> float:
@@ -153,13 +155,39 @@ def served_hit_rate(probes: Iterable[Probe], k: int = 10) -> HitRate:
     """Query HR@k of the served lists: a search is a hit when its query (normalised as the
     read path normalises) is among the first ``k`` hints served at that moment."""
     searches = hits = served = 0
+    by_source: Counter[str] = Counter()
     for p in probes:
         searches += 1
         wanted = normalize(p.query)
         shown = [normalize(h) for h in p.hints[:k]]
         served += bool(shown)
-        hits += wanted in shown
-    return HitRate(searches, hits, served)
+        if wanted in shown:
+            hits += 1
+            at = shown.index(wanted)
+            by_source[p.sources[at] if at < len(p.sources) else "unknown"] += 1
+    return HitRate(searches, hits, served, by_source)
+
+
+def list_hit_rate(probes: Iterable[Probe], results: Iterable[Generated], k: int = 10) -> HitRate:
+    """Query HR@k of the generated lists alone: at each search, the user's newest list
+    written to the cache by then (the results records: ``generated_ms``), whatever the read
+    API composes around it. ``served`` counts the searches that had such a list. It is the
+    generator's own part of the served hit rate, which history dominates (docs/overload.md)."""
+    lists: dict[str, list[tuple[int, tuple[str, ...]]]] = {}
+    for r in sorted(results, key=lambda r: r.generated_ms):
+        if r.written and r.queries:
+            lists.setdefault(r.user_id, []).append((r.generated_ms, r.queries))
+    times = {user: [at for at, _ in written] for user, written in lists.items()}
+    searches = hits = served = 0
+    for p in probes:
+        searches += 1
+        written = lists.get(p.user_id)
+        at = bisect.bisect_right(times[p.user_id], p.at_ms) if written else 0
+        if written is None or at == 0:
+            continue
+        served += 1
+        hits += normalize(p.query) in {normalize(q) for q in written[at - 1][1][:k]}
+    return HitRate(searches, hits, served, Counter({"u2q": hits}))
 
 
 @dataclass(frozen=True)

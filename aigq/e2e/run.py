@@ -26,6 +26,7 @@ from aigq.e2e.report import (
     HitRate,
     Requested,
     Stages,
+    list_hit_rate,
     reasons,
     served_hit_rate,
     stages,
@@ -110,6 +111,7 @@ class ArmResult:
     results: list[Generated]
     stages: Stages
     hit_rate: HitRate
+    list_hit_rate: HitRate  # the generated lists alone
     reasons: Counter[str]
     started_s: float
 
@@ -162,7 +164,8 @@ def run_arm(
     since = result.started_ms + int(warmup_s * 1000)
     return ArmResult(
         name, config, rate, result, reqs, gens, stages(gens, since),
-        served_hit_rate(result.probes, config.k), reasons(reqs), ready_s,
+        served_hit_rate(result.probes, config.k),
+        list_hit_rate(result.probes, gens, config.k), reasons(reqs), ready_s,
     )  # fmt: skip
 
 

@@ -14,6 +14,7 @@ from aigq.e2e.report import (
     Probe,
     blocked_clock,
     lag_summary,
+    list_hit_rate,
     percentile,
     served_hit_rate,
     stages,
@@ -88,7 +89,7 @@ def test_stages_skip_unwritten_warmup_and_unstamped_runs() -> None:
 
 def test_served_hit_rate_normalises_like_the_read_path() -> None:
     probes = [
-        Probe("a", "Running  Shoes", T, ("trail", "running shoes"), 200),
+        Probe("a", "Running  Shoes", T, ("trail", "running shoes"), 200, ("history", "u2q")),
         Probe("b", "weather", T, ("news",), 200),
         Probe("c", "maps", T, (), 200),
         Probe("d", "late", T, (*(f"q{i}" for i in range(10)), "late"), 200),
@@ -96,6 +97,29 @@ def test_served_hit_rate_normalises_like_the_read_path() -> None:
     hr = served_hit_rate(probes, k=10)
     assert (hr.searches, hr.hits, hr.served) == (4, 1, 3)
     assert hr.rate == 0.25
+    assert hr.by_source == {"u2q": 1}
+
+
+def test_the_generated_list_alone_is_the_newest_written_by_each_search() -> None:
+    def written(user: str, at: int, queries: tuple[str, ...], ok: bool = True) -> Generated:
+        return Generated(user, 1, ok, queries, 1.0, at, at, at, at)
+
+    results = [
+        written("a", T + 10, ("old",)),
+        written("a", T + 20, ("new", "Running Shoes")),
+        written("a", T + 25, ("refused",), ok=False),  # the cache kept a newer run
+        written("b", T + 50, ("maps",)),
+    ]
+    probes = [
+        Probe("a", "old", T + 15, (), 200),  # the first list: a hit
+        Probe("a", "running  shoes", T + 30, (), 200),  # the second, normalised: a hit
+        Probe("a", "refused", T + 30, (), 200),  # never in the cache
+        Probe("b", "maps", T + 40, (), 200),  # its list came later
+        Probe("c", "maps", T + 40, (), 200),  # no list
+    ]
+    hr = list_hit_rate(probes, results, k=10)
+    assert (hr.searches, hr.hits, hr.served) == (5, 2, 3)
+    assert list_hit_rate(probes, results, k=1).hits == 1  # "running shoes" is second
 
 
 def test_metric_sum_adds_every_label_of_one_name() -> None:
