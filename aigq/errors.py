@@ -39,3 +39,7 @@ class ServiceError(AigqError):
 
 class DevStackError(AigqError):
     """The local development stack could not be started, inspected or stopped."""
+
+
+class RegistryError(AigqError, ValueError):
+    """A model the registry cannot resolve, publish or read (aigq.registry)."""

@@ -73,15 +73,6 @@ def _check_ts(value: int) -> int:
     )
 
 
-# What ``strip_whitespace`` strips: pydantic-core trims with Rust's ``str::trim`` (the Unicode
-# White_Space property), which keeps the separators U+001C..U+001F that Python's ``str.strip()``
-# removes. The streams' fast path strips with this set so it gives the same text as the schema.
-WHITESPACE = (
-    "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007"
-    "\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
-)
-
-
 def _text(max_chars: int) -> object:
     return StringConstraints(strip_whitespace=True, min_length=1, max_length=max_chars)
 

@@ -93,16 +93,20 @@ class KafkaSettings(BaseSettings):
     model_config = _frozen("AIGQ_KAFKA_")
 
     bootstrap_servers: str = Field("127.0.0.1:9092", description="comma-separated host:port")
-    client_id: str = "aigq"
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
-    sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
-    ssl_cafile: Path | None = None
-    ssl_certfile: Path | None = None
-    ssl_keyfile: Path | None = None
-    ssl_password: SecretStr | None = None
-    request_timeout_ms: int = Field(30_000, ge=1_000)
+    client_id: str = Field("aigq", description="the client id brokers log and quota by")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="how clients connect; SSL and SASL_SSL use the CA file below"
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, description="with SASL_*: needs the username and password too"
+    )
+    sasl_username: str | None = Field(None, description="SASL user")
+    sasl_password: SecretStr | None = Field(None, description="SASL password (a secret)")
+    ssl_cafile: Path | None = Field(None, description="CA bundle; the file must exist")
+    ssl_certfile: Path | None = Field(None, description="client certificate (with the key)")
+    ssl_keyfile: Path | None = Field(None, description="client key (with the certificate)")
+    ssl_password: SecretStr | None = Field(None, description="the client key's password")
+    request_timeout_ms: int = Field(30_000, ge=1_000, description="per request to a broker")
     bootstrap_timeout_ms: int = Field(30_000, ge=100, description="give up reaching a broker")
     fetch_max_wait_ms: int = Field(
         100,
@@ -204,10 +208,13 @@ class RedisSettings(BaseSettings):
 
     model_config = _frozen("AIGQ_REDIS_")
 
-    url: str = "redis://127.0.0.1:6379/0"
-    password: SecretStr | None = None
-    ssl_ca_certs: Path | None = None
-    socket_timeout_s: float = Field(5.0, gt=0)
+    url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        description="rediss:// turns TLS on; printed with any password masked",
+    )
+    password: SecretStr | None = Field(None, description="overrides one in the URL (a secret)")
+    ssl_ca_certs: Path | None = Field(None, description="CA bundle for rediss://")
+    socket_timeout_s: float = Field(5.0, gt=0, description="connect and read timeout")
 
     @field_validator("url")
     @classmethod
@@ -242,9 +249,13 @@ class TopicSettings(BaseSettings):
 
     model_config = _frozen("AIGQ_TOPICS_")
 
-    prefix: str = "aigq"
-    partitions: int = Field(8, ge=1, le=1024)
-    replication_factor: int = Field(1, ge=1)
+    prefix: str = Field(
+        "aigq",
+        description="topics are <prefix>.search, .click, .hint_exposure, .hint_click, "
+        ".dead_letter, .regenerate, .results",
+    )
+    partitions: int = Field(8, ge=1, le=1024, description="for the topics `aigq dev up` creates")
+    replication_factor: int = Field(1, ge=1, description="for the topics `aigq dev up` creates")
 
     @field_validator("prefix")
     @classmethod

@@ -44,9 +44,9 @@ from typing import Any
 
 from aigq.dev.probe import free_port, wait_until
 from aigq.errors import AigqError
+from aigq.redis_clients import open_redis
 from aigq.settings import RedisSettings
 from cache import bench_data
-from cache.client import open_redis
 
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -270,7 +270,7 @@ def _measure(
 
     log(f"starting aigq serve with {config.workers} worker(s) on {base} ...")
     with _process(
-        [sys.executable, "-m", "aigq", "serve"], env, lambda: _get(f"{base}/readyz")[0] == 200
+        [sys.executable, "-m", "shell", "serve"], env, lambda: _get(f"{base}/readyz")[0] == 200
     ) as server_pid:
         status, body = _get(f"{base}/v1/hints/{data.user(0)}?k={config.k}")
         if status != 200:

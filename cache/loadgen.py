@@ -34,8 +34,8 @@ from typing import Any, cast
 
 import uvloop
 
+from aigq.redis_clients import open_redis
 from aigq.settings import RedisSettings
-from cache.client import open_redis
 
 
 @dataclass

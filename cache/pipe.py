@@ -6,7 +6,7 @@ observability layers) and 13 µs through this class, which writes each command a
 is asked for on one connection and matches replies to callers in order (Redis answers a
 connection's commands in the order they came). The read path is one command per request, so
 that difference is a fifth of a request's whole cost. Writes and everything else keep using
-``redis.asyncio`` (:mod:`cache.client`).
+``redis.asyncio`` (:mod:`aigq.redis_clients`).
 
 Scope, deliberately small: RESP2 requests and replies (parsed by ``hiredis``), ``redis://``,
 ``rediss://`` (TLS, with ``AIGQ_REDIS_SSL_CA_CERTS``) and ``unix://`` URLs, ``AUTH`` and

@@ -80,7 +80,7 @@ class ServeSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AIGQ_SERVE_", frozen=True, extra="forbid")
 
     bind: str = Field("127.0.0.1", description="address to listen on (0.0.0.0: every interface)")
-    port: int = Field(8080, ge=1, le=65535)
+    port: int = Field(8080, ge=1, le=65535, description="the read API's port")
     workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes")
     api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
         (), description="accepted API keys; none: no authentication"

@@ -21,7 +21,7 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -163,22 +163,6 @@ async def freshness(
     finally:
         await consumer.stop()
     return Freshness(len(requests), fresh_ms, model_ms)
-
-
-def corpus(
-    aol: Path, requests: Sequence[RegenerationRequest], limit: int = 50_000
-) -> Iterator[str]:
-    """What the stand-in model's tokenizer is trained on, as IL-SFT trains the embedded one on
-    its training text: the log's queries and clicked URLs, and prompts in *both* forms (so
-    neither form's fixed words are split more finely than the other's)."""
-    for n, item in enumerate(iter_aol(aol)):
-        if n >= limit:
-            break
-        if not isinstance(item, Malformed):
-            yield str(getattr(item, "query", None) or getattr(item, "item_text", ""))
-    for r in requests:
-        yield compressed_prompt(r.profile, r.recent, now_ms=r.event_ts, k=10)
-        yield verbose_prompt(r.profile, r.recent, now_ms=r.event_ts, k=10)
 
 
 def tmpdir() -> Path:

@@ -36,11 +36,13 @@ class GeneratorSettings(BaseSettings):
     k: int = Field(10, ge=1, le=50, description="queries asked for per user")
     n: int = Field(1, ge=1, le=16, description="samples per request, merged in rank order")
     max_tokens: int = Field(160, ge=8, le=4096, description="generated tokens per sample")
-    temperature: float = Field(0.7, ge=0.0, le=2.0)
-    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    temperature: float = Field(0.7, ge=0.0, le=2.0, description="sampling temperature")
+    top_p: float = Field(0.95, gt=0.0, le=1.0, description="nucleus sampling mass")
     structured: bool = Field(True, description="constrain decoding to the list format")
     compressed: bool = Field(True, description="the special-token prompt (off: verbose)")
-    max_query_chars: int = Field(64, ge=8, le=256)
+    max_query_chars: int = Field(
+        64, ge=8, le=256, description="longer generated queries are dropped"
+    )
 
     batch_size: int = Field(16, ge=1, le=1024, description="requests per micro-batch")
     batch_wait_ms: int = Field(50, ge=0, le=10_000, description="wait this long to fill one")

@@ -63,9 +63,9 @@ from aigq.errors import ServiceError
 from aigq.events import GeneratedQueries, RegenerationRequest
 from aigq.logging import get_logger
 from aigq.metrics import Metrics
+from aigq.redis_clients import open_redis
 from aigq.settings import KafkaSettings, RedisSettings, TopicSettings
 from cache.budget import SharedBudget
-from cache.client import open_redis
 from cache.errors import CacheError
 from cache.u2q import U2QRun, U2QStore, WriteRefused, WriteResult
 from generators.backends import Backend, BackendRejected, open_backend

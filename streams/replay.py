@@ -35,11 +35,11 @@ class ReplaySettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AIGQ_REPLAY_", frozen=True, extra="forbid")
 
     data_dir: Path = Field(Path("../shared/data"), description="holds aol/ and bestbuy/")
-    acks: Literal["0", "1", "all"] = "all"
+    acks: Literal["0", "1", "all"] = Field("all", description="producer acknowledgements")
     linger_ms: int = Field(20, ge=0, description="wait this long to fill a batch")
     batch_size: int = Field(512 * 1024, ge=1024, description="bytes per partition batch")
     max_block_ms: int = Field(60_000, ge=100, description="how long send() may wait for room")
-    compression: Literal["none", "gzip"] = "none"
+    compression: Literal["none", "gzip"] = Field("none", description="producer compression")
     progress_every: int = Field(5_000, ge=1, description="events between progress callbacks")
     timestamps: Literal["event", "now"] = Field(
         "event",

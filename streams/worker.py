@@ -61,9 +61,9 @@ from aigq.errors import ConfigError, ServiceError
 from aigq.events import EVENT_TYPES
 from aigq.logging import get_logger
 from aigq.metrics import Metrics
+from aigq.redis_clients import open_redis
 from aigq.settings import KafkaSettings, RedisSettings, TopicSettings, WebSettings
 from cache.budget import SharedBudget
-from cache.client import open_redis
 from cache.errors import CacheError
 from cache.history_store import HistoryStore
 from cache.recent import RecentTriggers

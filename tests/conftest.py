@@ -23,8 +23,8 @@ from redis.asyncio import Redis
 from aigq.dev.probe import free_port
 from aigq.dev.stack import DevSettings, DevStack
 from aigq.dev.topics import ensure_topics
+from aigq.redis_clients import open_redis
 from aigq.settings import KafkaSettings, RedisSettings, TopicSettings
-from cache.client import open_redis
 
 REDIS_TEST_DB = 15
 

@@ -1,6 +1,6 @@
 """``aigq eval``: offline evaluation on AOL users held out from training.
 
-Registered in :mod:`aigq.cli`; everything heavy (torch, transformers, sentence-transformers,
+Registered by :mod:`training.cli`; everything heavy (torch, transformers, sentence-transformers,
 matplotlib) is imported inside the command, so ``aigq --help`` stays fast. The split options
 default to ``aigq train sft``'s (the same :data:`~training.cli_train.DEFAULT_CUT`, fraction and
 salt), so the held-out users are the ones the trained model never saw.

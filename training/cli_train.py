@@ -78,7 +78,7 @@ def sft(
 
     from aigq.datasets.aol import iter_aol
     from aigq.datasets.sources import open_source
-    from training.registry import Registry
+    from aigq.registry import Registry
     from training.samples import (
         DAY_MS,
         Sample,

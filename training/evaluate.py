@@ -31,11 +31,12 @@ from typing import Any, Literal
 
 from aigq.datasets.aol import iter_aol
 from aigq.datasets.base import Malformed, SourceItem
+from aigq.errors import RegistryError
+from aigq.registry import DEFAULT_NAME, ModelRef, Registry
 from training import TrainingError
 from training.baselines import Baseline, CoOccurrence, MostPopular, UserFrequent
 from training.metrics import EvalConfig, SemanticScorer, evaluate, hit_rate, query_categories
 from training.predictors import ModelPredictor, PredictorConfig, zero_shot_smollm2
-from training.registry import DEFAULT_NAME, ModelRef, Registry
 from training.report import EvalResults, PredictorKind, PredictorResult
 from training.samples import DAY_MS, Sample
 from training.split import SplitConfig, is_heldout, split_events, split_samples
@@ -143,7 +144,7 @@ def _model_refs(run: EvalRun, notes: list[str]) -> list[ModelRef]:
 def _manifest(ref: ModelRef) -> dict[str, Any]:
     try:
         return ref.manifest()
-    except TrainingError:
+    except RegistryError:
         return {}  # a plain Hugging Face folder, not from the registry
 
 

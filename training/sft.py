@@ -2,7 +2,7 @@
 
 Read top to bottom: config, data, model, loop, save. The samples come from
 :mod:`training.samples` (so the prompt is the generator worker's own) and the result is a
-versioned folder in :mod:`training.registry` that ``aigq generate`` and vLLM load as is.
+versioned folder in :mod:`aigq.registry` that ``aigq generate`` and vLLM load as is.
 
 Two starting points:
 
@@ -32,11 +32,11 @@ from typing import Any
 
 import torch
 
+from aigq.registry import DEFAULT_NAME, ModelRef, Registry
 from generators.output import expand_copies
 from generators.prompt import SPECIAL_TOKENS, TOKEN_WORDS, compressed_prompt, shown_history
 from generators.tokens import add_special_tokens
 from training import TrainingError
-from training.registry import DEFAULT_NAME, ModelRef, Registry
 from training.tiny import EOS, TinyConfig, new_tiny_model, new_tokenizer
 
 IGNORE = -100  # label of a position the loss skips (the prompt, the padding)
@@ -259,7 +259,7 @@ def load_base(config: SFTConfig, pairs: Sequence[Pair], registry: Registry) -> t
         try:
             from peft import LoraConfig, get_peft_model
         except ImportError as exc:
-            raise TrainingError("LoRA needs peft: pip install 'aigq-nearline[lora]'") from exc
+            raise TrainingError("LoRA needs peft: pip install 'aigq-nearline[train]'") from exc
         tied = bool(getattr(model.config, "tie_word_embeddings", False))
         lora = LoraConfig(
             r=config.lora_r,

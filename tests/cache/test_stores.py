@@ -9,8 +9,8 @@ from redis.asyncio import Redis
 
 from aigq.dev.probe import free_port
 from aigq.errors import ServiceError
+from aigq.redis_clients import open_redis
 from aigq.settings import RedisSettings
-from cache.client import open_redis
 from cache.errors import CorruptEntryError
 from cache.popular import PopularQueries
 from cache.recent import RecentTriggers, Trigger, parse_member, trigger_member

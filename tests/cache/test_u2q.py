@@ -17,8 +17,8 @@ from redis.exceptions import NoPermissionError, ResponseError
 
 from aigq.dev.probe import free_port
 from aigq.errors import ServiceError
+from aigq.redis_clients import open_redis
 from aigq.settings import RedisSettings
-from cache.client import open_redis
 from cache.errors import CorruptEntryError
 from cache.u2q import (
     U2QRun,

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from aigq.dev.process import ManagedProcess
-from aigq.e2e.run import load_slice, run_arm
-from aigq.e2e.stack import Loop, LoopConfig, ModelServer
 from aigq.events import SearchEvent
+from aigq.redis_clients import open_redis
 from aigq.settings import RedisSettings
-from cache.client import open_redis
+from shell.e2e.run import load_slice, run_arm
+from shell.e2e.stack import Loop, LoopConfig, ModelServer
 from streams.triggers import REASONS
 
 pytestmark = pytest.mark.integration

@@ -468,7 +468,7 @@ async def test_sigterm_stops_aigq_generate_while_the_backend_is_down(
     log = tmp_path / "generate.log"
     with log.open("wb") as out:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "aigq", "generate", env=env, stdout=out, stderr=out
+            sys.executable, "-m", "shell", "generate", env=env, stdout=out, stderr=out
         )
     try:
 

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from aigq.cli import app
 from aigq.datasets import Malformed
 from aigq.datasets.synthetic import DAY_MS, SyntheticConfig, generate
 from aigq.settings import KafkaSettings, TopicSettings
+from shell.cli import app
 from streams.backfill import backfill, changelog_topic, read_changelog
 from streams.replay import KafkaSink, ReplaySettings, replay
 from streams.session import Session

@@ -13,12 +13,12 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from aigq.cli import app
 from aigq.codec import decode
 from aigq.datasets import Malformed
 from aigq.datasets.synthetic import SyntheticConfig, generate
 from aigq.errors import AigqError
 from aigq.settings import KafkaSettings, TopicSettings
+from shell.cli import app
 from streams.replay import ReplaySettings
 from streams.replay_workers import ReplayJob, SourceSpec, replay_with_workers
 
@@ -129,7 +129,7 @@ def test_unreachable_broker_is_one_clear_line_and_exit_1() -> None:
     env = {**os.environ, "AIGQ_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}
     env["AIGQ_KAFKA_BOOTSTRAP_TIMEOUT_MS"] = "300"
     result = subprocess.run(
-        [sys.executable, "-m", "aigq", "replay", "synthetic", "--users", "2", "--workers", "1"],
+        [sys.executable, "-m", "shell", "replay", "synthetic", "--users", "2", "--workers", "1"],
         env=env,
         capture_output=True,
         text=True,

@@ -20,8 +20,8 @@ from aigq.datasets import Malformed
 from aigq.datasets.synthetic import SyntheticConfig, generate
 from aigq.dev.probe import wait_until
 from aigq.events import EVENT_TYPES, ClickEvent, RegenerationRequest, SearchEvent
+from aigq.redis_clients import open_redis
 from aigq.settings import KafkaSettings, RedisSettings, TopicSettings
-from cache.client import open_redis
 from cache.history import fold, top_queries
 from cache.history_store import HistoryStore
 from cache.recent import RecentTriggers

@@ -15,14 +15,14 @@ from typing import Any
 import orjson
 
 from aigq.dev.probe import free_port
-from aigq.faults.state import latest_states
 from aigq.settings import KafkaSettings, TopicSettings
+from shell.faults.state import latest_states
 from streams.replay import KafkaSink, ReplaySettings, replay
 from streams.session import Session
 
 
 class Worker:
-    """``python -m aigq worker`` in a subprocess of its own, with its HTTP port."""
+    """``python -m shell worker`` in a subprocess of its own, with its HTTP port."""
 
     def __init__(
         self,
@@ -54,7 +54,7 @@ class Worker:
         """Start it, its output to :attr:`log` (stderr to ``stderr`` when given)."""
         with self.log.open("wb") as log, (stderr or self.log).open("ab") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "aigq", "worker"], env=self.env, stdout=log, stderr=err
+                [sys.executable, "-m", "shell", "worker"], env=self.env, stdout=log, stderr=err
             )
 
     def get(self, path: str) -> tuple[int, Any]:

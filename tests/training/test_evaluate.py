@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from aigq.cli import app
 from aigq.datasets.aol import iter_aol
 from aigq.events import SearchEvent
 from generators.output import parse_queries
+from shell.cli import app
 from training import TrainingError
 from training.predictors import PredictorConfig, zero_shot_smollm2
 from training.report import EvalResults, PredictorResult, markdown, write_report

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from aigq.cli import app
 from aigq.events import ClickEvent, SearchEvent
 from cache.recent import Trigger
 from cache.settings import HintSettings
 from cache.u2q import U2QRun
+from shell.cli import app
 from training.daymetrics import any_hit, day_metrics, hit_curve, real_words, recall, vocabulary
 from training.lastday import DaySample, last_day_samples, recorded_triggers
 from training.samples import DAY_MS, Context

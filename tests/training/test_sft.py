@@ -11,11 +11,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from aigq.registry import Registry
 from generators.backends.hf import TransformersBackend
 from generators.prompt import SPECIAL_TOKENS
 from generators.settings import GeneratorSettings
 from training import TrainingError
-from training.registry import Registry
 from training.sft import IGNORE, Pair, SFTConfig, batches, collate, encode, lm_loss, lr_at, train
 from training.tiny import TinyConfig
 

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from aigq.cli import app
 from aigq.events import RegenerationRequest
+from aigq.registry import SHIPPED, Registry
 from generators.backends import open_backend
 from generators.requests import prompt_for
 from generators.settings import GeneratorSettings
 from generators.vllm_server import start_vllm_server, stop_vllm_server, vllm_python
-from training.registry import SHIPPED, Registry
+from shell.cli import app
 from training.split import DEFAULT_SALT, is_heldout
 
 T0 = 1_147_000_000_000  # 2006-05-07, before the default cut

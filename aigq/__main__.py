@@ -1,5 +1,0 @@
-"""``python -m aigq`` is the ``aigq`` command."""
-
-from aigq.cli import main
-
-main()

@@ -1,0 +1,5 @@
+"""``python -m shell`` is the ``aigq`` command."""
+
+from shell.cli import main
+
+main()
