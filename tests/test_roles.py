@@ -26,8 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 OURS = {"aigq", "streams", "generators", "cache", "training", "shell", "tests"}
 # Imported by a library only when it happens to be installed (a guarded import), so they are
 # seen in the dev environment and absent from a role's own: redis-py's metrics hooks
-# (redis.observability) and rich's pretty-printer (rich.pretty tries attrs).
-OPTIONAL = {"opentelemetry-api", "opentelemetry-sdk", "attrs"}
+# (redis.observability), rich's pretty-printer (rich.pretty tries attrs) and httpx's command
+# line (httpx._main tries click).
+OPTIONAL = {"opentelemetry-api", "opentelemetry-sdk", "attrs", "click"}
 
 # What each role's process imports (its command's module, and what that command loads).
 ROLES: dict[str | None, tuple[str, ...]] = {
