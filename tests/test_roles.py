@@ -4,35 +4,33 @@ A role is one deployable process: the session worker (``stream``), the generator
 (``generate``), the read API (``serve``), training (``train``) and offline evaluation
 (``eval``). For each, a fresh interpreter imports the modules that process runs, and every
 third-party distribution then in ``sys.modules`` must be in the closure of the base
-requirements plus that role's extra (read from the installed package's metadata, so the test
+requirements plus that role's extra, read from the installed package's metadata (so the test
 follows pyproject.toml). The root ``aigq`` command is checked against the base alone: it
-imports every subsystem's commands, so those must import their heavy packages only inside
-the command that needs them.
+imports every subsystem's commands, so those import their heavy packages only inside the
+command that needs them.
+
+In the development environment every extra is installed, so an import outside a role's extra
+would still succeed there: this is what catches it. The vLLM environment (``.venv-vllm``,
+made by ``scripts/bootstrap.sh`` with ``[generate-cpu]`` and nothing else) is a role's own
+environment: there the generator's modules are imported for real, without the other extras.
 """
 
 from __future__ import annotations
 
-import importlib.metadata as md
 import json
-import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from packaging.requirements import Requirement
+
+from generators.vllm_server import vllm_python
 
 ROOT = Path(__file__).resolve().parents[1]
-OURS = {"aigq", "streams", "generators", "cache", "training", "shell", "tests"}
-# Imported by a library only when it happens to be installed (a guarded import), so they are
-# seen in the dev environment and absent from a role's own: redis-py's metrics hooks
-# (redis.observability), rich's pretty-printer (rich.pretty tries attrs) and httpx's command
-# line (httpx._main tries click).
-OPTIONAL = {"opentelemetry-api", "opentelemetry-sdk", "attrs", "click"}
 
 # What each role's process imports (its command's module, and what that command loads).
-ROLES: dict[str | None, tuple[str, ...]] = {
-    None: ("shell.cli",),  # the root command: base packages only
+ROLES: dict[str, tuple[str, ...]] = {
+    "": ("shell.cli",),  # the root command: base packages only
     "stream": ("streams.worker", "streams.replay_workers", "streams.backfill"),
     "generate": ("generators.worker", "generators.backends.openai_http"),
     "serve": ("cache.api", "cache.http"),
@@ -40,58 +38,66 @@ ROLES: dict[str | None, tuple[str, ...]] = {
     "eval": ("training.evaluate", "training.evaluate_lastday", "training.cli_eval"),
 }
 
-_IMPORTED = """
-import importlib, json, sys
-for name in sys.argv[1:]:
+# Run in the interpreter under test: the distributions the modules imported that the base and
+# the extra do not require (recursively). Imported by a library only when they happen to be
+# installed (a guarded import), so seen in the dev environment and absent from a role's own:
+# redis-py's metrics hooks (redis.observability), rich's pretty-printer (rich.pretty tries
+# attrs) and httpx's command line (httpx._main tries click).
+_CHECK = """
+import importlib, importlib.metadata as md, json, re, sys
+from packaging.requirements import Requirement
+OPTIONAL = {"opentelemetry-api", "opentelemetry-sdk", "attrs", "click", "setuptools", "pip"}
+OURS = {"aigq", "streams", "generators", "cache", "training", "shell", "tests"}
+key = lambda name: re.sub(r"[-_.]+", "-", name).lower()
+extra, modules = sys.argv[1] or None, sys.argv[2:]
+for name in modules:
     importlib.import_module(name)
-print(json.dumps(sorted({m.split(".")[0] for m in sys.modules})))
+wanted, seen, done = [("aigq-nearline", extra)], set(), set()
+while wanted:
+    name, with_extra = wanted.pop()
+    if (key(name), with_extra) in done:
+        continue
+    done.add((key(name), with_extra))
+    seen.add(key(name))
+    try:
+        requires = md.requires(name) or []
+    except md.PackageNotFoundError:
+        continue
+    for line in requires:
+        req = Requirement(line)
+        if req.marker is None or req.marker.evaluate({"extra": with_extra or ""}):
+            wanted += [(req.name, sub) for sub in (req.extras or {None})]
+mapping = md.packages_distributions()
+top = {m.split(".")[0] for m in sys.modules} - set(sys.stdlib_module_names) - OURS
+# A name no installed distribution provides is not a package on disk (cython_runtime, ...).
+used = {key(d) for name in top for d in mapping.get(name, [])}
+print(json.dumps(sorted(used - seen - OPTIONAL)))
 """
 
 
-def _key(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def _closure(extra: str | None) -> set[str]:
-    """The distributions the base requirements (and ``extra``'s) pull in, recursively."""
-    wanted: list[tuple[str, str | None]] = [("aigq-nearline", extra)]
-    seen: set[str] = set()
-    while wanted:
-        name, with_extra = wanted.pop()
-        if _key(name) in seen and with_extra is None:
-            continue
-        seen.add(_key(name))
-        try:
-            requires = md.requires(name) or []
-        except md.PackageNotFoundError:
-            continue  # an optional dependency that is not installed here
-        for line in requires:
-            req = Requirement(line)
-            env = {"extra": with_extra or ""}
-            if req.marker is None or req.marker.evaluate(env):
-                for sub in req.extras or {None}:
-                    wanted.append((req.name, sub))
-    return seen
-
-
-def _imported(modules: tuple[str, ...]) -> set[str]:
+def _outside(python: Path | str, extra: str, modules: tuple[str, ...]) -> list[str]:
     run = subprocess.run(
-        [sys.executable, "-c", _IMPORTED, *modules],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, check=True,
+        [str(python), "-c", _CHECK, extra, *modules],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
-    top = set(json.loads(run.stdout.strip().splitlines()[-1]))
-    stdlib = set(sys.stdlib_module_names) | set(sys.builtin_module_names)
-    mapping = md.packages_distributions()
-    dists: set[str] = set()
-    for name in top - stdlib - OURS:
-        # A name no installed distribution provides is not a package on disk: a module an
-        # extension creates at run time (cython_runtime) or a private helper.
-        dists.update(_key(d) for d in mapping.get(name, []))
-    return dists
+    assert run.returncode == 0, run.stderr[-3000:]
+    return list(json.loads(run.stdout.strip().splitlines()[-1]))
 
 
 @pytest.mark.parametrize("role", list(ROLES), ids=lambda r: r or "base")
-def test_a_role_imports_only_its_extra(role: str | None) -> None:
-    allowed = _closure(role) | OPTIONAL | {"setuptools", "pip"}  # pkg_resources: setuptools
-    extra = _imported(ROLES[role]) - allowed
-    assert not extra, f"{role or 'the root command'} imports {sorted(extra)}, not in its extra"
+def test_a_role_imports_only_its_extra(role: str) -> None:
+    outside = _outside(sys.executable, role, ROLES[role])
+    assert not outside, f"{role or 'the root command'} imports {outside}, not in its extra"
+
+
+def test_the_generator_runs_from_an_environment_with_only_its_extra() -> None:
+    python = vllm_python()
+    if python is None:
+        pytest.skip("no .venv-vllm (scripts/bootstrap.sh with AIGQ_VLLM=cpu makes it)")
+    modules = (*ROLES["generate"], "generators.backends.vllm_engine", "shell.cli")
+    assert not _outside(python, "generate-cpu", modules)
+    # and the other roles' packages are not there at all
+    missing = subprocess.run(
+        [str(python), "-c", "import faust"], capture_output=True, timeout=60
+    ).returncode
+    assert missing != 0, "faust-streaming is installed in the generator's environment"

@@ -148,7 +148,7 @@ class Loop:
             self.kafka, config.redis, self.topics, DevSettings(state_dir=config.state_dir)
         )
         self.procs = {
-            name: ManagedProcess(name, config.state_dir, marker=f"aigq {name}")
+            name: ManagedProcess(name, config.state_dir, marker=f"-m shell {name}")
             for name in ("worker", "generate", "serve")
         }
 
