@@ -33,6 +33,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from aigq import __version__
+from aigq.errors import ConfigError
 from aigq.events import USER_ID_PATTERN, USER_ID_RULE
 from aigq.logging import configure_logging, get_logger
 from aigq.metrics import Metrics
@@ -250,7 +251,8 @@ def uvicorn_options(serve: ServeSettings) -> dict[str, Any]:
         "host": serve.bind,
         "port": serve.port,
         "loop": "uvloop",
-        "http": HintsHttpProtocol,  # httptools; the hints endpoint answered directly
+        # httptools; with "direct", the hints endpoint is answered from the protocol
+        "http": HintsHttpProtocol if serve.server == "direct" else "httptools",
         "lifespan": "on",
         "access_log": serve.access_log,
         "log_config": None,  # our logging (aigq.logging), not uvicorn's
@@ -266,12 +268,41 @@ def uvicorn_options(serve: ServeSettings) -> dict[str, Any]:
 
 
 def run_server(serve: ServeSettings) -> None:
-    """Run uvicorn with ``serve.workers`` processes until SIGINT/SIGTERM."""
+    """Run the server ``serve.server`` names, with ``serve.workers`` processes, until
+    SIGINT/SIGTERM."""
+    if serve.server == "granian":
+        _run_granian(serve)
+        return
     import uvicorn
 
     uvicorn.run(
         "cache.api:app_from_env", factory=True, workers=serve.workers, **uvicorn_options(serve)
     )
+
+
+def _run_granian(serve: ServeSettings) -> None:
+    """The same ASGI app on granian, through its public API. What it has of the slow-client
+    limits: its own header read deadline (at most 60 s); not uvicorn's idle keep-alive
+    timeout, the per-connection request cap or the 503 past a concurrency limit."""
+    try:
+        from granian.constants import Interfaces, Loops
+        from granian.http import HTTP1Settings
+        from granian.server import Server
+    except ImportError as exc:
+        raise ConfigError("AIGQ_SERVE_SERVER=granian needs granian: pip install granian") from exc
+    Server(
+        "cache.api:app_from_env",
+        address=serve.bind,
+        port=serve.port,
+        interface=Interfaces.ASGI,
+        workers=serve.workers,
+        loop=Loops.uvloop,
+        factory=True,
+        log_access=serve.access_log,
+        http1_settings=HTTP1Settings(
+            header_read_timeout=int(min(serve.header_timeout_s, 60.0) * 1000)
+        ),
+    ).serve()
 
 
 __all__ = [

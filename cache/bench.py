@@ -26,6 +26,8 @@ Goals (issue 5): p99 <= 5 ms at 2,000 req/s; api_max >= 0.5 x redis_get.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import json
 import os
 import signal
@@ -63,6 +65,9 @@ class BenchConfig:
     unknown_every: int = 20  # one request in 20 for a user with no entries (the fallback path)
     rounds: int = 3  # the API and Redis phases run round-robin this many times; medians count
     pause_s: float = 0.0  # idle seconds before each phase (see the module docstring)
+    # AIGQ_SERVE_SERVER of the API processes: the first is "the API" (phases api_rate, api_max);
+    # each other one runs beside it, its phases named "api_rate <server>", "api_max <server>"
+    servers: tuple[str, ...] = ("direct",)
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,12 @@ class BenchReport:
 
     def ratio(self) -> float:
         return float(statistics.median(self.ratios()))
+
+    def server_ratio(self, server: str) -> float:
+        """``server`` flat out / the first server flat out: the median of the rounds' ratios
+        (the two ran one after the other in each round)."""
+        pairs = zip(self.phases[f"api_max {server}"], self.phases["api_max"], strict=True)
+        return float(statistics.median(a.result["rate"] / b.result["rate"] for a, b in pairs))
 
 
 def _tree_cpu_s(pid: int) -> float:
@@ -216,7 +227,6 @@ def _measure(
     log: Callable[[str], None],
 ) -> BenchReport:
     port = free_port()
-    base = f"http://127.0.0.1:{port}"
     env = os.environ | {
         "AIGQ_HINTS_CACHE_PREFIX": data.prefix,
         "AIGQ_REDIS_URL": redis.url,
@@ -268,18 +278,40 @@ def _measure(
     ) as canned_pid:
         phase("ceiling", {"job": "http_max", "port": canned_port}, canned_pid)
 
-    log(f"starting aigq serve with {config.workers} worker(s) on {base} ...")
-    with _process(
-        [sys.executable, "-m", "shell", "serve"], env, lambda: _get(f"{base}/readyz")[0] == 200
-    ) as server_pid:
-        status, body = _get(f"{base}/v1/hints/{data.user(0)}?k={config.k}")
-        if status != 200:
-            raise AigqError(f"sample request answered {status}: {body[:500]!r}")
-        sample = json.loads(body)
+    first, *others = config.servers
+    ports = {server: port if server == first else free_port() for server in config.servers}
+    with contextlib.ExitStack() as servers:
+        pids = {}
+        for server, at in ports.items():
+            log(f"starting aigq serve ({server}) with {config.workers} worker(s) on port {at} ...")
+            pids[server] = servers.enter_context(
+                _process(
+                    [sys.executable, "-m", "shell", "serve"],
+                    env | {"AIGQ_SERVE_SERVER": server, "AIGQ_SERVE_PORT": str(at)},
+                    functools.partial(
+                        lambda url: _get(url)[0] == 200, f"http://127.0.0.1:{at}/readyz"
+                    ),
+                )
+            )
+        samples = {}
+        for server, at in ports.items():
+            url = f"http://127.0.0.1:{at}/v1/hints/{data.user(0)}?k={config.k}"
+            status, body = _get(url)
+            if status != 200:
+                raise AigqError(f"sample request ({server}) answered {status}: {body[:500]!r}")
+            samples[server] = json.loads(body)
+        if any(answer["hints"] != samples[first]["hints"] for answer in samples.values()):
+            raise AigqError(f"the servers served the sample request differently: {samples}")
+        sample = samples[first]
         raw = {"job": "redis_get", "redis_url": redis.url, "key_prefix": data.raw_prefix}
         for n in range(config.rounds):  # round-robin: this machine's speed drifts
             log(f"round {n + 1} of {config.rounds}")
-            phase("api_rate", {"job": "http_rate", "port": port, "rate": config.rate}, server_pid)
-            phase("api_max", {"job": "http_max", "port": port}, server_pid)
-            phase("redis_get", raw, None)  # the server idles meanwhile
+            phase("api_rate", {"job": "http_rate", "port": port, "rate": config.rate}, pids[first])
+            phase("api_max", {"job": "http_max", "port": port}, pids[first])
+            for server in others:  # the others idle meanwhile, as the API does below
+                at = ports[server]
+                rate = {"job": "http_rate", "port": at, "rate": config.rate}
+                phase(f"api_rate {server}", rate, pids[server])
+                phase(f"api_max {server}", {"job": "http_max", "port": at}, pids[server])
+            phase("redis_get", raw, None)  # the servers idle meanwhile
     return BenchReport(config, load_s, phases, sample)

@@ -42,18 +42,26 @@ def bench_serve(
     duration: Annotated[float, typer.Option(min=1, help="seconds measured per phase")] = 10.0,
     warmup: Annotated[float, typer.Option(min=0, help="seconds before measuring")] = 2.0,
     connections: Annotated[int, typer.Option(min=1, help="client concurrency")] = 32,
-    workers: Annotated[int, typer.Option(min=1, help="uvicorn workers")] = 1,
+    workers: Annotated[int, typer.Option(min=1, help="server workers")] = 1,
     rounds: Annotated[int, typer.Option(min=1, help="round-robin runs (medians count)")] = 3,
     pause: Annotated[float, typer.Option(min=0, help="idle seconds before each phase")] = 0.0,
+    server: Annotated[
+        list[str],
+        typer.Option(help="AIGQ_SERVE_SERVER of the API; repeat to run others beside the first"),
+    ] = ["direct"],  # noqa: B006 (typer reads the default; never mutated)
 ) -> None:
     """The read API at a fixed rate and flat out, against raw Redis GETs, side by side."""
     import os
 
     from cache.bench import BenchConfig, run_bench
 
+    known = ("direct", "uvicorn", "granian")
+    if not server or any(name not in known for name in server) or len(set(server)) < len(server):
+        raise typer.BadParameter(f"--server: distinct names among {', '.join(known)}")
     config = BenchConfig(
-        users, rate, duration, warmup, connections, workers, rounds=rounds, pause_s=pause
-    )
+        users, rate, duration, warmup, connections, workers, rounds=rounds, pause_s=pause,
+        servers=tuple(server),
+    )  # fmt: skip
     load_avg = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     console.print(f"{os.cpu_count()} cores, load average {load_avg}", highlight=False)
     report = run_bench(
@@ -61,15 +69,17 @@ def bench_serve(
     )
     table = Table(
         title=f"aigq bench serve: {users:,} users, {connections} connections, "
-        f"{workers} uvicorn worker(s), {duration:g} s per phase, medians of {rounds} rounds"
+        f"{workers} worker(s), {duration:g} s per phase, medians of {rounds} rounds"
     )
     columns = ("phase", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "non-200")
     for name in (*columns, "CPU s: generator", "API", "Redis", "steal", "runs"):
         table.add_column(name, justify="left" if name == "phase" else "right", no_wrap=True)
     labels = {
         "ceiling": "generator ceiling (canned server)",
-        "api_rate": f"API at {rate:,.0f} req/s",
-        "api_max": "API flat out",
+        "api_rate": f"API at {rate:,.0f} req/s ({server[0]})",
+        "api_max": f"API flat out ({server[0]})",
+        **{f"api_rate {s}": f"API at {rate:,.0f} req/s ({s})" for s in server[1:]},
+        **{f"api_max {s}": f"API flat out ({s})" for s in server[1:]},
         "redis_get": "raw Redis GET (redis.asyncio)",
     }
     for name, runs in report.phases.items():
@@ -77,7 +87,7 @@ def bench_serve(
         bad = sum(v for k, v in statuses if k != "200") + sum(r.result["errors"] for r in runs)
         each = (
             ", ".join(f"p99 {r.result['p99_ms']:.2f}" for r in runs)
-            if name == "api_rate"
+            if name.startswith("api_rate")
             else ", ".join(f"{r.result['rate']:,.0f}" for r in runs)
         )
         gen, api, red, steal = report.median_cpu(name)
@@ -105,6 +115,12 @@ def bench_serve(
     for name, value, note, goal, ok in checks:
         verdict = "met" if ok else "NOT met"
         console.print(f"{name}: [bold]{value}[/]{note} (goal {goal}: {verdict})", highlight=False)
+    for other in server[1:]:
+        console.print(
+            f"API flat out, {other} / {server[0]}: [bold]{report.server_ratio(other):.2f}[/] "
+            "(median of the rounds)",
+            highlight=False,
+        )
 
 
 def register(app: typer.Typer, bench: typer.Typer) -> None:

@@ -36,6 +36,7 @@ import uvloop
 
 from aigq.redis_clients import open_redis
 from aigq.settings import RedisSettings
+from aigq.stats import percentile
 
 
 @dataclass
@@ -50,7 +51,7 @@ class Tally:
         done = len(lat)
 
         def pct(q: float) -> float:
-            return lat[min(done - 1, int(q * done))] * 1000 if done else float("nan")
+            return percentile(lat, q, presorted=True) * 1000
 
         return {
             "requests": done,

@@ -22,7 +22,7 @@ needs the first and not the second. Both are frozen and read by the command bein
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -81,7 +81,15 @@ class ServeSettings(BaseSettings):
 
     bind: str = Field("127.0.0.1", description="address to listen on (0.0.0.0: every interface)")
     port: int = Field(8080, ge=1, le=65535, description="the read API's port")
-    workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes")
+    workers: int = Field(1, ge=1, le=64, description="server worker processes")
+    server: Literal["direct", "uvicorn", "granian"] = Field(
+        "direct",
+        description="direct: uvicorn with the hints endpoint answered from its protocol "
+        "(cache/http.py, at a private uvicorn method); uvicorn: uvicorn's plain httptools "
+        "protocol, public API only, without the header deadline and the per-connection "
+        "request cap; granian: the Rust server (pip install granian), its own header read "
+        "timeout (at most 60 s); docs/read-api.md has the figures",
+    )
     api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
         (), description="accepted API keys; none: no authentication"
     )

@@ -33,6 +33,7 @@ from aigq.datasets import Malformed
 from aigq.datasets.aol import iter_aol
 from aigq.events import RegenerationRequest
 from aigq.settings import KafkaSettings, RedisSettings, TopicSettings
+from aigq.stats import percentile
 from generators.backends import open_backend
 from generators.prompt import compressed_prompt, verbose_prompt
 from generators.settings import GeneratorSettings
@@ -106,10 +107,7 @@ class Freshness:
     model_ms: list[float]
 
     def pct(self, values: list[float], q: float) -> float:
-        if not values:
-            return float("nan")
-        ordered = sorted(values)
-        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+        return percentile(values, q)
 
 
 async def freshness(

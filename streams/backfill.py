@@ -25,9 +25,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.admin import KafkaAdminClient, NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import KafkaError
 
+from aigq.dev.topics import ensure_topics
 from aigq.errors import ServiceError
 from aigq.events import EVENT_TYPES
 from aigq.kafka_clients import build
@@ -68,7 +68,9 @@ def backfill(
     if until_ms <= since_ms:
         raise ValueError(f"until ({until_ms}) must be after since ({since_ms})")
     changelog = changelog_topic(app_id)
-    _ensure_changelog(kafka, changelog, topics.partitions)
+    # the state changelog, compacted, made as every topic is (the configured replication)
+    ensure_topics(kafka, [changelog], topics.partitions, topics.replication_factor,
+                  configs={"cleanup.policy": "compact"})  # fmt: skip
     states = read_changelog(kafka, changelog)
     processor = SessionProcessor(
         settings.session_config(),
@@ -185,22 +187,6 @@ def _flush(
     producer.flush()
     report.requests += len(drained.requests)
     report.dead_letters += len(drained.dead_letters)
-
-
-def _ensure_changelog(kafka: KafkaSettings, name: str, partitions: int) -> None:
-    admin = build(
-        KafkaAdminClient, f"Kafka at {kafka.bootstrap_servers}", **kafka.kafka_python_config()
-    )
-    try:
-        if name not in admin.list_topics():
-            topic = NewTopic(name, partitions, 1, topic_configs={"cleanup.policy": "compact"})
-            admin.create_topics([topic])
-    except TopicAlreadyExistsError:
-        pass
-    except KafkaError as exc:
-        raise ServiceError(f"cannot create {name}: {exc}") from exc
-    finally:
-        admin.close()
 
 
 def read_changelog(kafka: KafkaSettings, name: str) -> dict[str, bytes]:

@@ -45,13 +45,14 @@ ROLES: dict[str, tuple[str, ...]] = {
 # attrs) and httpx's command line (httpx._main tries click).
 _CHECK = """
 import importlib, importlib.metadata as md, json, re, sys
-from packaging.requirements import Requirement
 OPTIONAL = {"opentelemetry-api", "opentelemetry-sdk", "attrs", "click", "setuptools", "pip"}
 OURS = {"aigq", "streams", "generators", "cache", "training", "shell", "tests"}
 key = lambda name: re.sub(r"[-_.]+", "-", name).lower()
 extra, modules = sys.argv[1] or None, sys.argv[2:]
 for name in modules:
     importlib.import_module(name)
+top = {m.split(".")[0] for m in sys.modules} - set(sys.stdlib_module_names) - OURS
+from packaging.requirements import Requirement  # after the snapshot: the check's own import
 wanted, seen, done = [("aigq-nearline", extra)], set(), set()
 while wanted:
     name, with_extra = wanted.pop()
@@ -68,7 +69,6 @@ while wanted:
         if req.marker is None or req.marker.evaluate({"extra": with_extra or ""}):
             wanted += [(req.name, sub) for sub in (req.extras or {None})]
 mapping = md.packages_distributions()
-top = {m.split(".")[0] for m in sys.modules} - set(sys.stdlib_module_names) - OURS
 # A name no installed distribution provides is not a package on disk (cython_runtime, ...).
 used = {key(d) for name in top for d in mapping.get(name, [])}
 print(json.dumps(sorted(used - seen - OPTIONAL)))

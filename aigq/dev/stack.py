@@ -137,9 +137,9 @@ class DevStack:
         )
         topics: list[TopicState] = []
         if broker_up and describe_topics:
-            from aigq.dev.topics import describe_topics
+            from aigq.dev.topics import describe_topics as describe
 
-            topics = describe_topics(self.kafka, self.topics.all_names())
+            topics = describe(self.kafka, self.topics.all_names())
         return StackState(broker, redis, topics)
 
     def _start_broker(self) -> bool:

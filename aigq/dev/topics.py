@@ -52,8 +52,10 @@ def ensure_topics(
     partitions: int,
     replication_factor: int,
     timeout_s: float = 10,
+    configs: dict[str, str] | None = None,
 ) -> list[TopicState]:
-    """Create the missing topics; existing ones are left as they are (reported, not changed)."""
+    """Create the missing topics (with ``configs``, e.g. ``cleanup.policy=compact``); existing
+    ones are left as they are (reported, not changed). The one place topics are made."""
     admin = _admin(kafka, timeout_s)
     try:
         existing = {t.name for t in _describe(admin, names) if t.partitions is not None}
@@ -61,7 +63,8 @@ def ensure_topics(
         created: set[str] = set()
         for name in missing:
             try:
-                admin.create_topics([NewTopic(name, partitions, replication_factor)])
+                topic = NewTopic(name, partitions, replication_factor, topic_configs=configs or {})
+                admin.create_topics([topic])
                 created.add(name)
             except TopicAlreadyExistsError:  # another `up` raced us: fine
                 pass

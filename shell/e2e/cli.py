@@ -18,7 +18,8 @@ from rich.table import Table
 
 from aigq.safety import is_blocked
 from aigq.settings import RedisSettings, load
-from shell.e2e.report import HitRate, lag_summary, percentile
+from aigq.stats import percentile
+from shell.e2e.report import HitRate, lag_summary
 from shell.e2e.stack import ARMS, Loop, LoopConfig, ModelServer, arm_config
 
 if TYPE_CHECKING:

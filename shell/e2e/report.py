@@ -71,14 +71,6 @@ class Probe:
     sources: tuple[str, ...] = ()  # each hint's source (history, u2q, x2q, popular)
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile (``q`` in [0, 1]); NaN for no values."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return float(ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))])
-
-
 @dataclass(frozen=True)
 class Stages:
     """Per written run, in ms: each stage of the request's life (see the module doc)."""

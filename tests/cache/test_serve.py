@@ -200,3 +200,44 @@ def test_bench_serve_runs_end_to_end_and_cleans_up(redis_settings: RedisSettings
     assert "p99 at 200 req/s:" in out and "API flat out / raw GET:" in out
     assert "sample response: 10 hints from history, u2q, x2q" in out
     assert "deleted" in out
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("server", ["uvicorn", "granian"])
+def test_every_server_serves_what_the_direct_path_serves(
+    server: str, redis_settings: RedisSettings
+) -> None:
+    """AIGQ_SERVE_SERVER picks the HTTP server; the answers are the same, byte for byte in
+    their hints (the u2q age moves with the clock)."""
+    import asyncio
+
+    from aigq.redis_clients import open_redis
+    from cache.bench_data import BenchData, delete, load
+
+    data = BenchData(f"test:servers:{uuid.uuid4().hex[:8]}:", users=50)
+
+    async def fill() -> None:
+        async with open_redis(redis_settings) as client:
+            await load(client, data)
+
+    async def clean() -> None:
+        async with open_redis(redis_settings) as client:
+            await delete(client, data.prefix)
+
+    asyncio.run(fill())
+    env = {"AIGQ_REDIS_URL": redis_settings.url, "AIGQ_HINTS_CACHE_PREFIX": data.prefix}
+    try:
+        answers: dict[str, list[tuple[int, object]]] = {}
+        for name in ("direct", server):
+            with serve_process(env | {"AIGQ_SERVE_SERVER": name}) as port:
+                paths = [f"/v1/hints/{data.user(i)}?k=5" for i in range(0, 50, 7)]
+                paths += ["/v1/hints/nobody?k=3", "/v1/hints/bad%20id", "/healthz"]
+                answers[name] = []
+                for path in paths:
+                    status, body = get(port, path)
+                    reply = orjson.loads(body)
+                    answers[name].append((status, reply.get("hints", reply.get("status"))))
+        assert answers[server] == answers["direct"]
+        assert any(hints for status, hints in answers["direct"] if status == 200 and hints)
+    finally:
+        asyncio.run(clean())

@@ -8,6 +8,7 @@ import pytest
 
 from aigq.codec import encode
 from aigq.events import GeneratedQueries, RegenerationRequest
+from aigq.stats import percentile
 from shell.e2e.monitor import generated, metric_by_label, metric_sum, requested
 from shell.e2e.report import (
     Generated,
@@ -16,7 +17,6 @@ from shell.e2e.report import (
     blocked_clock,
     lag_summary,
     list_hit_rate,
-    percentile,
     served_hit_rate,
     stages,
 )
