@@ -220,7 +220,7 @@ class ReadAPI:
         redis: RedisSettings,
         metrics: Metrics | None = None,
     ) -> None:
-        self.serve = serve  # the connection limits, read by cache.http.HintsHttpProtocol
+        self.serve = serve  # the connection limits, read by cache.http.LimitedHttpProtocol
         self.metrics = metrics if metrics is not None else Metrics()
         self.endpoint = HintsEndpoint(hints, serve, ServeMetrics(self.metrics))
         self.fastapi = _fastapi(hints, serve, self.endpoint, self.metrics)
@@ -245,14 +245,13 @@ def app_from_env() -> ReadAPI:
 
 def uvicorn_options(serve: ServeSettings) -> dict[str, Any]:
     """How uvicorn runs the API (the command and the tests use the same)."""
-    from cache.http import HintsHttpProtocol
+    from cache.http import LimitedHttpProtocol
 
     return {
         "host": serve.bind,
         "port": serve.port,
         "loop": "uvloop",
-        # httptools; with "direct", the hints endpoint is answered from the protocol
-        "http": HintsHttpProtocol if serve.server == "direct" else "httptools",
+        "http": LimitedHttpProtocol,  # httptools, with the slow-client limits
         "lifespan": "on",
         "access_log": serve.access_log,
         "log_config": None,  # our logging (aigq.logging), not uvicorn's

@@ -67,7 +67,7 @@ class BenchConfig:
     pause_s: float = 0.0  # idle seconds before each phase (see the module docstring)
     # AIGQ_SERVE_SERVER of the API processes: the first is "the API" (phases api_rate, api_max);
     # each other one runs beside it, its phases named "api_rate <server>", "api_max <server>"
-    servers: tuple[str, ...] = ("direct",)
+    servers: tuple[str, ...] = ("uvicorn",)
 
 
 @dataclass(frozen=True)

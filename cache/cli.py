@@ -48,14 +48,14 @@ def bench_serve(
     server: Annotated[
         list[str],
         typer.Option(help="AIGQ_SERVE_SERVER of the API; repeat to run others beside the first"),
-    ] = ["direct"],  # noqa: B006 (typer reads the default; never mutated)
+    ] = ["uvicorn"],  # noqa: B006 (typer reads the default; never mutated)
 ) -> None:
     """The read API at a fixed rate and flat out, against raw Redis GETs, side by side."""
     import os
 
     from cache.bench import BenchConfig, run_bench
 
-    known = ("direct", "uvicorn", "granian")
+    known = ("uvicorn", "granian")
     if not server or any(name not in known for name in server) or len(set(server)) < len(server):
         raise typer.BadParameter(f"--server: distinct names among {', '.join(known)}")
     config = BenchConfig(

@@ -1,118 +1,52 @@
-"""uvicorn's httptools protocol with a direct path for the hot endpoint.
-
-Profiled under load (py-spy, 1 worker, 32 connections), uvicorn's ASGI plumbing around
-``GET /v1/hints/...`` cost about as much as the read itself: the ``run_asgi`` wrapper, two
-``send`` messages, each header checked against two regular expressions, the head and the
-body written with two ``transport.write`` calls (two ``send`` system calls, two TCP
-segments). :class:`HintsHttpProtocol` is uvicorn's own ``HttpToolsProtocol`` (selected
-through uvicorn's documented ``http`` setting, which takes a protocol class) with one
-change: a request the app's ``endpoint`` :meth:`~DirectEndpoint.handles` gets a task that
-awaits :meth:`~DirectEndpoint.respond` and writes the whole response (status line,
-uvicorn's default headers, the endpoint's headers, body) in one write. Everything else
-about the connection stays uvicorn's: parsing, keep-alive and its timeout, pipelined
-requests (queued by uvicorn and started from ``on_response_complete``, so answers keep their
-order), flow control, graceful shutdown (the task is in uvicorn's task set) and, for every
-other request, the full ASGI path to FastAPI.
+"""uvicorn's httptools protocol with the slow-client limits uvicorn has no setting for.
 
 Slow clients (issue 15: 350 silent connections were held for 75 s, bounded by nothing but
 the file-descriptor limit). uvicorn times out only an *idle keep-alive* connection, after a
 response: a fresh connection that sends nothing, or one that trickles header bytes, is held
-for ever. The protocol adds a read deadline (``AIGQ_SERVE_HEADER_TIMEOUT_S``): armed when a
-connection is made and when bytes of a request arrive, cancelled when the request (headers
-and any body) is complete; when it fires with no response being made, the connection is
-closed. The deadline counts from the request's first byte, so trickling does not extend
-it. ``AIGQ_SERVE_MAX_REQUESTS_PER_CONNECTION`` closes a connection after that many
-requests; uvicorn's own ``timeout_keep_alive`` and ``limit_concurrency`` do the rest.
+for ever. :class:`LimitedHttpProtocol` (selected through uvicorn's documented ``http``
+setting, which takes a protocol class) adds a read deadline (``AIGQ_SERVE_HEADER_TIMEOUT_S``):
+armed when a connection is made and when bytes of a request arrive, cancelled when the
+request (headers and any body) is complete; when it fires with no response being made, the
+connection is closed. The deadline counts from the request's first byte, so trickling does
+not extend it. ``AIGQ_SERVE_MAX_REQUESTS_PER_CONNECTION`` closes a connection after that
+many requests; uvicorn's own ``timeout_keep_alive`` and ``limit_concurrency`` do the rest.
+Everything else (parsing, keep-alive, pipelining, flow control, shutdown, the ASGI path to
+the app) is uvicorn's.
 
-What this relies on in uvicorn beyond its documented ``http`` setting (pinned ``<1``):
-``_start_asgi_task`` (where a request's task is started), the parser callbacks
-``on_message_begin``, ``on_headers_complete`` and ``on_message_complete`` and the
+What this relies on in uvicorn beyond its documented ``http`` setting (pinned ``<1``): the
+transport callbacks (``connection_made``, ``connection_lost``, ``data_received``), the parser
+callbacks ``on_message_begin``, ``on_headers_complete`` and ``on_message_complete``, and the
 attributes ``app``, ``loop``, ``transport`` and ``cycle`` (``keep_alive``,
-``response_complete``). ``tests/cache/test_serve_limits.py`` checks that uvicorn still has
-each of them, and the behaviour through the real command.
+``response_complete``): public names of uvicorn's protocol class, no private method.
+``tests/cache/test_serve_limits.py`` checks that uvicorn still has each of them, and the
+behaviour through the real command.
 
-The endpoint's replies are built by this project (status, ``content-type``,
-``content-length`` and fixed extra headers), so the per-header validation uvicorn does for
-arbitrary ASGI apps is not repeated here. The access log, when enabled, is written as
-uvicorn writes it.
+Until issue 18 this class also answered the hints endpoint itself, overriding uvicorn's
+private ``_start_asgi_task`` to write the reply in one write instead of uvicorn's two ASGI
+messages. Measured side by side (``aigq bench serve --server direct --server uvicorn
+--server granian``, docs/read-api.md) that gained 8 % over uvicorn's plain path (9,999
+against 9,213 requests/s flat out; p99 at 2,000/s 1.05 against 1.21 ms): not enough to
+depend on a private method, so it was removed. ``AIGQ_SERVE_SERVER=granian`` (1.08 times the
+direct path) is the faster public option.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
-from typing import Any, Protocol, cast
+from typing import Any
 
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import (
-    STATUS_LINE,
-    HttpToolsProtocol,
-    RequestResponseCycle,
-)
-from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from cache.endpoint import Reply, Scope, error_reply
 from cache.settings import ServeSettings
 
 _DEFAULTS = ServeSettings.model_construct()  # the field defaults, without reading the env
 
 
-class DirectEndpoint(Protocol):
-    """What the protocol needs of the app's ``endpoint`` (``cache.endpoint.HintsEndpoint``)."""
-
-    def handles(self, scope: Scope) -> bool: ...
-
-    def respond(self, scope: Scope) -> Awaitable[Reply]: ...
-
-
-def _noop() -> None:
-    return None
-
-
-async def _answer(cycle: RequestResponseCycle, endpoint: DirectEndpoint) -> None:
-    """One request on the direct path: the reply, written once, then uvicorn's bookkeeping."""
-    scope = cast(Scope, cycle.scope)  # a TypedDict to uvicorn, a mapping to the endpoint
-    try:
-        try:
-            status, body, headers = await endpoint.respond(scope)  # does not raise (a 500)
-        except Exception:  # noqa: BLE001 - if it ever does, the client still gets an answer
-            status, body, headers = error_reply(500, "internal error")
-        if cycle.flow.write_paused and not cycle.disconnected:
-            await cycle.flow.drain()
-        if cycle.disconnected:
-            return
-        cycle.response_started = True
-        if cycle.access_log:
-            cycle.access_logger.info(
-                '%s - "%s %s HTTP/%s" %d',
-                get_client_addr(cycle.scope),
-                scope["method"],
-                get_path_with_query_string(cycle.scope),
-                scope["http_version"],
-                status,
-            )
-        parts = [STATUS_LINE[status]]
-        for name, value in cycle.default_headers:
-            parts += (name, b": ", value, b"\r\n")
-        for name, value in headers:
-            parts += (name, b": ", value, b"\r\n")
-        if not cycle.keep_alive:
-            parts.append(b"connection: close\r\n")
-        parts += (b"\r\n", body)
-        cycle.transport.write(b"".join(parts))
-        cycle.response_complete = True
-        cycle.message_event.set()
-        if not cycle.keep_alive:
-            cycle.transport.close()
-        cycle.on_response()  # the protocol starts the next pipelined request, or the keep-alive
-    finally:
-        cycle.on_response = _noop  # as uvicorn's run_asgi leaves it
-
-
-class HintsHttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol; requests the app's ``endpoint`` handles go direct, and
-    a connection that does not send a whole request in time is closed.
+class LimitedHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol; a connection that does not send a whole request in time
+    is closed, and one past its request cap is closed after its answer.
 
     The limits are the app's ``serve`` settings (:class:`cache.api.ReadAPI` has them; the
     defaults otherwise): uvicorn builds the protocol from a class, in each worker process,
@@ -180,12 +114,3 @@ class HintsHttpProtocol(HttpToolsProtocol):
             self._arm()
             return
         self.transport.close()
-
-    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
-        endpoint: DirectEndpoint | None = getattr(app, "endpoint", None)
-        if endpoint is None or not endpoint.handles(cast(Scope, cycle.scope)):
-            super()._start_asgi_task(cycle, app)
-            return
-        task = self.loop.create_task(_answer(cycle, endpoint))
-        task.add_done_callback(self.tasks.discard)
-        self.tasks.add(task)

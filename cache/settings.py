@@ -82,13 +82,12 @@ class ServeSettings(BaseSettings):
     bind: str = Field("127.0.0.1", description="address to listen on (0.0.0.0: every interface)")
     port: int = Field(8080, ge=1, le=65535, description="the read API's port")
     workers: int = Field(1, ge=1, le=64, description="server worker processes")
-    server: Literal["direct", "uvicorn", "granian"] = Field(
-        "direct",
-        description="direct: uvicorn with the hints endpoint answered from its protocol "
-        "(cache/http.py, at a private uvicorn method); uvicorn: uvicorn's plain httptools "
-        "protocol, public API only, without the header deadline and the per-connection "
-        "request cap; granian: the Rust server (pip install granian), its own header read "
-        "timeout (at most 60 s); docs/read-api.md has the figures",
+    server: Literal["uvicorn", "granian"] = Field(
+        "uvicorn",
+        description="uvicorn (httptools, with the header deadline and request cap of "
+        "cache/http.py) or granian (pip install granian; its own header read timeout, at most "
+        "60 s; no request cap, idle keep-alive timeout or 503 at the concurrency limit): "
+        "docs/read-api.md has the figures",
     )
     api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
         (), description="accepted API keys; none: no authentication"
