@@ -36,3 +36,9 @@ def fails_cleanly(command: Callable[P, R]) -> Callable[P, R]:
             raise typer.Exit(1) from exc
 
     return wrapper
+
+
+def goal_line(name: str, value: str, goal: str, ok: bool, note: str = "") -> str:
+    """One benchmark goal and its verdict, as every ``bench`` command prints it (rich markup):
+    ``name: **value**note (goal G: met)``."""
+    return f"{name}: [bold]{value}[/]{note} (goal {goal}: {'met' if ok else 'NOT met'})"

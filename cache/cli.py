@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from aigq.cli_kit import console, fails_cleanly
+from aigq.cli_kit import console, fails_cleanly, goal_line
 from aigq.settings import RedisSettings, load
 
 
@@ -113,8 +113,7 @@ def bench_serve(
          report.ratio() >= 0.5),
     )  # fmt: skip
     for name, value, note, goal, ok in checks:
-        verdict = "met" if ok else "NOT met"
-        console.print(f"{name}: [bold]{value}[/]{note} (goal {goal}: {verdict})", highlight=False)
+        console.print(goal_line(name, value, goal, ok, note), highlight=False)
     for other in server[1:]:
         console.print(
             f"API flat out, {other} / {server[0]}: [bold]{report.server_ratio(other):.2f}[/] "

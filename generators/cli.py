@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from aigq.cli_kit import console, fails_cleanly
+from aigq.cli_kit import console, fails_cleanly, goal_line
 from aigq.dev.stack import DevSettings, DevStack
 from aigq.registry import DEFAULT_NAME, Registry
 from aigq.settings import KafkaSettings, RedisSettings, TopicSettings, load
@@ -143,8 +143,7 @@ def bench_generate(
         ("compressed / verbose", comp.ratio, "<= 0.4", comp.ratio <= 0.4),
         ("batched / one at a time", many / single, ">= 4", many / single >= 4),
     ):
-        verdict = "met" if ok else "NOT met"
-        console.print(f"{name}: [bold]{value:.2f}[/] (goal {goal}: {verdict})", highlight=False)
+        console.print(goal_line(name, f"{value:.2f}", goal, ok), highlight=False)
 
 
 def register(app: typer.Typer, bench: typer.Typer) -> None:

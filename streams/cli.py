@@ -12,7 +12,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from aigq.cli_kit import console, fails_cleanly
+from aigq.cli_kit import console, fails_cleanly, goal_line
 from aigq.datasets.sources import SOURCE_NAMES
 from aigq.datasets.synthetic import SyntheticConfig
 from aigq.errors import AigqError
@@ -198,10 +198,11 @@ def bench_stream(
     for base, goal in (("faust_count", 0.8), ("faust_table", 2.5), ("aiokafka", None)):
         if ours is not None and rates.get(base):
             ratio = ours / rates[base]
-            verdict = ""
+            name, value = f"sessions / {base}", f"{ratio:.2f}"
+            line = f"{name}: [bold]{value}[/]"
             if goal is not None:
-                verdict = f" (goal >= {goal}: {'met' if ratio >= goal else 'NOT met'})"
-            console.print(f"sessions / {base}: [bold]{ratio:.2f}[/]{verdict}", highlight=False)
+                line = goal_line(name, value, f">= {goal}", ratio >= goal)
+            console.print(line, highlight=False)
     if ours and rates.get("sessions_recent"):
         console.print(
             f"sessions_recent / sessions: {rates['sessions_recent'] / ours:.2f} "

@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from aigq.cli_kit import goal_line
 from aigq.safety import is_blocked
 from aigq.settings import RedisSettings, load
 from aigq.stats import percentile
@@ -277,30 +278,26 @@ def goals(runs: list[tuple[float, list[ArmResult]]]) -> list[str]:
     for _, arms in runs:
         judged = arms[0]
         fresh = percentile(judged.stages.freshness, 0.99)
-        out.append(_goal(f"{judged.name}: freshness p99", f"{fresh / 1000:,.1f} s", "<= 10 s",
+        out.append(goal_line(f"{judged.name}: freshness p99", f"{fresh / 1000:,.1f} s", "<= 10 s",
                          fresh <= 10_000))  # fmt: skip
         drained = judged.drive.drained and judged.drive.drain_s <= 5
-        out.append(_goal(f"{judged.name}: drained after the replay",
+        out.append(goal_line(f"{judged.name}: drained after the replay",
                          f"{judged.drive.drain_s:.1f} s" if judged.drive.drained else "no",
                          "<= 5 s", drained))  # fmt: skip
         for other in arms[1:]:
             ok = judged.hit_rate.rate >= other.hit_rate.rate
-            out.append(_goal(f"{judged.name}: served-list HR vs {other.name}",
+            out.append(goal_line(f"{judged.name}: served-list HR vs {other.name}",
                              f"{judged.hit_rate.rate:.4f} vs {other.hit_rate.rate:.4f}",
                              ">=", ok))  # fmt: skip
             mine, theirs = judged.list_hit_rate, other.list_hit_rate
-            out.append(_goal(f"{judged.name}: generated-list hits vs {other.name}",
+            out.append(goal_line(f"{judged.name}: generated-list hits vs {other.name}",
                              f"{mine.hits:,} vs {theirs.hits:,}", ">=",
                              mine.hits >= theirs.hits))  # fmt: skip
     if len(runs) > 1:
         (short, first), (long, last) = runs[0], runs[-1]
         lag_short, lag_long = lag_summary(first[0].drive.lag)[1], lag_summary(last[0].drive.lag)[1]
         bounded = lag_long <= max(1.5 * lag_short, lag_short + 200)
-        out.append(_goal(f"{first[0].name.split()[0]}: generator backlog, {short:g} s vs "
+        out.append(goal_line(f"{first[0].name.split()[0]}: generator backlog, {short:g} s vs "
                          f"{long:g} s replay", f"max {lag_short:,} vs {lag_long:,}",
                          "does not grow with the length", bounded))  # fmt: skip
     return out
-
-
-def _goal(name: str, value: str, goal: str, ok: bool) -> str:
-    return f"{name}: {value} (goal {goal}: {'met' if ok else 'NOT met'})"
