@@ -215,6 +215,13 @@ class RedisSettings(BaseSettings):
     password: SecretStr | None = Field(None, description="overrides one in the URL (a secret)")
     ssl_ca_certs: Path | None = Field(None, description="CA bundle for rediss://")
     socket_timeout_s: float = Field(5.0, gt=0, description="connect and read timeout")
+    key_prefix: str = Field(
+        "aigq:",
+        max_length=100,
+        description="the prefix of every key the project keeps in Redis (u2q runs, recent "
+        "triggers, history, x2q, popular, the regeneration budget): one setting for every "
+        "process, so the writers and the read API cannot disagree",
+    )
 
     @field_validator("url")
     @classmethod

@@ -228,7 +228,7 @@ def _measure(
 ) -> BenchReport:
     port = free_port()
     env = os.environ | {
-        "AIGQ_HINTS_CACHE_PREFIX": data.prefix,
+        "AIGQ_REDIS_KEY_PREFIX": data.prefix,
         "AIGQ_REDIS_URL": redis.url,
         "AIGQ_SERVE_BIND": "127.0.0.1",
         "AIGQ_SERVE_PORT": str(port),

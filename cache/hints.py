@@ -125,7 +125,7 @@ class HintClient:
     def __init__(self, redis: RedisSettings, settings: HintSettings) -> None:
         self.settings = settings
         self._pipe = RedisPipe(redis, settings.timeout_s)
-        prefix = settings.cache_prefix
+        prefix = redis.key_prefix
         self._u2q_prefix = f"{prefix}u2q:"
         self._recent_prefix = f"{prefix}recent:"
         self._popular_key = f"{prefix}popular"

@@ -3,7 +3,6 @@
 Two objects, because a service that reads Redis directly through :class:`cache.hints.HintClient`
 needs the first and not the second. Both are frozen and read by the command being run.
 
-    AIGQ_HINTS_CACHE_PREFIX        Redis key prefix (the generator's AIGQ_GENERATE_CACHE_PREFIX)
     AIGQ_HINTS_DEFAULT_K / _MAX_K  hints when k is not given; larger k are cut to this
     AIGQ_HINTS_TRIGGERS            recent triggers looked up in x2q per request
     AIGQ_HINTS_PER_TRIGGER         x2q queries read per trigger
@@ -42,7 +41,6 @@ class HintSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="AIGQ_HINTS_", frozen=True, extra="forbid")
 
-    cache_prefix: str = Field("aigq:", max_length=100, description="Redis key prefix")
     default_k: int = Field(10, ge=1, le=1000, description="hints when the caller gives no k")
     max_k: int = Field(50, ge=1, le=1000, description="larger k are cut to this")
     triggers: int = Field(5, ge=0, le=50, description="recent triggers looked up in x2q")

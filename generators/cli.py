@@ -91,14 +91,14 @@ def bench_generate(
     proc, url, startup = start_vllm_server(model, tmp / "vllm.log")
     stack = DevStack(
         KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}"),
-        RedisSettings(),
+        RedisSettings(key_prefix=f"bench:{bench.run_id()}:"),
         TopicSettings(prefix=f"benchgen{bench.run_id()}", partitions=4),
         DevSettings(state_dir=tmp / "stack", start_redis=False),
     )
     try:
         settings = GeneratorSettings(
             base_url=url, batch_size=batch_size, max_tokens=64, k=10,
-            cache_prefix=f"bench:{bench.run_id()}:", group_id=f"bench-{bench.run_id()}",
+            group_id=f"bench-{bench.run_id()}",
         )  # fmt: skip
         from generators.requests import prompt_for
 

@@ -73,7 +73,6 @@ class GeneratorSettings(BaseSettings):
     backoff_max_s: float = Field(30.0, gt=0, description="longest wait between tries")
 
     group_id: str = Field("aigq-generate", description="consumer group")
-    cache_prefix: str = Field("aigq:", description="Redis key prefix")
     keep_runs: int = Field(3, ge=1, le=100, description="M: runs kept per user")
     ttl_s: int = Field(7 * 86_400, ge=1, description="a user's runs expire after this")
     log_prompts: bool = Field(False, description="copy each prompt into the results topic")

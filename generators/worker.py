@@ -149,8 +149,9 @@ class GeneratorWorker:
             **self.kafka.aiokafka_config(), enable_idempotence=False, linger_ms=5
         )
         redis = open_redis(self.redis_settings)
-        store = U2QStore(redis, prefix=s.cache_prefix, keep_runs=s.keep_runs, ttl_s=s.ttl_s)
-        budget = SharedBudget(redis, prefix=s.cache_prefix)
+        prefix = self.redis_settings.key_prefix
+        store = U2QStore(redis, prefix=prefix, keep_runs=s.keep_runs, ttl_s=s.ttl_s)
+        budget = SharedBudget(redis, prefix=prefix)
         try:
             await consumer.start()
             await producer.start()

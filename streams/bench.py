@@ -221,14 +221,13 @@ def _sessions(
         app_id=f"bench-sessions-{uuid.uuid4().hex[:6]}",
         data_dir=str(tmp),
         session_timeout_s=6,
-        cache_prefix="aigq-bench:",  # recent triggers: the same 2,000 users' keys every run
         recent_triggers=recent,
         history=recent,  # the Redis writes are on or off together
     )
     web = WebSettings(port=free_port())
-    SessionWorker(
-        kafka, topics, web, settings, RedisSettings(), on_flushed=on_flushed, flush_at=events
-    ).run()
+    # recent triggers: the same 2,000 users' keys every run
+    redis = RedisSettings(key_prefix="aigq-bench:")
+    SessionWorker(kafka, topics, web, settings, redis, on_flushed=on_flushed, flush_at=events).run()
 
 
 def main(argv: list[str]) -> None:

@@ -39,7 +39,6 @@ class StreamSettings(BaseSettings):
     history_ttl_s: int = Field(
         30 * 86_400, ge=1, description="a user's history in Redis expires this long after a search"
     )
-    cache_prefix: str = Field("aigq:", max_length=100, description="Redis key prefix of those")
     gap_seeks: int = Field(
         3,
         ge=0,

@@ -170,21 +170,18 @@ class SessionWorker:
             defer_max_ms=int(settings.defer_max_s * 1000),
         )
         self._redis = open_redis(redis) if redis is not None else None
+        prefix = redis.key_prefix if redis is not None else ""
         self._recent: RecentTriggers | None = None
         if settings.recent_triggers and self._redis is not None:
-            self._recent = RecentTriggers(self._redis, prefix=settings.cache_prefix)
+            self._recent = RecentTriggers(self._redis, prefix=prefix)
         self._budget: SharedBudget | None = None
         if settings.budget == "shared":
             if self._redis is None:
                 raise ConfigError("AIGQ_STREAM_BUDGET=shared needs Redis")
-            self._budget = SharedBudget(
-                self._redis, prefix=settings.cache_prefix, policy=settings.budget_policy()
-            )
+            self._budget = SharedBudget(self._redis, prefix=prefix, policy=settings.budget_policy())
         self._history: HistoryStore | None = None
         if settings.history and self._redis is not None:
-            self._history = HistoryStore(
-                self._redis, prefix=settings.cache_prefix, ttl_s=settings.history_ttl_s
-            )
+            self._history = HistoryStore(self._redis, prefix=prefix, ttl_s=settings.history_ttl_s)
         self.unacked: list[Any] = []  # events applied but not yet flushed, in arrival order
         self.processed = 0  # records received (applied, or dropped by the gap guard)
         self.flushed = 0  # records applied, made durable and acked

@@ -172,6 +172,7 @@ class Loop:
             "AIGQ_TOPICS_PREFIX": c.prefix,
             "AIGQ_TOPICS_PARTITIONS": str(c.partitions),
             "AIGQ_REDIS_URL": c.redis.url,
+            "AIGQ_REDIS_KEY_PREFIX": self.cache_prefix,  # every process's keys
             "AIGQ_LOG_LEVEL": os.environ.get("AIGQ_LOG_LEVEL", "WARNING"),
             # the session worker
             "AIGQ_STREAM_APP_ID": f"{c.prefix}-sessions",
@@ -180,13 +181,11 @@ class Loop:
             "AIGQ_STREAM_BUDGET": c.budget,
             "AIGQ_STREAM_MAX_REGENERATIONS_PER_S": str(c.max_regenerations_per_s),
             "AIGQ_STREAM_SESSION_TIMEOUT_S": "6",  # tansu: a join waits half of it
-            "AIGQ_STREAM_CACHE_PREFIX": self.cache_prefix,
             "AIGQ_STREAM_DATA_DIR": str(c.state_dir / "worker"),
             "AIGQ_STREAM_STORE": "memory",
             "AIGQ_WEB_PORT": str(self.web_port),
             # the generator
             "AIGQ_GENERATE_GROUP_ID": f"{c.prefix}-generate",
-            "AIGQ_GENERATE_CACHE_PREFIX": self.cache_prefix,
             "AIGQ_GENERATE_BATCH_SIZE": str(c.batch_size),
             "AIGQ_GENERATE_BATCH_WAIT_MS": str(c.batch_wait_ms),
             "AIGQ_GENERATE_MAX_IN_FLIGHT": str(c.max_in_flight),
@@ -197,7 +196,6 @@ class Loop:
             "AIGQ_GENERATE_METRICS_PORT": str(self.metrics_port),
             # the read API
             "AIGQ_SERVE_PORT": str(self.api_port),
-            "AIGQ_HINTS_CACHE_PREFIX": self.cache_prefix,
             **self.model.generator_env(),
         }
 

@@ -39,7 +39,9 @@ async def api(
     await X2QStore(client, prefix=prefix).write_many([("item", "sku-7", ["x2q one"])])
     await PopularQueries(client, prefix=prefix).write([("popular one", 2)])
     app = ReadAPI(
-        HintSettings(cache_prefix=prefix, default_k=4, max_k=5), ServeSettings(), redis_settings
+        HintSettings(default_k=4, max_k=5),
+        ServeSettings(),
+        redis_settings.model_copy(update={"key_prefix": prefix}),
     )
     async with (
         app.lifespan(),
@@ -184,7 +186,7 @@ async def test_health_readiness_metrics_and_spec(api: tuple[ReadAPI, httpx.Async
 async def test_api_keys(redis: tuple[Redis, str], redis_settings: RedisSettings) -> None:
     _, prefix = redis
     serve = ServeSettings(api_keys=f"{KEY}, {'z' * 20}", api_key_header="X-Key")  # type: ignore[arg-type]
-    app = ReadAPI(HintSettings(cache_prefix=prefix), serve, redis_settings)
+    app = ReadAPI(HintSettings(), serve, redis_settings.model_copy(update={"key_prefix": prefix}))
     async with (
         app.lifespan(),
         httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as http,

@@ -62,8 +62,9 @@ def seeded(redis_settings: RedisSettings) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def served(seeded: str, redis_settings: RedisSettings) -> Iterator[str]:
-    hints = HintSettings(cache_prefix=seeded, max_k=20)
-    yield from _serve(ReadAPI(hints, ServeSettings(), redis_settings))
+    hints = HintSettings(max_k=20)
+    keys = redis_settings.model_copy(update={"key_prefix": seeded})
+    yield from _serve(ReadAPI(hints, ServeSettings(), keys))
 
 
 @pytest.fixture(scope="module")
@@ -74,10 +75,10 @@ def open_api(served: str) -> Any:
 @pytest.fixture(scope="module")
 def keyed_api(seeded: str, redis_settings: RedisSettings) -> Iterator[Any]:
     serve = ServeSettings(api_keys=KEY)  # type: ignore[arg-type]
-    hints = HintSettings(cache_prefix=seeded)
+    keys = redis_settings.model_copy(update={"key_prefix": seeded})
     yield from (
         schemathesis.openapi.from_url(f"{url}/openapi.json")
-        for url in _serve(ReadAPI(hints, serve, redis_settings))
+        for url in _serve(ReadAPI(HintSettings(), serve, keys))
     )
 
 

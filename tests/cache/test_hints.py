@@ -33,8 +33,8 @@ async def make(redis_settings: RedisSettings) -> AsyncIterator[MakeClient]:
     made: list[HintClient] = []
 
     def make(prefix: str, **overrides: object) -> HintClient:
-        settings = HintSettings(cache_prefix=prefix, **overrides)  # type: ignore[arg-type]
-        made.append(HintClient(redis_settings, settings))
+        settings = HintSettings(**overrides)  # type: ignore[arg-type]
+        made.append(HintClient(redis_settings.model_copy(update={"key_prefix": prefix}), settings))
         return made[-1]
 
     yield make

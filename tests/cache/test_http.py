@@ -54,7 +54,8 @@ def data(redis_settings: RedisSettings) -> Iterator[BenchData]:
 
 @pytest.fixture(scope="module")
 def server(data: BenchData, redis_settings: RedisSettings) -> Iterator[tuple[CountingAPI, int]]:
-    app = CountingAPI(HintSettings(cache_prefix=data.prefix), ServeSettings(), redis_settings)
+    keys = redis_settings.model_copy(update={"key_prefix": data.prefix})
+    app = CountingAPI(HintSettings(), ServeSettings(), keys)
     for port in serve_in_thread(app):
         yield app, port
 

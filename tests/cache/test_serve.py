@@ -113,7 +113,7 @@ def test_serve_listens_on_loopback_only_and_stops_on_sigterm(
     env = os.environ | {
         "AIGQ_REDIS_URL": redis_settings.url,
         "AIGQ_SERVE_PORT": str(port),
-        "AIGQ_HINTS_CACHE_PREFIX": f"test:{uuid.uuid4().hex}:",
+        "AIGQ_REDIS_KEY_PREFIX": f"test:{uuid.uuid4().hex}:",
     }
     env.pop("AIGQ_SERVE_BIND", None)
     proc = subprocess.Popen(
@@ -243,7 +243,7 @@ def test_granian_serves_what_uvicorn_serves(redis_settings: RedisSettings) -> No
             await delete(client, data.prefix)
 
     asyncio.run(fill())
-    env = {"AIGQ_REDIS_URL": redis_settings.url, "AIGQ_HINTS_CACHE_PREFIX": data.prefix}
+    env = {"AIGQ_REDIS_URL": redis_settings.url, "AIGQ_REDIS_KEY_PREFIX": data.prefix}
     try:
         answers: dict[str, list[tuple[int, object]]] = {}
         for name in ("uvicorn", server):

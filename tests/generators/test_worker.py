@@ -93,17 +93,21 @@ async def _committed_all(kafka: KafkaSettings, group: str, topic: str) -> bool:
         await consumer.stop()
 
 
-def _settings(url: str, prefix: str, **extra: Any) -> GeneratorSettings:
+def _settings(url: str, **extra: Any) -> GeneratorSettings:
     return GeneratorSettings(
         base_url=url,
         k=5,
         max_tokens=48,
         batch_size=4,
         batch_wait_ms=100,
-        cache_prefix=prefix,
         group_id=f"gen-{uuid.uuid4().hex[:6]}",
         **extra,
     )
+
+
+def _keys(redis: RedisSettings, prefix: str) -> RedisSettings:
+    """``redis`` with the test's own key prefix (AIGQ_REDIS_KEY_PREFIX)."""
+    return redis.model_copy(update={"key_prefix": prefix})
 
 
 @pytest.mark.integration
@@ -123,8 +127,8 @@ async def test_worker_writes_newest_runs_logs_results_and_dead_letters(
     values.append((b"bad", b"{not json"))
     await _produce(kafka, topics.name("regenerate"), values)
 
-    settings = _settings(vllm_server, prefix)
-    worker = GeneratorWorker(kafka, topics, redis_settings, settings)
+    settings = _settings(vllm_server)
+    worker = GeneratorWorker(kafka, topics, _keys(redis_settings, prefix), settings)
     task = asyncio.create_task(worker.run())
     store = U2QStore(client, prefix=prefix)
 
@@ -176,10 +180,8 @@ async def test_worker_keeps_requests_while_the_backend_is_down(
         kafka, topics.name("regenerate"), [(u.encode(), encode(_request(u, 1))) for u in users]
     )
     port = free_port()  # the backend's address; nothing listens there yet
-    settings = _settings(
-        f"http://127.0.0.1:{port}", prefix, retries=1, backoff_s=0.2, backoff_max_s=1.0
-    )
-    worker = GeneratorWorker(kafka, topics, redis_settings, settings)
+    settings = _settings(f"http://127.0.0.1:{port}", retries=1, backoff_s=0.2, backoff_max_s=1.0)
+    worker = GeneratorWorker(kafka, topics, _keys(redis_settings, prefix), settings)
     task = asyncio.create_task(worker.run())
     store = U2QStore(client, prefix=prefix)
     upstream = urlsplit(vllm_server)
@@ -327,9 +329,9 @@ async def test_poison_pills_are_dead_lettered_committed_and_counted(
             (b"ok-b", encode(_request("ok-b", 1))),
         ],
     )
-    settings = _settings("http://127.0.0.1:9", prefix, retries=0, backoff_s=0.05)
+    settings = _settings("http://127.0.0.1:9", retries=0, backoff_s=0.05)
     worker = GeneratorWorker(
-        kafka, topics, limited_redis, settings, backend=ScriptedBackend(settings)
+        kafka, topics, _keys(limited_redis, prefix), settings, backend=ScriptedBackend(settings)
     )
     task = asyncio.create_task(worker.run())
     try:
@@ -462,7 +464,7 @@ async def test_sigterm_stops_aigq_generate_while_the_backend_is_down(
         "AIGQ_GENERATE_BACKOFF_S": "5",  # long waits: a stop must not sit them out
         "AIGQ_GENERATE_BACKOFF_MAX_S": "30",
         "AIGQ_GENERATE_GROUP_ID": group,
-        "AIGQ_GENERATE_CACHE_PREFIX": prefix,
+        "AIGQ_REDIS_KEY_PREFIX": prefix,
         "AIGQ_GENERATE_METRICS_PORT": str(metrics_port),
     }
     log = tmp_path / "generate.log"
@@ -513,9 +515,11 @@ async def test_no_model_call_for_a_superseded_request(
     version), or one a newer request of the same user in a later batch replaces, gets no model
     call; each is counted by reason."""
     client, prefix = redis
-    settings = _settings("http://127.0.0.1:9", prefix, retries=0)
+    settings = _settings("http://127.0.0.1:9", retries=0)
     backend = CountingBackend(settings)
-    worker = GeneratorWorker(kafka, topics, redis_settings, settings, backend=backend)
+    worker = GeneratorWorker(
+        kafka, topics, _keys(redis_settings, prefix), settings, backend=backend
+    )
     store = U2QStore(client, prefix=prefix)
     written = _request("sup-cached", 5)
     assert await store.write("sup-cached", run_for(written, ["an earlier list"], "m", T0))
@@ -581,9 +585,15 @@ async def test_two_generators_share_one_request_topic(
     users = [f"pair-{i}" for i in range(24)]
     values = [(u.encode(), encode(_request(u, v))) for v in (1, 2, 3) for u in users]
     await _produce(kafka, topics.name("regenerate"), values)
-    settings = _settings("http://127.0.0.1:9", prefix, retries=0)
+    settings = _settings("http://127.0.0.1:9", retries=0)
     workers = [
-        GeneratorWorker(kafka, topics, redis_settings, settings, backend=ScriptedBackend(settings))
+        GeneratorWorker(
+            kafka,
+            topics,
+            _keys(redis_settings, prefix),
+            settings,
+            backend=ScriptedBackend(settings),
+        )
         for _ in range(2)
     ]
     tasks = [asyncio.create_task(w.run()) for w in workers]

@@ -137,7 +137,7 @@ def test_worker_endpoints_requests_dead_letters_and_recent_triggers(
         "AIGQ_REDIS_URL": redis_settings.url,
         "AIGQ_STREAM_RECENT_TRIGGERS": "true",
         "AIGQ_STREAM_HISTORY": "true",
-        "AIGQ_STREAM_CACHE_PREFIX": prefix,
+        "AIGQ_REDIS_KEY_PREFIX": prefix,
     }
     worker = Worker(kafka, topics, f"endpoints-{uuid.uuid4().hex[:6]}", tmp_path, env)
     workers.append(worker)
