@@ -22,6 +22,7 @@ Variables (the README lists them all)::
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import ssl
 from pathlib import Path
@@ -40,11 +41,26 @@ TopicKind = EventType | Literal["dead_letter", "regenerate", "results"]
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 
 
+# Variables that are gone, and what replaced them: a deployment that still sets one fails at
+# start-up with the new name, instead of silently running on the default.
+RENAMED = {
+    "AIGQ_STREAM_CACHE_PREFIX": "AIGQ_REDIS_KEY_PREFIX",
+    "AIGQ_GENERATE_CACHE_PREFIX": "AIGQ_REDIS_KEY_PREFIX",
+    "AIGQ_HINTS_CACHE_PREFIX": "AIGQ_REDIS_KEY_PREFIX",
+}
+
+
 def load(cls: type[S], **overrides: Any) -> S:
     """Build a settings object from the environment (and ``overrides``), or raise ConfigError.
 
-    The error names the environment variable, e.g. ``AIGQ_KAFKA_SECURITY_PROTOCOL: ...``.
+    The error names the environment variable, e.g. ``AIGQ_KAFKA_SECURITY_PROTOCOL: ...``; a
+    variable that was renamed (:data:`RENAMED`) is an error that names its replacement.
     """
+    gone = sorted(name for name in RENAMED if name in os.environ)
+    if gone:
+        raise ConfigError(
+            "; ".join(f"{name} is no longer read: set {RENAMED[name]}" for name in gone)
+        )
     try:
         return cls(**overrides)
     except ValidationError as exc:

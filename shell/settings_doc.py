@@ -20,7 +20,7 @@ from pydantic_core import PydanticUndefined
 from pydantic_settings import BaseSettings
 
 from aigq.dev.stack import DevSettings
-from aigq.settings import KafkaSettings, RedisSettings, TopicSettings, WebSettings
+from aigq.settings import RENAMED, KafkaSettings, RedisSettings, TopicSettings, WebSettings
 from cache.settings import HintSettings, ServeSettings
 from generators.settings import GeneratorSettings
 from streams.replay import ReplaySettings
@@ -130,7 +130,9 @@ def section(cls: type[BaseSettings], read_by: str) -> str:
 
 
 def render() -> str:
-    return HEAD + "".join("\n" + section(cls, who) for cls, who in COMPONENTS)
+    renamed = ", ".join(f"`{old}` (now `{new}`)" for old, new in sorted(RENAMED.items()))
+    gone = f"\nNo longer read; setting one is an error that names its replacement: {renamed}.\n"
+    return HEAD + gone + "".join("\n" + section(cls, who) for cls, who in COMPONENTS)
 
 
 def main() -> None:

@@ -48,6 +48,17 @@ def test_errors_name_the_environment_variable(monkeypatch: pytest.MonkeyPatch) -
         load(RedisSettings, url="http://x:6379")
 
 
+def test_a_renamed_variable_is_an_error_that_names_its_replacement(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AIGQ_REDIS_KEY_PREFIX", "prod:")
+    assert load(RedisSettings).key_prefix == "prod:"
+    monkeypatch.setenv("AIGQ_HINTS_CACHE_PREFIX", "prod:")  # the old read API setting
+    with pytest.raises(ConfigError, match="AIGQ_HINTS_CACHE_PREFIX is no longer read: set "
+                       "AIGQ_REDIS_KEY_PREFIX"):  # fmt: skip
+        load(RedisSettings)
+
+
 def test_sasl_needs_all_three_fields_and_keeps_the_password_secret(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
