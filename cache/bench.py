@@ -11,9 +11,12 @@
    - ``ceiling``: the generator against a trivial canned-response server (its own ceiling);
    - ``api_rate``: the API at a fixed request rate: p50/p99 latency and achieved rate;
    - ``api_max``: the API closed-loop: its throughput;
+   - with more than one of ``servers`` (``AIGQ_SERVE_SERVER``), ``api_rate <server>`` and
+     ``api_max <server>`` for each other one, in the same rounds (all the servers are up, the
+     ones not measured idle);
    - ``redis_get``: plain Redis GETs of a same-sized value through ``redis.asyncio`` with the
      same concurrency: the raw throughput the API is compared with.
-4. Stop the server and delete the keys.
+4. Stop the servers and delete the keys.
 
 CPU seconds of the generator, the server (all its processes) and Redis are recorded per
 phase: on a 2-core machine they share the cores, and the figures say how. So is the share of
