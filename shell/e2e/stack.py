@@ -126,6 +126,8 @@ class LoopConfig:
     max_in_flight: int = 2
     max_tokens: int = 48
     k: int = 10
+    hints_timeout_ms: int = 100
+    """the read API's deadline for one read (AIGQ_HINTS_TIMEOUT_MS): past it, a 503"""
     start_timeout_s: float = 180.0
 
     def __post_init__(self) -> None:
@@ -196,6 +198,7 @@ class Loop:
             "AIGQ_GENERATE_METRICS_PORT": str(self.metrics_port),
             # the read API
             "AIGQ_SERVE_PORT": str(self.api_port),
+            "AIGQ_HINTS_TIMEOUT_MS": str(c.hints_timeout_ms),
             **self.model.generator_env(),
         }
 
