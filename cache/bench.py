@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import os
 import signal
@@ -201,6 +200,11 @@ def _process(cmd: list[str], env: dict[str, str], ready: Callable[[], bool]) -> 
                 pipe.close()
 
 
+def _answers(url: str) -> Callable[[], bool]:
+    """A readiness probe: ``url`` answers 200."""
+    return lambda: _get(url)[0] == 200
+
+
 def run_bench(redis: RedisSettings, config: BenchConfig, log: Callable[[str], None]) -> BenchReport:
     prefix = f"bench:serve:{uuid.uuid4().hex[:8]}:"
     data = bench_data.BenchData(prefix, config.users)
@@ -277,7 +281,7 @@ def _measure(
             json.dumps({"job": "canned", "host": "127.0.0.1", "port": canned_port}),
         ],
         env,
-        lambda: _get(f"http://127.0.0.1:{canned_port}/")[0] == 200,
+        _answers(f"http://127.0.0.1:{canned_port}/"),
     ) as canned_pid:
         phase("ceiling", {"job": "http_max", "port": canned_port}, canned_pid)
 
@@ -291,9 +295,7 @@ def _measure(
                 _process(
                     [sys.executable, "-m", "shell", "serve"],
                     env | {"AIGQ_SERVE_SERVER": server, "AIGQ_SERVE_PORT": str(at)},
-                    functools.partial(
-                        lambda url: _get(url)[0] == 200, f"http://127.0.0.1:{at}/readyz"
-                    ),
+                    _answers(f"http://127.0.0.1:{at}/readyz"),
                 )
             )
         samples = {}

@@ -33,7 +33,6 @@ from aigq.datasets import Malformed
 from aigq.datasets.aol import iter_aol
 from aigq.events import RegenerationRequest
 from aigq.settings import KafkaSettings, RedisSettings, TopicSettings
-from aigq.stats import percentile
 from generators.backends import open_backend
 from generators.prompt import compressed_prompt, verbose_prompt
 from generators.settings import GeneratorSettings
@@ -105,9 +104,6 @@ class Freshness:
     requests: int
     freshness_ms: list[float]
     model_ms: list[float]
-
-    def pct(self, values: list[float], q: float) -> float:
-        return percentile(values, q)
 
 
 async def freshness(

@@ -12,6 +12,7 @@ from aigq.cli_kit import console, fails_cleanly, goal_line
 from aigq.dev.stack import DevSettings, DevStack
 from aigq.registry import DEFAULT_NAME, Registry
 from aigq.settings import KafkaSettings, RedisSettings, TopicSettings, load
+from aigq.stats import percentile
 from generators.settings import GeneratorSettings
 
 
@@ -126,17 +127,17 @@ def bench_generate(
     f = fr.freshness_ms
     table.add_row(
         f"freshness, {fr.requests} requests at {rate:g}/s",
-        f"p50 {fr.pct(f, 0.5):,.0f} ms, p99 {fr.pct(f, 0.99):,.0f} ms ({len(f)} written)",
+        f"{_p50_p99(f)} ({len(f)} written)",
     )
     m = fr.model_ms
     table.add_row(
         "  of which model time (batch)",
-        f"p50 {fr.pct(m, 0.5):,.0f} ms, p99 {fr.pct(m, 0.99):,.0f} ms",
+        _p50_p99(m),
     )
     rest = [a - b for a, b in zip(f, m, strict=False)]
     table.add_row(
         "  freshness minus model time",
-        f"p50 {fr.pct(rest, 0.5):,.0f} ms, p99 {fr.pct(rest, 0.99):,.0f} ms",
+        _p50_p99(rest),
     )
     console.print(table)
     for name, value, goal, ok in (
@@ -144,6 +145,10 @@ def bench_generate(
         ("batched / one at a time", many / single, ">= 4", many / single >= 4),
     ):
         console.print(goal_line(name, f"{value:.2f}", goal, ok), highlight=False)
+
+
+def _p50_p99(values: list[float]) -> str:
+    return f"p50 {percentile(values, 0.5):,.0f} ms, p99 {percentile(values, 0.99):,.0f} ms"
 
 
 def register(app: typer.Typer, bench: typer.Typer) -> None:
