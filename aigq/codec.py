@@ -21,6 +21,7 @@ from aigq.events import (
     DeadLetter,
     Event,
     GeneratedQueries,
+    ModelAnnouncement,
     RegenerationRequest,
 )
 
@@ -29,7 +30,9 @@ MAX_EVENT_BYTES = 1 << 20  # one Kafka message's default size limit
 _EVENT = TypeAdapter[Event](Event)
 
 
-def encode(record: Event | DeadLetter | RegenerationRequest | GeneratedQueries) -> bytes:
+def encode(
+    record: Event | DeadLetter | RegenerationRequest | GeneratedQueries | ModelAnnouncement,
+) -> bytes:
     """Serialise a record to compact JSON bytes."""
     return orjson.dumps(record.model_dump(mode="json", exclude_none=True))
 

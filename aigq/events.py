@@ -137,11 +137,16 @@ class ShownQuery(_Record):
 
 
 class HintExposureEvent(_Envelope):
-    """Hint queries shown to the user under one ``request_id``."""
+    """Hint queries shown to the user under one ``request_id``.
+
+    ``model_version`` names the generation model of the u2q run the list drew on (absent when
+    none was served): served CTR per model version is counted from it.
+    """
 
     type: Literal["hint_exposure"] = "hint_exposure"
     request_id: Id
     shown: Annotated[tuple[ShownQuery, ...], Field(min_length=1, max_length=MAX_SHOWN_QUERIES)]
+    model_version: Id | None = None
 
     @field_validator("shown")
     @classmethod
@@ -167,6 +172,35 @@ Event: TypeAlias = Annotated[
 ]
 EventType = Literal["search", "click", "hint_exposure", "hint_click"]
 EVENT_TYPES: tuple[EventType, ...] = ("search", "click", "hint_exposure", "hint_click")
+
+
+MAX_PATH_CHARS = 4_096
+ModelKind = Literal["generator", "ctr"]
+
+
+class ModelAnnouncement(_Record):
+    """A model version became current (``<prefix>.models``): published or rolled back to.
+
+    ``name`` / ``version`` are the registry's (``aigq-direct`` / ``v0003``); ``path`` is the
+    version's folder as the trainer saw it (a generator on another machine resolves
+    ``name@version`` in its own registry); ``adapter`` says the folder is a LoRA adapter over
+    ``base`` (what a vLLM server loads at run time) rather than a whole model. ``reason`` is
+    ``publish`` or ``rollback``; ``ts`` when it was announced (UTC ms).
+    """
+
+    type: Literal["model_announcement"] = "model_announcement"
+    kind: ModelKind
+    name: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    version: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    path: Annotated[str, StringConstraints(max_length=MAX_PATH_CHARS)] = ""
+    adapter: bool = False
+    base: Annotated[str, StringConstraints(max_length=MAX_PATH_CHARS)] = ""
+    reason: Literal["publish", "rollback"] = "publish"
+    ts: TimestampMs
+
+    @property
+    def tag(self) -> str:
+        return f"{self.name}@{self.version}"
 
 
 class DeadLetter(_Record):

@@ -37,7 +37,7 @@ from aigq.events import EVENT_TYPES, EventType
 
 S = TypeVar("S", bound=BaseSettings)
 
-TopicKind = EventType | Literal["dead_letter", "regenerate", "results"]
+TopicKind = EventType | Literal["dead_letter", "regenerate", "results", "models"]
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 
 
@@ -275,7 +275,7 @@ class TopicSettings(BaseSettings):
     prefix: str = Field(
         "aigq",
         description="topics are <prefix>.search, .click, .hint_exposure, .hint_click, "
-        ".dead_letter, .regenerate, .results",
+        ".dead_letter, .regenerate, .results, .models (model announcements)",
     )
     partitions: int = Field(8, ge=1, le=1024, description="for the topics `aigq dev up` creates")
     replication_factor: int = Field(1, ge=1, description="for the topics `aigq dev up` creates")
@@ -291,7 +291,9 @@ class TopicSettings(BaseSettings):
         return f"{self.prefix}.{kind}"
 
     def all_names(self) -> list[str]:
-        kinds: tuple[TopicKind, ...] = (*EVENT_TYPES, "dead_letter", "regenerate", "results")
+        kinds: tuple[TopicKind, ...] = (
+            *EVENT_TYPES, "dead_letter", "regenerate", "results", "models",
+        )  # fmt: skip
         return [self.name(k) for k in kinds]
 
 

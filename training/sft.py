@@ -104,8 +104,14 @@ class Pair:
 
 @dataclass
 class SFTResult:
+    """The trained model's folder, its figures, and the manifest it is (or will be) published
+    with: ``published`` is False when :func:`train` was told not to publish (the trainer
+    judges a candidate first, then publishes it with this manifest)."""
+
     model: ModelRef
     metrics: dict[str, float]
+    manifest: dict[str, Any] = field(default_factory=dict)
+    published: bool = True
 
 
 # ---------------------------------------------------------------------------- data
@@ -297,8 +303,12 @@ def train(
     data: dict[str, Any],
     resume: ModelRef | None = None,
     progress: Callable[[int, int, dict[str, float]], None] | None = None,
+    publish: bool = True,
 ) -> SFTResult:
-    """Train on ``pairs``, publish the model in ``registry``; ``data`` goes to the manifest."""
+    """Train on ``pairs`` into a new version of ``registry``; ``data`` goes to the manifest.
+
+    ``publish=False`` leaves the version reserved and unpublished (no manifest, LATEST
+    untouched): a candidate that nothing loads until somebody publishes it."""
     if len(pairs) < 2:
         raise TrainingError(f"need at least 2 training pairs, got {len(pairs)}")
     torch.manual_seed(config.seed)
@@ -404,7 +414,9 @@ def train(
         "data": data,
         "metrics": metrics,
     }
-    return SFTResult(registry.publish(target, manifest), metrics)
+    if not publish:
+        return SFTResult(target, metrics, manifest, published=False)
+    return SFTResult(registry.publish(target, manifest), metrics, manifest)
 
 
 def _save_checkpoint(

@@ -22,7 +22,9 @@ def test_defaults_point_at_the_local_stack() -> None:
     assert kafka.servers == [("127.0.0.1", 9092)]
     assert redis.host_port == ("127.0.0.1", 6379)
     assert topics.name("search") == "aigq.search"
-    assert topics.all_names()[-3:] == ["aigq.dead_letter", "aigq.regenerate", "aigq.results"]
+    assert topics.all_names()[-4:] == [
+        "aigq.dead_letter", "aigq.regenerate", "aigq.results", "aigq.models",
+    ]  # fmt: skip
 
 
 def test_environment_is_read_when_loaded_not_before(monkeypatch: pytest.MonkeyPatch) -> None:
