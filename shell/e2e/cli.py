@@ -162,6 +162,13 @@ def demo_command(
     users_shown: Annotated[int, typer.Option(min=1, help="users whose hints are shown")] = 5,
     train_steps: Annotated[int, typer.Option(min=10, help="IL-SFT steps if none cached")] = 300,
     state_dir: Annotated[Path, typer.Option(help="logs and PID files")] = Path(".aigq/demo"),
+    learn: Annotated[
+        bool,
+        typer.Option(
+            help="the learning loop too: exposures, simulated clicks, one trainer cycle, a "
+            "hot reload, served CTR per model version (transformers backend)"
+        ),
+    ] = False,
 ) -> None:
     """The whole nearline loop on this machine: model, broker, Redis, session worker,
     generator and read API; a slice of the AOL log replayed through it; what came out."""
@@ -171,7 +178,19 @@ def demo_command(
     wall = time.monotonic()
     data = load_slice(data_dir, events)
     console.print(f"{len(data.events):,} events from {data.source}, replayed at {rate:,.0f}/s")
+    if learn:  # a whole model swaps in only in-process (a vLLM server loads LoRA adapters)
+        backend = "transformers"
     model = _model(data_dir, backend, state_dir, train_steps)
+    if learn:
+        from shell.e2e.cli_learn import demo_learn
+
+        try:
+            config = _base_config(state_dir, f"demo{os.getpid()}", 0.1, 64, 48)
+            demo_learn(config, model, data, rate, console)
+        finally:
+            model.stop()
+        console.print(f"demo wall time: {time.monotonic() - wall:.0f} s", highlight=False)
+        return
     shown: list[tuple[str, list[dict[str, object]], list[str]]] = []
 
     def look(loop: Loop) -> None:

@@ -129,6 +129,9 @@ class LoopConfig:
     hints_timeout_ms: int = 100
     """the read API's deadline for one read (AIGQ_HINTS_TIMEOUT_MS): past it, a 503"""
     start_timeout_s: float = 180.0
+    learn: bool = False
+    """the learning loop too: the read API logs exposures, the user simulator clicks, models
+    come from a registry of the run's own (``<state_dir>/registry``; :mod:`shell.e2e.learn`)"""
 
     def __post_init__(self) -> None:
         if not self.prefix.replace("-", "").replace("_", "").isalnum():
@@ -146,12 +149,14 @@ class Loop:
         self.topics = TopicSettings(prefix=config.prefix, partitions=config.partitions)
         self.cache_prefix = f"{config.prefix}:"
         self.web_port, self.metrics_port, self.api_port = free_port(), free_port(), free_port()
+        self.simulator_port = free_port()
         self.dev = DevStack(
             self.kafka, config.redis, self.topics, DevSettings(state_dir=config.state_dir)
         )
+        names = ("worker", "generate", "serve", *(("simulate",) if config.learn else ()))
         self.procs = {
             name: ManagedProcess(name, config.state_dir, marker=f"-m shell {name}")
-            for name in ("worker", "generate", "serve")
+            for name in names
         }
 
     @property
@@ -200,7 +205,25 @@ class Loop:
             "AIGQ_SERVE_PORT": str(self.api_port),
             "AIGQ_HINTS_TIMEOUT_MS": str(c.hints_timeout_ms),
             **self.model.generator_env(),
+            **(self.learn_env() if c.learn else {}),
         }
+
+    def learn_env(self) -> dict[str, str]:
+        """What a learning loop adds (:mod:`shell.e2e.learn`): exposure logging, the user
+        simulator, the trainer's state and group, and the run's own model registry."""
+        c = self.config
+        return {
+            "AIGQ_MODEL_REGISTRY": str(c.state_dir / "registry"),
+            "AIGQ_SERVE_LOG_EXPOSURES": "true",
+            "AIGQ_SIMULATOR_GROUP_ID": f"{c.prefix}-simulate",
+            "AIGQ_SIMULATOR_METRICS_PORT": str(self.simulator_port),
+            "AIGQ_TRAINER_STATE_DIR": str(c.state_dir / "trainer"),
+            "AIGQ_TRAINER_GROUP_ID": f"{c.prefix}-trainer",
+        }
+
+    def process_env(self) -> dict[str, str]:
+        """The whole environment a process of this run starts with."""
+        return {**os.environ, **self.env()}
 
     def __enter__(self) -> Loop:
         try:
@@ -216,13 +239,15 @@ class Loop:
     def start(self) -> None:
         """Broker and topics, then the three processes; returns once each answers."""
         self.dev.up()
-        env = {**os.environ, **self.env()}
+        env = self.process_env()
         for name in self.procs:
             self._spawn(name, env)
         timeout = self.config.start_timeout_s
         self._wait("worker", f"http://127.0.0.1:{self.web_port}/ready", timeout)
         self._wait("serve", f"{self.api_url}/readyz", timeout)
         self._wait("generate", self.generator_metrics_url, timeout)
+        if "simulate" in self.procs:
+            self._wait("simulate", f"http://127.0.0.1:{self.simulator_port}/metrics", timeout)
         self._canary(timeout)
 
     def _spawn(self, name: str, env: dict[str, str]) -> None:
@@ -255,12 +280,7 @@ class Loop:
         version = 0
         while not written() and time.monotonic() < deadline:
             version += 1
-            now = int(time.time() * 1000)
-            request = RegenerationRequest(
-                user_id=CANARY_USER, version=version, reason="cold_start", shift=1.0,
-                event_ts=now, created_ts=now, fingerprint="canary",
-                recent=((now, "search", "canary", ""),), profile=(("t:canary", 1.0),),
-            )  # fmt: skip
+            request = canary_request(version)
             asyncio.run(_send(self.kafka, self.topics.name("regenerate"), encode(request)))
             wait_until(written, min(resend_s, max(0.0, deadline - time.monotonic())), 0.5)
         if not asyncio.run(_exists(self.config.redis, key)):
@@ -276,6 +296,16 @@ class Loop:
         with contextlib.suppress(ServiceError, OSError):
             asyncio.run(_delete_prefix(self.config.redis, self.cache_prefix))
         self.dev.down()
+
+
+def canary_request(version: int) -> RegenerationRequest:
+    """A regeneration request for the canary user (a higher ``version`` wins over a lower)."""
+    now = int(time.time() * 1000)
+    return RegenerationRequest(
+        user_id=CANARY_USER, version=version, reason="cold_start", shift=1.0,
+        event_ts=now, created_ts=now, fingerprint="canary",
+        recent=((now, "search", "canary", ""),), profile=(("t:canary", 1.0),),
+    )  # fmt: skip
 
 
 async def _send(kafka: KafkaSettings, topic: str, value: bytes) -> None:

@@ -1,0 +1,78 @@
+"""``aigq demo --learn``: the learning loop on top of the demo (:mod:`shell.e2e.learn`)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from aigq.cli_kit import goal_line
+from aigq.registry import MANIFEST, Registry
+from shell.e2e.learn import LearnResult, run_learning
+from shell.e2e.run import MODEL_NAME, Slice
+from shell.e2e.stack import LoopConfig, ModelServer
+
+
+def seed_registry(root: Path, model: Path) -> str:
+    """The run's own registry, holding ``model`` as its first published ``aigq-direct``
+    (the generator starts on it, the trainer fine-tunes from it): its ``name@version``."""
+    shutil.rmtree(root, ignore_errors=True)
+    registry = Registry(root, shipped=None)
+    ref = registry.reserve(MODEL_NAME)
+    shutil.copytree(model, ref.path, dirs_exist_ok=True, ignore=shutil.ignore_patterns(MANIFEST))
+    try:
+        manifest = json.loads((model / MANIFEST).read_text())
+    except (OSError, ValueError):
+        manifest = {}
+    manifest = {k: v for k, v in manifest.items() if k not in ("name", "version")}
+    registry.publish(ref, {**manifest, "seeded_from": str(model)})
+    return ref.tag
+
+
+def demo_learn(
+    config: LoopConfig, model: ModelServer, data: Slice, rate: float, console: Console
+) -> LearnResult:
+    """Run the learning demo and print what it measured."""
+    from training.cli_trainer import cycle_table
+
+    registry = config.state_dir / "registry"
+    model.model_version = seed_registry(registry, model.model)
+    model.model = registry / MODEL_NAME / model.model_version.split("@")[1]
+    console.print(f"learning loop: models in {registry}, starting on {model.model_version}")
+    started = time.monotonic()
+    result = run_learning(config, model, data, rate, say=console.print)
+    if result.cycle:
+        console.print(cycle_table(result.cycle))
+    table = Table(title="served CTR per model version (simulated clicks, docs/simulator.md)")
+    for column in ("model version of the u2q run", "exposures", "clicked", "CTR"):
+        table.add_column(column, justify="left" if column.startswith("model") else "right")
+    for row in result.ctr:
+        table.add_row(row.version, f"{row.exposures:,}", f"{row.clicked:,}", f"{row.ctr:.4f}")
+    console.print(table)
+    written = ", ".join(f"{v}: {n:,}" for v, n in sorted(result.written_by_version.items()))
+    console.print(f"lists written per model version: {written}", highlight=False)
+    reload = "-" if result.reload_s is None else f"{result.reload_s:.1f} s"
+    console.print(
+        f"trainer cycle {result.cycle_s:.0f} s; announced: {', '.join(result.announced) or '-'}"
+        f"; from the cycle's end to the first list of the new version: {reload}",
+        highlight=False,
+    )
+    full = bool(result.announced) and result.reload_s is not None
+    console.print(
+        goal_line(
+            "one full cycle (feedback, train, publish, reload) in the demo",
+            "yes" if full else "no",
+            "yes",
+            full,
+        ),
+        highlight=False,
+    )
+    failed = result.failed_probes
+    line = goal_line("read API requests failed during the run", f"{failed}", "0", failed == 0)
+    console.print(line, highlight=False)
+    console.print(f"learning demo: {time.monotonic() - started:.0f} s", highlight=False)
+    return result
