@@ -115,6 +115,15 @@ class Registry:
         latest.replace(self.root / ref.name / "LATEST")
         return ref
 
+    def set_latest(self, name: str, version: str) -> ModelRef:
+        """Point LATEST at an already published ``version`` (a rollback), through a rename so
+        that a reader sees the old or the new one, never half of it."""
+        ref = self.get(name, version)  # raises unless published
+        latest = self.root / ref.name / ".LATEST.tmp"
+        latest.write_text(ref.version + "\n")
+        latest.replace(self.root / ref.name / "LATEST")
+        return ref
+
     def latest(self, name: str = DEFAULT_NAME) -> ModelRef | None:
         """The version LATEST names; for :data:`DEFAULT_NAME` with none published, the shipped
         default (version ``shipped``); else None."""

@@ -1,16 +1,20 @@
-"""The generation subsystem's commands: ``aigq generate`` and ``aigq bench generate``."""
+"""The generation subsystem's commands: ``aigq generate``, ``aigq model list|rollback|announce``
+(the registry and hot reload: :mod:`generators.announce`), ``aigq bench generate`` and
+``aigq bench reload``."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Literal, cast
 
 import typer
 from rich.table import Table
 
 from aigq.cli_kit import console, fails_cleanly, goal_line
 from aigq.dev.stack import DevSettings, DevStack
-from aigq.registry import DEFAULT_NAME, Registry
+from aigq.errors import RegistryError
+from aigq.events import ModelKind
+from aigq.registry import DEFAULT_NAME, ModelRef, Registry
 from aigq.settings import KafkaSettings, RedisSettings, TopicSettings, load
 from aigq.stats import percentile
 from generators.settings import GeneratorSettings
@@ -151,7 +155,184 @@ def _p50_p99(values: list[float]) -> str:
     return f"p50 {percentile(values, 0.5):,.0f} ms, p99 {percentile(values, 0.99):,.0f} ms"
 
 
+def bench_reload(
+    requests: Annotated[int, typer.Option(min=8, help="regeneration requests sent")] = 240,
+    rate: Annotated[float, typer.Option(min=0.1, help="their rate, per second")] = 8.0,
+    max_tokens: Annotated[int, typer.Option(min=8, help="generated tokens per list")] = 24,
+    batch_size: Annotated[int, typer.Option(min=1, help="micro-batch size")] = 8,
+    data_dir: Annotated[Path, typer.Option(help="holds aol/ (else synthetic)")] = Path(
+        "../shared/data"
+    ),
+) -> None:
+    """A new model version announced half-way through steady load: failed or dropped requests
+    across the reload (transformers backend on the CPU, a throwaway broker)."""
+    import asyncio
+    import shutil
+
+    from aigq.dev.probe import free_port
+    from aigq.registry import SHIPPED
+    from generators import bench
+    from generators.bench_reload import publish_copy, run_reload, synthetic_requests
+
+    tmp = bench.tmpdir()
+    if (data_dir / "aol").is_dir():
+        reqs = bench.aol_requests(data_dir / "aol", max_events=400_000, max_requests=requests)
+        source = f"real AOL sessions ({data_dir / 'aol'})"
+    else:
+        reqs, source = synthetic_requests(requests), "synthetic requests (no AOL log found)"
+    registry = Registry(tmp / "registry", shipped=None)
+    first = publish_copy(registry, SHIPPED, DEFAULT_NAME, parent="shipped")
+    stack = DevStack(
+        KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}"),
+        RedisSettings(key_prefix=f"bench:{bench.run_id()}:"),
+        TopicSettings(prefix=f"benchreload{bench.run_id()}", partitions=4),
+        DevSettings(state_dir=tmp / "stack", start_redis=False),
+    )
+    settings = GeneratorSettings(
+        backend="transformers", model=str(first.path), model_version=first.tag, k=5,
+        max_tokens=max_tokens, batch_size=batch_size, group_id=f"bench-{bench.run_id()}",
+    )  # fmt: skip
+    try:
+        stack.up()
+        fig = asyncio.run(
+            run_reload(stack.kafka, stack.topics, stack.redis, settings, registry, reqs, rate)
+        )
+    finally:
+        stack.down()
+        shutil.rmtree(tmp, ignore_errors=True)
+    table = Table(title=f"aigq bench reload: transformers on the CPU, {len(reqs)} {source}")
+    table.add_column("what")
+    table.add_column("figure", justify="right")
+    table.add_row("requests sent", f"{fig.sent} at {rate:g}/s")
+    for version, count in sorted(fig.lists.items()):
+        table.add_row(f"  lists by {version}", str(count))
+    table.add_row("  of which malformed (no valid query)", str(fig.malformed))
+    table.add_row("dead-lettered", str(fig.dead_letters))
+    table.add_row("never answered", str(fig.unanswered))
+    swap = f"{fig.swap_s:.2f} s" if fig.swap_s is not None else "-"
+    table.add_row("swap (load + switch)", swap)
+    new = fig.announce_to_new_ms
+    table.add_row(
+        f"announcement -> first list by {fig.new}", f"{new:,.0f} ms" if new is not None else "-"
+    )
+    outcomes = ", ".join(f"{k} {v:g}" for k, v in fig.reloads.items()) or "none"
+    table.add_row("reloads by outcome", outcomes)
+    console.print(table)
+    swapped = fig.lists.get(fig.new, 0) > 0
+    note = "" if swapped else " (no list by the new version: the reload did not happen)"
+    console.print(
+        goal_line(
+            "failed or dropped across the reload",
+            str(fig.failed_or_dropped),
+            "== 0",
+            fig.failed_or_dropped == 0 and swapped,
+            note,
+        ),
+        highlight=False,
+    )
+
+
+# --- aigq model: the registry's versions, announcing one, rolling back ---------------------
+
+
+def _kind(kind: str) -> ModelKind:
+    if kind not in ("generator", "ctr"):
+        raise typer.BadParameter(f"{kind!r}: generator or ctr")
+    return cast(ModelKind, kind)
+
+
+_KIND = typer.Option(help="what the model is: generator or ctr")
+
+
+def _metrics(manifest: dict[str, Any]) -> str:
+    metrics = manifest.get("metrics") or {}
+    if not isinstance(metrics, dict):
+        return str(metrics)
+    return ", ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(metrics.items())
+    )
+
+
+def model_list(
+    name: Annotated[str | None, typer.Argument(help="a model name (default: every one)")] = None,
+) -> None:
+    """A model's published versions, which one is LATEST, and what each manifest records."""
+    registry = Registry()
+    root = registry.root
+    if name is not None:
+        names = [name]
+    else:
+        names = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+        if DEFAULT_NAME not in names:
+            names.append(DEFAULT_NAME)  # the shipped default serves while none is published
+    table = Table(title=f"models in {root}")
+    for column in ("name", "version", "LATEST", "kind", "created", "parent", "metrics"):
+        table.add_column(column)
+    for model in names:
+        latest = registry.latest(model)
+        refs = [registry.get(model, v) for v in registry.versions(model)]
+        if not refs and latest is not None:
+            refs = [latest]  # the shipped default
+        for ref in refs:
+            try:
+                manifest = ref.manifest()
+            except RegistryError:
+                manifest = {"kind": "(unreadable manifest)"}
+            mark = "*" if latest is not None and latest.version == ref.version else ""
+            table.add_row(
+                ref.name, ref.version, mark, str(manifest.get("kind", "")),
+                str(manifest.get("created", "")), str(manifest.get("parent", "")),
+                _metrics(manifest),
+            )  # fmt: skip
+    console.print(table)
+
+
+def _announce(ref: ModelRef, kind: ModelKind, reason: Literal["publish", "rollback"]) -> None:
+    from generators.announce import announce, announcement_for
+
+    topics = load(TopicSettings)
+    made = announcement_for(ref, kind, reason)
+    announce(load(KafkaSettings), topics, made)
+    console.print(f"announced {ref.tag} on {topics.name('models')} ({made.reason})")
+
+
+def model_rollback(
+    name: Annotated[str, typer.Argument(help="the model's registry name")],
+    to: Annotated[
+        str | None, typer.Option(help="the version (default: the one before LATEST)")
+    ] = None,
+    kind: Annotated[str, _KIND] = "generator",
+) -> None:
+    """Point LATEST back at an earlier version and announce it: generators swap to it."""
+    from generators.announce import rollback
+
+    registry = Registry()
+    before = registry.latest(name)
+    ref = rollback(registry, name, to)
+    console.print(f"{name}: LATEST {before.version if before else '-'} -> {ref.version}")
+    _announce(ref, _kind(kind), "rollback")
+
+
+def model_announce(
+    spec: Annotated[str, typer.Argument(help="NAME (its LATEST) or NAME@VERSION")],
+    kind: Annotated[str, _KIND] = "generator",
+) -> None:
+    """Announce a published version (again): generators serving NAME swap to it."""
+    registry = Registry()
+    name, _, version = spec.partition("@")
+    ref = registry.get(name, version) if version else registry.latest(name)
+    if ref is None:
+        raise RegistryError(f"no published {name!r} in the registry at {registry.root}")
+    _announce(ref, _kind(kind), "publish")
+
+
 def register(app: typer.Typer, bench: typer.Typer) -> None:
     """Add this subsystem's commands to the root command (:mod:`shell.cli`)."""
     app.command("generate")(fails_cleanly(generate))
+    model = typer.Typer(help="The model registry: versions, announcing one, rolling back.")
+    model.command("list")(fails_cleanly(model_list))
+    model.command("rollback")(fails_cleanly(model_rollback))
+    model.command("announce")(fails_cleanly(model_announce))
+    app.add_typer(model, name="model")
     bench.command("generate")(fails_cleanly(bench_generate))
+    bench.command("reload")(fails_cleanly(bench_reload))

@@ -80,6 +80,16 @@ class GeneratorSettings(BaseSettings):
     metrics_bind: str = Field("127.0.0.1", description="address of the metrics endpoint")
     device: str = Field("cpu", description="transformers: torch device")
     model_path: Path | None = Field(None, description="tokenizer folder (default: model)")
+    reload: bool = Field(
+        True,
+        description="hot reload: apply the model versions announced on <prefix>.models "
+        "(generators.reload) without a restart",
+    )
+    reload_name: str = Field(
+        "aigq-direct",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        description="the registry name whose announced versions this generator serves",
+    )
 
     @model_validator(mode="after")
     def _backoff(self) -> Self:

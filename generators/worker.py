@@ -36,6 +36,9 @@ offending ones.
 ``revoke_wait_s`` to finish, what is done is committed, and what was pending from those
 partitions is handed back (their new owner reads it again from the commit).
 
+**Hot reload.** :mod:`generators.reload` runs beside the loop and swaps the backend's model
+when a version is announced; each list is recorded with the version that generated it.
+
 **Stopping.** :meth:`GeneratorWorker.stop` ends every wait at once (the retry and backoff
 sleeps, the health polls, a backend or Redis call in flight): a batch that was waiting ends
 uncommitted, so it is redone after a restart (a cache write it had made replays as stale), and
@@ -64,12 +67,14 @@ from aigq.events import GeneratedQueries, RegenerationRequest
 from aigq.logging import get_logger
 from aigq.metrics import Metrics
 from aigq.redis_clients import open_redis
+from aigq.registry import Registry
 from aigq.settings import KafkaSettings, RedisSettings, TopicSettings
 from cache.budget import SharedBudget
 from cache.errors import CacheError
 from cache.u2q import U2QRun, U2QStore, WriteRefused, WriteResult
 from generators.backends import Backend, BackendRejected, open_backend
 from generators.pending import Entry, OffsetLedger, PendingSet, Throughput
+from generators.reload import ModelWatcher
 from generators.requests import (
     Letter,
     LetterKind,
@@ -102,6 +107,7 @@ class GeneratorWorker:
         settings: GeneratorSettings,
         backend: Backend | None = None,
         metrics: Metrics | None = None,
+        registry: Registry | None = None,
     ) -> None:
         self.kafka, self.topics, self.redis_settings, self.settings = kafka, topics, redis, settings
         self.backend = backend or open_backend(settings)
@@ -125,6 +131,7 @@ class GeneratorWorker:
         self.throughput = Throughput(initial=settings.initial_capacity)
         self.member = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._published = 0.0  # when capacity and backlog last went to the shared budget
+        self.watcher = ModelWatcher(kafka, topics, settings, self.backend, self._m, registry)
 
     @property
     def paused(self) -> bool:
@@ -159,6 +166,7 @@ class GeneratorWorker:
             await redis.aclose()
             raise ServiceError(f"Kafka at {self.kafka.bootstrap_servers}: {exc!r}") from exc
         try:
+            self.watcher.start()  # hot reload (does nothing with AIGQ_GENERATE_RELOAD off)
             while not self.stopping.is_set():
                 if self._failed is not None:
                     raise self._failed  # a bug in a batch stops the worker, uncommitted
@@ -182,6 +190,7 @@ class GeneratorWorker:
                 await asyncio.wait(self._tasks)
             await self._commit(consumer)
         finally:
+            await self.watcher.aclose()
             for task in self._tasks:  # what is left is not committed: redone after a restart
                 task.cancel()
             await consumer.stop()
@@ -401,14 +410,14 @@ class GeneratorWorker:
         now = _now_ms()
         results: dict[int, GeneratedQueries] = {}
         runs: list[tuple[int, U2QRun]] = []
-        for i, queries in lists.items():
+        for i, (queries, version) in lists.items():  # the version that generated it
             step: LetterKind = "result"
             try:
                 result = result_record(
                     requests[i],
                     queries,
                     written=False,
-                    model_version=s.version,
+                    model_version=version,
                     backend=self.backend.name,
                     model_ms=model_ms,
                     now_ms=now,
@@ -417,7 +426,7 @@ class GeneratorWorker:
                 )
                 step = "run"
                 if queries:
-                    runs.append((i, run_for(requests[i], queries, s.version, now)))
+                    runs.append((i, run_for(requests[i], queries, version, now)))
             except Exception as exc:
                 log.exception("no %s", step, user=requests[i].user_id)
                 refuse(i, step, f"the {step} could not be made: {exc!r}")
@@ -472,29 +481,31 @@ class GeneratorWorker:
 
     async def _generate(
         self, prompts: dict[int, str]
-    ) -> tuple[dict[int, list[str]], dict[int, tuple[LetterKind, str]]]:
-        """A list for every prompt, by index, and why the others could not be generated."""
+    ) -> tuple[dict[int, tuple[list[str], str]], dict[int, tuple[LetterKind, str]]]:
+        """A list and the model version that generated it for every prompt, by index, and why
+        the others could not be generated."""
         if not prompts:
             return {}, {}
         indices = list(prompts)
         try:
             batch = [prompts[i] for i in indices]
-            lists = await self.waits.until_up(
-                functools.partial(self.backend.generate, batch), "backend"
+            lists, version = await self.waits.until_up(
+                functools.partial(self.backend.generate_versioned, batch), "backend"
             )
-            return dict(zip(indices, lists, strict=True)), {}
+            return {i: (one, version) for i, one in zip(indices, lists, strict=True)}, {}
         except Stopped:
             raise
         except BackendRejected as exc:  # refused as a whole: find the offending prompt(s)
             log.warning("backend refused a batch; trying its prompts one by one", error=str(exc))
         except Exception:  # failed as a whole (not an outage): the same, one by one
             log.exception("a batch failed; trying its prompts one by one")
-        one_by_one: dict[int, list[str]] = {}
+        one_by_one: dict[int, tuple[list[str], str]] = {}
         failed: dict[int, tuple[LetterKind, str]] = {}
         for i in indices:
             try:
-                one = functools.partial(self.backend.generate, [prompts[i]])
-                [one_by_one[i]] = await self.waits.until_up(one, "backend")
+                one = functools.partial(self.backend.generate_versioned, [prompts[i]])
+                ([queries], version) = await self.waits.until_up(one, "backend")
+                one_by_one[i] = (queries, version)
             except Stopped:
                 raise
             except BackendRejected as exc:

@@ -62,3 +62,19 @@ class WorkerMetrics:
         self.model_seconds = h(
             "generate_model_seconds", "backend time per micro-batch", buckets=_FRESHNESS_BUCKETS
         )
+        self.reloads = c(
+            "generate_reloads_total",
+            "model announcements read (generators.reload), by outcome: swapped, current (already "
+            "served), ignored (another kind or name, or older than the one applied), "
+            "undecodable, missing (no such version here), unsupported (the backend cannot "
+            "swap), failed (the load failed: the current model stays)",
+            labels=("outcome",),
+        )
+        self.reload_seconds = h(
+            "generate_reload_seconds",
+            "a swap: loading the new model and switching to it",
+            buckets=_FRESHNESS_BUCKETS,
+        )
+        self.model_version = metrics.gauge(
+            "generate_model_version", "1 for the model version being served", ["version"]
+        )

@@ -1,5 +1,5 @@
-"""The streaming subsystem's commands: ``aigq replay``, ``aigq worker``, ``aigq backfill`` and
-``aigq bench stream``."""
+"""The streaming subsystem's commands: ``aigq replay``, ``aigq worker``, ``aigq backfill``,
+``aigq simulate`` and ``aigq bench stream``."""
 
 from __future__ import annotations
 
@@ -111,6 +111,40 @@ def worker() -> None:
     ).run()
 
 
+def simulate() -> None:
+    """Simulate hint clicks for logs without hint feedback: a click when a user's real next
+    search matches a hint shown to them (docs/simulator.md).
+
+    Reads <prefix>.hint_exposure and <prefix>.search, writes <prefix>.hint_click; configured by
+    AIGQ_SIMULATOR_*, AIGQ_KAFKA_* and AIGQ_TOPICS_*; stops on SIGTERM/SIGINT and prints its
+    counts.
+    """
+    import asyncio
+    import signal
+
+    from streams.simulate import PROCESS_KEYS, Simulate  # aiokafka: imported only to run it
+    from streams.simulator import COUNT_KEYS, SimulatorSettings
+
+    settings = load(SimulatorSettings)
+    process = Simulate(load(KafkaSettings), load(TopicSettings), settings)
+    if settings.metrics_port:
+        process.metrics.serve(settings.metrics_port, settings.metrics_bind)
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, process.stop)
+        await process.run()
+
+    asyncio.run(run())
+    counts = process.counts
+    console.print(
+        f"simulate: pending {process.simulator.pending:,}; "
+        + ", ".join(f"{k} {counts[k]:,}" for k in (*COUNT_KEYS, *PROCESS_KEYS)),
+        highlight=False,
+    )
+
+
 def _instant(text: str) -> int:
     """UTC epoch ms from ``2026-01-02``, ``2026-01-02T10:00`` (UTC unless it says) or ms."""
     if text.strip().isdigit():
@@ -216,4 +250,5 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     app.command("replay")(fails_cleanly(replay))
     app.command("worker")(fails_cleanly(worker))
     app.command("backfill")(fails_cleanly(backfill))
+    app.command("simulate")(fails_cleanly(simulate))
     bench.command("stream")(fails_cleanly(bench_stream))

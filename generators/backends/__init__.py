@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
-from generators.backends.base import Backend, BackendRejected, BackendUnavailable
+from generators.backends.base import (
+    Backend,
+    BackendRejected,
+    BackendUnavailable,
+    Generated,
+    ReloadFailed,
+    ReloadUnsupported,
+)
 from generators.settings import GeneratorSettings
 
-__all__ = ["Backend", "BackendRejected", "BackendUnavailable", "open_backend"]
+__all__ = [
+    "Backend",
+    "BackendRejected",
+    "BackendUnavailable",
+    "Generated",
+    "ReloadFailed",
+    "ReloadUnsupported",
+    "open_backend",
+]
 
 
 def open_backend(settings: GeneratorSettings) -> Backend:

@@ -4,6 +4,9 @@ vLLM and this project's streaming stack cannot share one environment everywhere 
 wants click >= 8.4 through huggingface-hub, faust-streaming 0.15 wants click < 8.4), so this
 backend is imported only when asked for and says plainly when vLLM is missing. The
 server backend (``vllm-http``) is the default and the one the tests run on the CPU.
+
+No hot reload: :meth:`~generators.backends.base.Backend.swap` raises ReloadUnsupported (an
+announced version is served after a restart); the server backend takes adapters at run time.
 """
 
 from __future__ import annotations

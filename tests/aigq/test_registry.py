@@ -89,3 +89,20 @@ def test_aigq_generate_loads_the_registrys_latest_model_by_default(
     assert _local_model(served) is served
     with pytest.raises(RegistryError, match="no published"):
         _local_model(GeneratorSettings(backend="transformers", model="other"))
+
+
+def test_set_latest_points_latest_at_a_published_version_only(tmp_path: Path) -> None:
+    reg = Registry(tmp_path)
+    first = reg.publish(reg.reserve("m"), {})
+    reg.publish(reg.reserve("m"), {})
+    unpublished = reg.reserve("m")
+    assert reg.set_latest("m", "v0001") == first
+    latest = reg.latest("m")
+    assert latest is not None and latest.version == "v0001"
+    assert (tmp_path / "m" / "LATEST").read_text() == "v0001\n"
+    assert not (tmp_path / "m" / ".LATEST.tmp").exists()  # written by rename
+    with pytest.raises(RegistryError, match="not in the registry"):
+        reg.set_latest("m", unpublished.version)
+    with pytest.raises(RegistryError, match="not in the registry"):
+        reg.set_latest("m", "v0042")
+    assert reg.resolve("m").version == "v0001"
