@@ -31,10 +31,17 @@ ROOT = Path(__file__).resolve().parents[1]
 # What each role's process imports (its command's module, and what that command loads).
 ROLES: dict[str, tuple[str, ...]] = {
     "": ("shell.cli",),  # the root command: base packages only
-    "stream": ("streams.worker", "streams.replay_workers", "streams.backfill"),
+    "stream": ("streams.worker", "streams.replay_workers", "streams.backfill", "streams.simulate"),
     "generate": ("generators.worker", "generators.backends.openai_http"),
     "serve": ("cache.api", "cache.http"),
-    "train": ("training.sft", "training.cli_train"),
+    "train": (
+        "training.sft",
+        "training.cli_train",
+        "training.trainer",
+        "training.trainer_cycle",
+        "training.gate",
+        "generators.announce",
+    ),  # fmt: skip
     "eval": ("training.evaluate", "training.evaluate_lastday", "training.cli_eval"),
 }
 

@@ -1,5 +1,5 @@
-"""The training subsystem's commands: ``aigq train ...``, ``aigq eval`` and
-``aigq bench history``."""
+"""The training subsystem's commands: ``aigq train ...``, ``aigq eval``, ``aigq trainer``
+and ``aigq bench history``."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ import typer
 from rich.table import Table
 
 from aigq.cli_kit import console, fails_cleanly
+from training.cli_ctr import ctr_command
 from training.cli_eval import eval_command
 from training.cli_train import train_app
+from training.cli_trainer import trainer_command
 
 
 def bench_history(
@@ -54,6 +56,8 @@ def bench_history(
 
 def register(app: typer.Typer, bench: typer.Typer) -> None:
     """Add this subsystem's commands to the root command (:mod:`shell.cli`)."""
+    train_app.command("ctr")(fails_cleanly(ctr_command))
     app.add_typer(train_app, name="train")
     app.command("eval")(eval_command)
+    app.command("trainer")(trainer_command)
     bench.command("history")(fails_cleanly(bench_history))

@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from aigq.events import HintClickEvent, HintExposureEvent, ModelAnnouncement
+from aigq.events import HintClickEvent, HintExposureEvent, ModelAnnouncement, ModelKind
 from aigq.registry import ModelRef, Registry
 from training.feedback import Stored, by_user, read_events, restamp
 from training.gate import gate_samples, judge, not_worse
@@ -110,22 +110,21 @@ def run_cycle(
     return report
 
 
+def _announcement(ref: ModelRef, kind: ModelKind) -> ModelAnnouncement:
+    from generators.announce import announcement_for
+
+    return announcement_for(ref, kind=kind)
+
+
 def _publish(
     registry: Registry,
     ref: ModelRef,
     manifest: dict[str, Any],
-    kind: str,
     announce: Announce,
     report: CycleReport,
 ) -> None:
     registry.publish(ref, manifest)
-    announcement = ModelAnnouncement(
-        kind="generator" if kind == "generator" else "ctr",
-        name=ref.name,
-        version=ref.version,
-        path=str(ref.path),
-        ts=_now_ms(),
-    )
+    announcement = _announcement(ref, "generator")
     announce(announcement)
     report.announced.append(announcement.tag)
 
@@ -205,10 +204,19 @@ def _generator_stage(
         return out
     manifest = {**result.manifest, "gate": {"candidate": mine.metrics, "current": theirs.metrics,
                                             "users": len(gate), "parent": current.tag}}  # fmt: skip
-    _publish(registry, candidate, manifest, "generator", announce, report)
+    _publish(registry, candidate, manifest, announce, report)
     clock.lap("generator_publish")
     out["decision"] = "published"
     return out
+
+
+def ctr_cut(times_ms: Sequence[int], test_fraction: float) -> int | None:
+    """Where the CTR candidate's test side starts: the newest ``test_fraction`` of the span of
+    ``times_ms`` (exposure arrival times). None when they span no time."""
+    if not times_ms or min(times_ms) == max(times_ms):
+        return None
+    first, last = min(times_ms), max(times_ms)
+    return first + int((last - first) * (1.0 - test_fraction)) + 1
 
 
 def _ctr_stage(
@@ -220,4 +228,50 @@ def _ctr_stage(
     clock: _Clock,
     log: Log,
 ) -> dict[str, Any]:
-    return {"decision": "skipped: not built yet"}
+    from training.ctr_data import examples, split_by_day
+    from training.ctr_eval import baseline_rows, metric_row
+    from training.ctr_model import CtrConfig, discard, load_ctr, publish, train
+
+    times = [e.ts for e in events if isinstance(e, HintExposureEvent)]
+    cut = ctr_cut(times, settings.ctr_test_fraction)
+    if len(times) < settings.min_exposures or cut is None:
+        log(f"ctr: {len(times):,} exposures (< {settings.min_exposures}): not retrained")
+        return {"exposures": len(times), "decision": "skipped: too few exposures"}
+    rows = examples(by_user(events))
+    train_rows, test_rows = split_by_day(rows, cut)
+    clock.lap("ctr_examples")
+    out: dict[str, Any] = {"train_rows": len(train_rows), "test_rows": len(test_rows)}
+    if not any(r.label for r in train_rows) or not any(r.label for r in test_rows):
+        out["decision"] = "skipped: no click on one side of the cut"
+        log(f"ctr: {out['decision']}")
+        return out
+    config = CtrConfig(name=settings.ctr, threads=settings.threads)
+    trained = train(train_rows, config, registry)
+    clock.lap("ctr_train")
+    table = [metric_row("candidate", test_rows, trained.model.score(test_rows))]
+    current = registry.latest(settings.ctr)
+    if current is not None:
+        table.append(metric_row(current.tag, test_rows, load_ctr(current.path).score(test_rows)))
+    table += baseline_rows(train_rows, test_rows)
+    clock.lap("ctr_judge")
+    out["table"] = [row._asdict() for row in table]
+    best = table[1].auc if current is not None else None
+    ok = best is None or not_worse(table[0].auc, best, settings.tolerance)
+    log(
+        f"ctr gate on {len(test_rows):,} later rows: AUC {table[0].auc:.4f} (candidate)"
+        + (f" vs {best:.4f} ({current.tag})" if current is not None and best is not None else "")
+        + ": " + ("published" if ok else "kept the current one")
+    )  # fmt: skip
+    if not ok:
+        discard(trained)
+        out["decision"] = "kept: candidate worse"
+        return out
+    data = {"source": "feedback", "cut_ms": cut, "train_rows": len(train_rows),
+            "records": report.records, "command": "aigq trainer --once"}  # fmt: skip
+    publish(registry, trained, data, {"test": out["table"]})
+    announcement = _announcement(trained.ref, "ctr")
+    announce(announcement)
+    report.announced.append(announcement.tag)
+    clock.lap("ctr_publish")
+    out |= {"candidate": trained.ref.tag, "decision": "published"}
+    return out
