@@ -25,6 +25,8 @@ from cache.settings import HintSettings, ServeSettings
 from generators.settings import GeneratorSettings
 from streams.replay import ReplaySettings
 from streams.settings import StreamSettings
+from streams.simulator import SimulatorSettings
+from training.trainer_settings import TrainerSettings
 
 PATH = Path(__file__).resolve().parents[1] / "docs" / "settings.md"
 
@@ -39,6 +41,8 @@ COMPONENTS: tuple[tuple[type[BaseSettings], str], ...] = (
     (GeneratorSettings, "`aigq generate`"),
     (HintSettings, "`aigq serve` (the read path)"),
     (ServeSettings, "`aigq serve` (the HTTP server)"),
+    (SimulatorSettings, "`aigq simulate` (the user simulator: docs/simulator.md)"),
+    (TrainerSettings, "`aigq trainer` (the learning loop: docs/learning.md)"),
     (DevSettings, "`aigq dev`, the benchmarks and tests that start a local stack"),
 )
 

@@ -8,6 +8,7 @@ import signal
 import time
 import urllib.request
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Annotated
@@ -249,6 +250,9 @@ def bench_e2e_command(
     drain_timeout_s: Annotated[float, typer.Option(min=0, help="wait for the backlog")] = 120.0,
     train_steps: Annotated[int, typer.Option(min=10, help="IL-SFT steps if none cached")] = 300,
     state_dir: Annotated[Path, typer.Option(help="logs and PID files")] = Path(".aigq/bench-e2e"),
+    feedback: Annotated[
+        bool, typer.Option(help="log exposures, simulate clicks, print served CTR per arm")
+    ] = False,
 ) -> None:
     """Replay the AOL log at a fixed rate through every real part, for each arm (``shared``:
     one budget that follows the generators and priority in the generator; ``fifo``: the loop
@@ -264,6 +268,7 @@ def bench_e2e_command(
     console.print(f"{len(data.events):,} events from {data.source} at {rate:,.0f}/s")
     model = _model(data_dir, backend, state_dir, train_steps)
     base = _base_config(state_dir, f"e2e{os.getpid()}", flush_interval_s, batch_size, max_tokens)
+    base = replace(base, feedback=feedback)
     runs: list[tuple[float, list[ArmResult]]] = []
     try:
         for length in seconds:
@@ -287,6 +292,10 @@ def bench_e2e_command(
         wide.print(_arm_table(arms, title))
         for result in arms:
             console.print(f"{result.name} reasons: {_reasons(result)}", highlight=False)
+            if result.ctr:
+                ctr = "; ".join(f"{c.version} {c.clicked:,}/{c.exposures:,} = {c.ctr:.4f}"
+                                for c in result.ctr)  # fmt: skip
+                console.print(f"{result.name} served CTR (simulated): {ctr}", highlight=False)
     for line in goals(runs):
         console.print(line, highlight=False)
 

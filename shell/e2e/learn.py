@@ -26,7 +26,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import NamedTuple
 
 from aiokafka import AIOKafkaProducer
 
@@ -34,37 +33,9 @@ from aigq.codec import encode
 from aigq.events import GeneratedQueries, HintClickEvent, HintExposureEvent
 from shell.e2e.drive import DriveResult, Endpoints, drive, prepare
 from shell.e2e.monitor import TopicReader
+from shell.e2e.report import VersionCtr, served_ctr
 from shell.e2e.run import MODEL_NAME, Slice
 from shell.e2e.stack import Loop, LoopConfig, ModelServer, canary_request
-
-NO_RUN = "(no u2q run)"
-
-
-class VersionCtr(NamedTuple):
-    """Served CTR of one model version: exposures, those with a hint click, the rate."""
-
-    version: str
-    exposures: int
-    clicked: int
-
-    @property
-    def ctr(self) -> float:
-        return self.clicked / self.exposures if self.exposures else 0.0
-
-
-def served_ctr(
-    exposures: Iterable[HintExposureEvent], clicks: Iterable[HintClickEvent]
-) -> list[VersionCtr]:
-    """Per model version (the exposure's ``model_version``; :data:`NO_RUN` when its list drew
-    on no u2q run), how many exposures there were and how many got a hint click (a click
-    counts for the exposure with its request id). Ordered by version name."""
-    clicked = {(c.user_id, c.request_id) for c in clicks}
-    shown: dict[str, list[int]] = {}
-    for exposure in exposures:
-        counts = shown.setdefault(exposure.model_version or NO_RUN, [0, 0])
-        counts[0] += 1
-        counts[1] += (exposure.user_id, exposure.request_id) in clicked
-    return [VersionCtr(v, n, c) for v, (n, c) in sorted(shown.items())]
 
 
 @dataclass

@@ -113,3 +113,17 @@ class TopicReader:
                 await self._task
         if self._consumer is not None:
             await self._consumer.stop()
+
+
+async def read_all(kafka: KafkaSettings, topic: str, settle_s: float = 2.0) -> list[bytes]:
+    """Every record of ``topic`` now: read until nothing new came for ``settle_s``."""
+    reader = TopicReader(kafka, topic)
+    await reader.start()
+    try:
+        seen = -1
+        while seen != len(reader.values):
+            seen = len(reader.values)
+            await asyncio.sleep(settle_s)
+    finally:
+        await reader.stop()
+    return reader.values

@@ -26,7 +26,9 @@ import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
+from aigq.events import HintClickEvent, HintExposureEvent
 from cache.text import normalize
 
 
@@ -198,3 +200,33 @@ def lag_summary(samples: Sequence[LagSample]) -> tuple[int, int]:
         max((s.session_lag for s in samples), default=0),
         max((s.generator_lag for s in samples), default=0),
     )
+
+
+NO_RUN = "(no u2q run)"
+
+
+class VersionCtr(NamedTuple):
+    """Served CTR of one model version: exposures, those with a hint click, the rate."""
+
+    version: str
+    exposures: int
+    clicked: int
+
+    @property
+    def ctr(self) -> float:
+        return self.clicked / self.exposures if self.exposures else 0.0
+
+
+def served_ctr(
+    exposures: Iterable[HintExposureEvent], clicks: Iterable[HintClickEvent]
+) -> list[VersionCtr]:
+    """Per model version (the exposure's ``model_version``; :data:`NO_RUN` when its list drew
+    on no u2q run), how many exposures there were and how many got a hint click (a click
+    counts for the exposure with its request id). Ordered by version name."""
+    clicked = {(c.user_id, c.request_id) for c in clicks}
+    shown: dict[str, list[int]] = {}
+    for exposure in exposures:
+        counts = shown.setdefault(exposure.model_version or NO_RUN, [0, 0])
+        counts[0] += 1
+        counts[1] += (exposure.user_id, exposure.request_id) in clicked
+    return [VersionCtr(v, n, c) for v, (n, c) in sorted(shown.items())]

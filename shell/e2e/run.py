@@ -13,23 +13,25 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from aigq.datasets.base import Malformed, SourceItem
 from aigq.datasets.sources import open_source
 from aigq.datasets.synthetic import SyntheticConfig
 from aigq.errors import RegistryError
-from aigq.events import Event, SearchEvent
+from aigq.events import Event, HintClickEvent, HintExposureEvent, SearchEvent
 from shell.e2e.drive import DriveResult, Endpoints, drive, prepare
-from shell.e2e.monitor import generated, requested
+from shell.e2e.monitor import generated, read_all, requested
 from shell.e2e.report import (
     Generated,
     HitRate,
     Requested,
     Stages,
+    VersionCtr,
     list_hit_rate,
     reasons,
+    served_ctr,
     served_hit_rate,
     stages,
 )
@@ -115,6 +117,8 @@ class ArmResult:
     list_hit_rate: HitRate  # the generated lists alone
     reasons: Counter[str]
     started_s: float
+    ctr: list[VersionCtr] = field(default_factory=list)
+    """with ``config.feedback``: served CTR per model version (simulated clicks)"""
 
     @property
     def events(self) -> int:
@@ -161,10 +165,21 @@ def run_arm(
         )
         if inspect is not None:
             inspect(loop)
+        ctr = asyncio.run(read_ctr(loop)) if config.feedback else []
     reqs, gens = requested(result.requests), generated(result.results)
     since = result.started_ms + int(warmup_s * 1000)
     return ArmResult(
         name, config, rate, result, reqs, gens, stages(gens, since),
         served_hit_rate(result.probes, config.k),
-        list_hit_rate(result.probes, gens, config.k), reasons(reqs), ready_s,
+        list_hit_rate(result.probes, gens, config.k), reasons(reqs), ready_s, ctr,
     )  # fmt: skip
+
+
+async def read_ctr(loop: Loop) -> list[VersionCtr]:
+    """Served CTR per model version from the loop's exposure and click topics."""
+    exposures = await read_all(loop.kafka, loop.topics.name("hint_exposure"))
+    clicks = await read_all(loop.kafka, loop.topics.name("hint_click"))
+    return served_ctr(
+        [HintExposureEvent.model_validate_json(v) for v in exposures],
+        [HintClickEvent.model_validate_json(v) for v in clicks],
+    )

@@ -129,9 +129,11 @@ class LoopConfig:
     hints_timeout_ms: int = 100
     """the read API's deadline for one read (AIGQ_HINTS_TIMEOUT_MS): past it, a 503"""
     start_timeout_s: float = 180.0
+    feedback: bool = False
+    """the read API logs exposures and the user simulator (``aigq simulate``) clicks"""
     learn: bool = False
-    """the learning loop too: the read API logs exposures, the user simulator clicks, models
-    come from a registry of the run's own (``<state_dir>/registry``; :mod:`shell.e2e.learn`)"""
+    """feedback, and models from a registry of the run's own (``<state_dir>/registry``) that
+    a trainer publishes to (:mod:`shell.e2e.learn`)"""
 
     def __post_init__(self) -> None:
         if not self.prefix.replace("-", "").replace("_", "").isalnum():
@@ -153,7 +155,8 @@ class Loop:
         self.dev = DevStack(
             self.kafka, config.redis, self.topics, DevSettings(state_dir=config.state_dir)
         )
-        names = ("worker", "generate", "serve", *(("simulate",) if config.learn else ()))
+        feedback = config.feedback or config.learn
+        names = ("worker", "generate", "serve", *(("simulate",) if feedback else ()))
         self.procs = {
             name: ManagedProcess(name, config.state_dir, marker=f"-m shell {name}")
             for name in names
@@ -205,18 +208,23 @@ class Loop:
             "AIGQ_SERVE_PORT": str(self.api_port),
             "AIGQ_HINTS_TIMEOUT_MS": str(c.hints_timeout_ms),
             **self.model.generator_env(),
+            **(self.feedback_env() if c.feedback or c.learn else {}),
             **(self.learn_env() if c.learn else {}),
         }
 
+    def feedback_env(self) -> dict[str, str]:
+        """Exposure logging and the user simulator."""
+        return {
+            "AIGQ_SERVE_LOG_EXPOSURES": "true",
+            "AIGQ_SIMULATOR_GROUP_ID": f"{self.config.prefix}-simulate",
+            "AIGQ_SIMULATOR_METRICS_PORT": str(self.simulator_port),
+        }
+
     def learn_env(self) -> dict[str, str]:
-        """What a learning loop adds (:mod:`shell.e2e.learn`): exposure logging, the user
-        simulator, the trainer's state and group, and the run's own model registry."""
+        """The run's own model registry, the trainer's state and group."""
         c = self.config
         return {
             "AIGQ_MODEL_REGISTRY": str(c.state_dir / "registry"),
-            "AIGQ_SERVE_LOG_EXPOSURES": "true",
-            "AIGQ_SIMULATOR_GROUP_ID": f"{c.prefix}-simulate",
-            "AIGQ_SIMULATOR_METRICS_PORT": str(self.simulator_port),
             "AIGQ_TRAINER_STATE_DIR": str(c.state_dir / "trainer"),
             "AIGQ_TRAINER_GROUP_ID": f"{c.prefix}-trainer",
         }

@@ -7,7 +7,7 @@ from pathlib import Path
 from aigq.events import HintClickEvent, HintExposureEvent, ShownQuery
 from aigq.registry import Registry
 from shell.e2e.cli_learn import seed_registry
-from shell.e2e.learn import NO_RUN, VersionCtr, served_ctr
+from shell.e2e.report import NO_RUN, VersionCtr, served_ctr
 
 TS = 1_796_000_000_000
 
