@@ -1,6 +1,7 @@
 """``aigq serve``: the online read API (FastAPI on uvicorn) over :class:`cache.hints.HintClient`.
 
     GET /v1/hints/{user_id}?k=10   the user's hints (history, u2q, x2q, popular), with sources
+    POST /v1/hint-clicks           a click on a hint query, to Kafka (cache/clicks.py)
     GET /healthz                   the process is up
     GET /readyz                    Redis answers (503 otherwise)
     GET /metrics                   Prometheus text
@@ -15,6 +16,10 @@ the spec stay open (the server binds to loopback unless told otherwise).
 :class:`ReadAPI` is the ASGI app uvicorn runs: ``GET /v1/hints/...`` goes straight to
 :class:`cache.endpoint.HintsEndpoint` (see there for the measurement behind it), the rest to
 FastAPI, whose route for the same path documents it and calls the same handler.
+
+With ``AIGQ_SERVE_LOG_EXPOSURES`` on, every served list is logged to Kafka off the read path
+(:mod:`cache.exposures`, started and stopped by the lifespan) and the click endpoint produces
+through the same producer; off, the API needs no Kafka and the click endpoint answers 503.
 """
 
 # No ``from __future__ import annotations``: FastAPI reads endpoint annotations at run time.
@@ -34,13 +39,16 @@ from starlette.responses import Response
 
 from aigq import __version__
 from aigq.errors import ConfigError
-from aigq.events import USER_ID_PATTERN, USER_ID_RULE
+from aigq.events import MAX_SHOWN_QUERIES, USER_ID_PATTERN, USER_ID_RULE
 from aigq.logging import configure_logging, get_logger
 from aigq.metrics import Metrics
-from aigq.settings import RedisSettings, load
+from aigq.settings import KafkaSettings, RedisSettings, TopicSettings, load
+from cache.clicks import PATH as CLICKS_PATH
+from cache.clicks import ClickOut, click_operation, click_reply
 from cache.compose import Source
 from cache.endpoint import PATH_PREFIX, HintsEndpoint, Reply, Send, error_reply
 from cache.errors import CacheError
+from cache.exposures import ExposureLog
 from cache.hints import HintClient
 from cache.serve_metrics import ServeMetrics
 from cache.settings import HintSettings, ServeSettings
@@ -65,6 +73,10 @@ class U2QOut(BaseModel):
 
 
 class HintsOut(BaseModel):
+    request_id: str = Field(
+        description="the caller's X-Request-Id when it is a valid id (the user-id rule), else "
+        "a new random one; report clicks on these hints against it (POST /v1/hint-clicks)"
+    )
     user_id: str
     k: int = Field(description="hints asked for, after capping at the maximum")
     hints: list[HintOut]
@@ -120,16 +132,26 @@ def _hints_operation(hints: HintSettings, serve: ServeSettings) -> dict[str, Any
 
 
 def _fastapi(
-    hints: HintSettings, serve: ServeSettings, endpoint: HintsEndpoint, metrics: Metrics
+    hints: HintSettings,
+    serve: ServeSettings,
+    endpoint: HintsEndpoint,
+    metrics: Metrics,
+    serve_metrics: ServeMetrics,
 ) -> FastAPI:
+    exposures = endpoint.exposures
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with HintClient(app.state.redis, hints) as client:
             endpoint.client = client
+            if exposures is not None:
+                await exposures.start()
             try:
                 yield
             finally:
                 endpoint.client = None
+                if exposures is not None:
+                    await exposures.stop()  # sends what is buffered, within a bound
 
     app = FastAPI(
         title="aigq read API",
@@ -156,6 +178,32 @@ def _fastapi(
 
     # ReadAPI sends GET straight to the endpoint; HEAD comes this way, to the same handler.
     app.add_api_route("/v1/hints/{user_id}", get_hints, methods=["HEAD"], include_in_schema=False)
+
+    click_responses: dict[int | str, dict[str, Any]] = {
+        422: {"model": ErrorOut, "description": "a bad body: the detail names the field"},
+        503: {
+            "model": ErrorOut,
+            "description": "Kafka did not acknowledge the click in time, or click logging is "
+            "off; retry after Retry-After seconds",
+        },
+    }
+    if serve.api_keys:
+        click_responses[401] = {"model": ErrorOut, "description": "missing or invalid API key"}
+
+    @app.post(
+        CLICKS_PATH,
+        status_code=202,
+        response_model=ClickOut,
+        responses=click_responses,
+        openapi_extra=click_operation(serve),
+        include_in_schema=exposures is not None,  # off, it can only answer 503
+        summary="Report a click on a hint query (produced to <prefix>.hint_click)",
+    )
+    async def post_click(request: Request) -> Response:
+        reply = await click_reply(
+            request, endpoint, exposures, serve_metrics.clicks, serve.click_timeout_ms / 1000
+        )
+        return _response(reply)
 
     @app.get("/healthz", response_model=StatusOut, summary="The process is up")
     async def healthz() -> Response:
@@ -219,11 +267,17 @@ class ReadAPI:
         serve: ServeSettings,
         redis: RedisSettings,
         metrics: Metrics | None = None,
+        kafka: KafkaSettings | None = None,
+        topics: TopicSettings | None = None,
     ) -> None:
+        """``kafka`` and ``topics`` matter only with ``serve.log_exposures``; left out, they
+        are read from the environment (AIGQ_KAFKA_*, AIGQ_TOPICS_*)."""
         self.serve = serve  # the connection limits, read by cache.http.LimitedHttpProtocol
         self.metrics = metrics if metrics is not None else Metrics()
-        self.endpoint = HintsEndpoint(hints, serve, ServeMetrics(self.metrics))
-        self.fastapi = _fastapi(hints, serve, self.endpoint, self.metrics)
+        self.serve_metrics = ServeMetrics(self.metrics)
+        self.exposures = _exposure_log(hints, serve, self.serve_metrics, kafka, topics)
+        self.endpoint = HintsEndpoint(hints, serve, self.serve_metrics, self.exposures)
+        self.fastapi = _fastapi(hints, serve, self.endpoint, self.metrics, self.serve_metrics)
         self.fastapi.state.redis = redis
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Send) -> None:
@@ -235,6 +289,30 @@ class ReadAPI:
     def lifespan(self) -> Any:
         """The app's lifespan as an async context manager (for in-process clients and tests)."""
         return self.fastapi.router.lifespan_context(self.fastapi)
+
+
+def _exposure_log(
+    hints: HintSettings,
+    serve: ServeSettings,
+    metrics: ServeMetrics,
+    kafka: KafkaSettings | None,
+    topics: TopicSettings | None,
+) -> ExposureLog | None:
+    if not serve.log_exposures:
+        return None
+    if hints.max_k > MAX_SHOWN_QUERIES:
+        raise ConfigError(
+            f"AIGQ_HINTS_MAX_K: at most {MAX_SHOWN_QUERIES} with AIGQ_SERVE_LOG_EXPOSURES "
+            f"(an exposure holds that many hints), got {hints.max_k}"
+        )
+    log_ = ExposureLog(
+        kafka if kafka is not None else load(KafkaSettings),
+        topics if topics is not None else load(TopicSettings),
+        serve,
+        metrics.exposures,
+    )
+    metrics.exposure_backlog = log_.buffer.__len__
+    return log_
 
 
 def app_from_env() -> ReadAPI:

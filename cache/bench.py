@@ -6,17 +6,23 @@
    process of its own, and wait for ``/readyz``.
 3. Each measurement runs in a separate load-generator process (:mod:`cache.loadgen`), one
    after the other, over ``connections`` keep-alive connections; the last three run
-   round-robin ``rounds`` times and their medians are reported (this machine's speed drifts,
-   and other work shares its two cores):
+   round-robin ``rounds`` times, the API servers in reverse order every other round, and
+   their medians are reported (this machine's speed drifts, and other work shares its two
+   cores):
    - ``ceiling``: the generator against a trivial canned-response server (its own ceiling);
    - ``api_rate``: the API at a fixed request rate: p50/p99 latency and achieved rate;
    - ``api_max``: the API closed-loop: its throughput;
    - with more than one of ``servers`` (``AIGQ_SERVE_SERVER``), ``api_rate <server>`` and
      ``api_max <server>`` for each other one, in the same rounds (all the servers are up, the
      ones not measured idle);
+   - with ``exposures``, ``api_rate exposures`` and ``api_max exposures``: the first server
+     again, with exposure logging on (``AIGQ_SERVE_LOG_EXPOSURES``, issue 19) against a
+     throwaway tansu broker (:class:`aigq.dev.stack.DevStack` on a free port), so that the
+     read path with and without the log is measured in the same rounds; afterwards its
+     ``/metrics`` say how many lists were sent to Kafka and how many dropped, and why;
    - ``redis_get``: plain Redis GETs of a same-sized value through ``redis.asyncio`` with the
      same concurrency: the raw throughput the API is compared with.
-4. Stop the servers and delete the keys.
+4. Stop the servers (and the broker) and delete the keys.
 
 CPU seconds of the generator, the server (all its processes) and Redis are recorded per
 phase: on a 2-core machine they share the cores, and the figures say how. So is the share of
@@ -36,6 +42,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -46,10 +53,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from aigq.dev.probe import free_port, wait_until
+from aigq.dev.stack import DevSettings, DevStack
 from aigq.errors import AigqError
 from aigq.redis_clients import open_redis
-from aigq.settings import RedisSettings
+from aigq.settings import KafkaSettings, RedisSettings, TopicSettings
 from cache import bench_data
 
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -70,6 +80,11 @@ class BenchConfig:
     # AIGQ_SERVE_SERVER of the API processes: the first is "the API" (phases api_rate, api_max);
     # each other one runs beside it, its phases named "api_rate <server>", "api_max <server>"
     servers: tuple[str, ...] = ("uvicorn",)
+    # also run the first server with exposure logging on, against a throwaway broker
+    exposures: bool = False
+
+
+EXPOSURES = "exposures"  # the label of that server's phases: "api_rate exposures", ...
 
 
 @dataclass(frozen=True)
@@ -79,6 +94,7 @@ class Phase:
     server_cpu_s: float
     redis_cpu_s: float
     steal: float  # the machine's CPU time taken by the hypervisor, as a share of the phase's
+    broker_cpu_s: float = 0.0  # the throwaway broker's (exposure logging only)
 
 
 @dataclass(frozen=True)
@@ -87,6 +103,9 @@ class BenchReport:
     load_s: float
     phases: dict[str, list[Phase]]  # each phase's runs, in order
     sample: dict[str, Any]  # one response, to show what was served
+    # with exposures: the logging server's counters at the end, from its /metrics
+    # (serve_exposures by outcome, plus "lists": the non-empty lists it served)
+    exposure_counts: dict[str, int] | None = None
 
     def median(self, name: str, field: str) -> float:
         return float(statistics.median(p.result[field] for p in self.phases[name]))
@@ -205,6 +224,46 @@ def _answers(url: str) -> Callable[[], bool]:
     return lambda: _get(url)[0] == 200
 
 
+@contextmanager
+def _broker(enabled: bool, log: Callable[[str], None]) -> Iterator[DevStack | None]:
+    """A throwaway tansu broker with its topics (None when not ``enabled``), stopped after."""
+    if not enabled:
+        yield None
+        return
+    run_id = uuid.uuid4().hex[:8]
+    with tempfile.TemporaryDirectory(prefix="aigq-bench-serve-") as tmp:
+        stack = DevStack(
+            KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}"),
+            RedisSettings(),  # not started: start_redis is off, and the bench has its Redis
+            TopicSettings(prefix=f"benchserve{run_id}", partitions=4),
+            DevSettings(state_dir=Path(tmp), start_redis=False),
+        )
+        log(f"starting a throwaway broker on {stack.kafka.bootstrap_servers} ...")
+        try:
+            stack.up()
+            yield stack
+        finally:
+            stack.down()
+
+
+def _exposure_counts(port: int) -> dict[str, int]:
+    """The logging server's exposure counters, and the non-empty lists it served."""
+    status, body = _get(f"http://127.0.0.1:{port}/metrics")
+    if status != 200:
+        raise AigqError(f"/metrics of the exposure-logging server answered {status}")
+    counts: dict[str, int] = {}
+    ok = empty = 0
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            if sample.name == "aigq_serve_exposures_total":
+                counts[sample.labels["outcome"]] = int(sample.value)
+            elif sample.name == "aigq_serve_requests_total" and sample.labels["outcome"] == "ok":
+                ok = int(sample.value)
+            elif sample.name == "aigq_serve_fallbacks_total":
+                empty += int(sample.value) if sample.labels["kind"] == "none_available" else 0
+    return counts | {"lists": ok - empty}
+
+
 def run_bench(redis: RedisSettings, config: BenchConfig, log: Callable[[str], None]) -> BenchReport:
     prefix = f"bench:serve:{uuid.uuid4().hex[:8]}:"
     data = bench_data.BenchData(prefix, config.users)
@@ -221,7 +280,8 @@ def run_bench(redis: RedisSettings, config: BenchConfig, log: Callable[[str], No
         log(f"loading {config.users:,} users under {prefix} ...")
         load_s = asyncio.run(load())
         log(f"loaded in {load_s:.1f} s")
-        return _measure(redis, config, data, load_s, log)
+        with _broker(config.exposures, log) as stack:
+            return _measure(redis, config, data, load_s, log, stack)
     finally:
         log(f"deleted {asyncio.run(clean()):,} keys")
 
@@ -232,6 +292,7 @@ def _measure(
     data: bench_data.BenchData,
     load_s: float,
     log: Callable[[str], None],
+    stack: DevStack | None = None,
 ) -> BenchReport:
     port = free_port()
     env = os.environ | {
@@ -256,16 +317,21 @@ def _measure(
     timeout = config.warmup_s + config.duration_s + 60
     phases: dict[str, list[Phase]] = {}
 
+    broker_pid = stack.broker_process.pid() if stack is not None else None
+
     def phase(name: str, spec: dict[str, Any], server_pid: int | None) -> None:
         time.sleep(config.pause_s)
         cpu0 = _tree_cpu_s(server_pid) if server_pid else 0.0
+        broker0 = _tree_cpu_s(broker_pid) if broker_pid else 0.0
         redis0 = _redis_cpu_s(redis.url)
         steal0, all0 = _machine_ticks()
         result = _loadgen(common | spec, timeout)
         steal1, all1 = _machine_ticks()
         server_cpu = _tree_cpu_s(server_pid) - cpu0 if server_pid else 0.0
+        broker_cpu = _tree_cpu_s(broker_pid) - broker0 if broker_pid else 0.0
         steal = (steal1 - steal0) / (all1 - all0) if all1 > all0 else 0.0
-        run = Phase(name, result, server_cpu, _redis_cpu_s(redis.url) - redis0, steal)
+        redis_cpu = _redis_cpu_s(redis.url) - redis0
+        run = Phase(name, result, server_cpu, redis_cpu, steal, broker_cpu)
         phases.setdefault(name, []).append(run)
         log(f"{name}: {result['rate']:,.0f}/s, p50 {result['p50_ms']:.2f} ms, "
             f"p99 {result['p99_ms']:.2f} ms, statuses {result['statuses']}, "
@@ -286,15 +352,25 @@ def _measure(
         phase("ceiling", {"job": "http_max", "port": canned_port}, canned_pid)
 
     first, *others = config.servers
-    ports = {server: port if server == first else free_port() for server in config.servers}
+    # label -> the variables of that API process: each server, and the first one logging
+    variants = {server: {"AIGQ_SERVE_SERVER": server} for server in config.servers}
+    if stack is not None:
+        variants[EXPOSURES] = {
+            "AIGQ_SERVE_SERVER": first,
+            "AIGQ_SERVE_LOG_EXPOSURES": "true",
+            "AIGQ_KAFKA_BOOTSTRAP_SERVERS": stack.kafka.bootstrap_servers,
+            "AIGQ_TOPICS_PREFIX": stack.topics.prefix,
+        }
+        others.append(EXPOSURES)
+    ports = {label: port if label == first else free_port() for label in variants}
     with contextlib.ExitStack() as servers:
         pids = {}
-        for server, at in ports.items():
-            log(f"starting aigq serve ({server}) with {config.workers} worker(s) on port {at} ...")
-            pids[server] = servers.enter_context(
+        for label, at in ports.items():
+            log(f"starting aigq serve ({label}) with {config.workers} worker(s) on port {at} ...")
+            pids[label] = servers.enter_context(
                 _process(
                     [sys.executable, "-m", "shell", "serve"],
-                    env | {"AIGQ_SERVE_SERVER": server, "AIGQ_SERVE_PORT": str(at)},
+                    env | variants[label] | {"AIGQ_SERVE_PORT": str(at)},
                     _answers(f"http://127.0.0.1:{at}/readyz"),
                 )
             )
@@ -309,14 +385,19 @@ def _measure(
             raise AigqError(f"the servers served the sample request differently: {samples}")
         sample = samples[first]
         raw = {"job": "redis_get", "redis_url": redis.url, "key_prefix": data.raw_prefix}
+        labels = [first, *others]
         for n in range(config.rounds):  # round-robin: this machine's speed drifts
             log(f"round {n + 1} of {config.rounds}")
-            phase("api_rate", {"job": "http_rate", "port": port, "rate": config.rate}, pids[first])
-            phase("api_max", {"job": "http_max", "port": port}, pids[first])
-            for server in others:  # the others idle meanwhile, as the API does below
-                at = ports[server]
+            # every other round in reverse, so that no server always runs in another's wake;
+            # the ones not measured idle meanwhile, as they all do during redis_get
+            for label in labels if n % 2 == 0 else labels[::-1]:
+                at, suffix = ports[label], "" if label == first else f" {label}"
                 rate = {"job": "http_rate", "port": at, "rate": config.rate}
-                phase(f"api_rate {server}", rate, pids[server])
-                phase(f"api_max {server}", {"job": "http_max", "port": at}, pids[server])
-            phase("redis_get", raw, None)  # the servers idle meanwhile
-    return BenchReport(config, load_s, phases, sample)
+                phase(f"api_rate{suffix}", rate, pids[label])
+                phase(f"api_max{suffix}", {"job": "http_max", "port": at}, pids[label])
+            phase("redis_get", raw, None)
+        counts = None
+        if stack is not None:
+            time.sleep(1.0)  # the sender drains its buffer within milliseconds
+            counts = _exposure_counts(ports[EXPOSURES])
+    return BenchReport(config, load_s, phases, sample, counts)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import statistics
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -10,6 +11,9 @@ from rich.table import Table
 
 from aigq.cli_kit import console, fails_cleanly, goal_line
 from aigq.settings import RedisSettings, load
+
+if TYPE_CHECKING:
+    from cache.bench import BenchReport
 
 
 def serve(
@@ -23,16 +27,27 @@ def serve(
 ) -> None:
     """Run the read API: GET /v1/hints/{user_id}?k=10, /healthz, /readyz, /metrics, /docs.
 
-    Configured by AIGQ_SERVE_* (bind, port, workers, API keys), AIGQ_HINTS_* (composition,
-    timeouts) and AIGQ_REDIS_*; stops on SIGTERM/SIGINT.
+    Configured by AIGQ_SERVE_* (bind, port, workers, API keys, exposure logging),
+    AIGQ_HINTS_* (composition, timeouts), AIGQ_REDIS_* and, with AIGQ_SERVE_LOG_EXPOSURES,
+    AIGQ_KAFKA_* and AIGQ_TOPICS_*; stops on SIGTERM/SIGINT.
     """
+    from aigq.errors import ConfigError
+    from aigq.events import MAX_SHOWN_QUERIES
+    from aigq.settings import KafkaSettings, TopicSettings
     from cache.api import run_server
     from cache.settings import HintSettings, ServeSettings
 
     given = {"bind": bind, "port": port, "workers": workers}
     settings = load(ServeSettings, **{k: v for k, v in given.items() if v is not None})
-    load(HintSettings)  # each worker reads these again; a bad value fails here, once
+    hints = load(HintSettings)  # each worker reads these again; a bad value fails here, once
     load(RedisSettings)
+    if settings.log_exposures:
+        load(KafkaSettings)
+        load(TopicSettings)
+        if hints.max_k > MAX_SHOWN_QUERIES:
+            raise ConfigError(
+                f"AIGQ_HINTS_MAX_K: at most {MAX_SHOWN_QUERIES} with AIGQ_SERVE_LOG_EXPOSURES"
+            )
     run_server(settings)
 
 
@@ -49,18 +64,26 @@ def bench_serve(
         list[str],
         typer.Option(help="AIGQ_SERVE_SERVER of the API; repeat to run others beside the first"),
     ] = ["uvicorn"],  # noqa: B006 (typer reads the default; never mutated)
+    exposures: Annotated[
+        bool,
+        typer.Option(
+            "--exposures",
+            help="also run the first server with exposure logging on, against a throwaway "
+            "broker, in the same rounds",
+        ),
+    ] = False,
 ) -> None:
     """The read API at a fixed rate and flat out, against raw Redis GETs, side by side."""
     import os
 
-    from cache.bench import BenchConfig, run_bench
+    from cache.bench import EXPOSURES, BenchConfig, run_bench
 
     known = ("uvicorn", "granian")
     if not server or any(name not in known for name in server) or len(set(server)) < len(server):
         raise typer.BadParameter(f"--server: distinct names among {', '.join(known)}")
     config = BenchConfig(
         users, rate, duration, warmup, connections, workers, rounds=rounds, pause_s=pause,
-        servers=tuple(server),
+        servers=tuple(server), exposures=exposures,
     )  # fmt: skip
     load_avg = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     console.print(f"{os.cpu_count()} cores, load average {load_avg}", highlight=False)
@@ -80,6 +103,8 @@ def bench_serve(
         "api_max": f"API flat out ({server[0]})",
         **{f"api_rate {s}": f"API at {rate:,.0f} req/s ({s})" for s in server[1:]},
         **{f"api_max {s}": f"API flat out ({s})" for s in server[1:]},
+        f"api_rate {EXPOSURES}": f"API at {rate:,.0f} req/s ({server[0]}, exposures logged)",
+        f"api_max {EXPOSURES}": f"API flat out ({server[0]}, exposures logged)",
         "redis_get": "raw Redis GET (redis.asyncio)",
     }
     for name, runs in report.phases.items():
@@ -120,6 +145,30 @@ def bench_serve(
             "(median of the rounds)",
             highlight=False,
         )
+    if report.exposure_counts is not None:
+        _print_exposures(report, rate)
+
+
+def _print_exposures(report: BenchReport, rate: float) -> None:
+    """The exposure-logging server against the same server without it (``--exposures``)."""
+    from cache.bench import EXPOSURES
+
+    on, counts = f"api_rate {EXPOSURES}", report.exposure_counts or {}
+    broker = statistics.median(p.broker_cpu_s for p in report.phases[f"api_max {EXPOSURES}"])
+    console.print(
+        f"exposures logged / not: flat out [bold]{report.server_ratio(EXPOSURES):.2f}[/] "
+        f"(median of the rounds); p99 at {rate:,.0f} req/s "
+        f"{report.median(on, 'p99_ms'):.2f} ms against {report.median('api_rate', 'p99_ms'):.2f}"
+        f" ms, p50 {report.median(on, 'p50_ms'):.2f} against "
+        f"{report.median('api_rate', 'p50_ms'):.2f}; broker CPU {broker:.1f} s per flat-out phase",
+        highlight=False,
+    )
+    dropped = {k: v for k, v in counts.items() if k not in ("sent", "lists") and v}
+    console.print(
+        f"exposures: {counts.get('sent', 0):,} sent to Kafka of {counts['lists']:,} non-empty "
+        f"lists served; dropped: {dropped or 'none'}",
+        highlight=False,
+    )
 
 
 def register(app: typer.Typer, bench: typer.Typer) -> None:

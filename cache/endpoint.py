@@ -8,11 +8,18 @@ stack, routing, parameter solving) costs more than the whole Redis read, so
 everything else (OpenAPI, docs, health, readiness, metrics, HEAD) to FastAPI. FastAPI's own
 route for this path calls the same :meth:`HintsEndpoint.respond`, so there is one parser,
 one validation and one response for it, whichever way a request comes in.
+
+Every 200 carries a ``request_id``: the caller's ``X-Request-Id`` when it is a valid id (the
+user-id rule), else 32 random hex digits, so that a click can be reported against the list
+it came from. With exposure logging on, a GET's non-empty list is handed to
+:class:`cache.exposures.ExposureLog` under that id (an append to a bounded buffer; HEAD
+shows nothing, so logs nothing).
 """
 
 from __future__ import annotations
 
 import hmac
+import os
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
@@ -23,6 +30,7 @@ import orjson
 from aigq.events import USER_ID_RULE
 from aigq.logging import get_logger
 from cache.errors import CacheError, CacheTimeoutError, InvalidRequestError
+from cache.exposures import ExposureLog
 from cache.hints import HintClient, HintResult, check_user_id
 from cache.serve_metrics import ServeMetrics
 from cache.settings import HintSettings, ServeSettings
@@ -31,6 +39,8 @@ log = get_logger(__name__)
 
 PATH_PREFIX = "/v1/hints/"
 _DIGITS = re.compile(rb"[0-9]+")
+_REQUEST_ID_HEADER = b"x-request-id"
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:@+=-]{1,256}")  # the user-id rule (aigq.events)
 _JSON = (b"content-type", b"application/json")
 
 Scope = MutableMapping[str, Any]
@@ -54,10 +64,19 @@ def error_reply(
     return status, body, [_JSON, (b"content-length", str(len(body)).encode()), *extra]
 
 
-def hints_body(result: HintResult) -> dict[str, Any]:
+def request_id(given: bytes | None) -> str:
+    """The response's request id: ``given`` (an ``X-Request-Id`` value) when it follows the
+    user-id rule, else a new random one (32 hex digits)."""
+    if given is not None and _REQUEST_ID.fullmatch(given):
+        return given.decode("ascii")
+    return os.urandom(16).hex()
+
+
+def hints_body(result: HintResult, request_id: str) -> dict[str, Any]:
     """The JSON body of a hints response (``cache.api.HintsOut``)."""
     run = result.u2q
     return {
+        "request_id": request_id,
         "user_id": result.user_id,
         "k": result.k,
         "hints": [
@@ -99,8 +118,15 @@ def parse_k(query_string: bytes, max_k: int) -> tuple[int | None, str | None]:
 class HintsEndpoint:
     """Request in, ``(status, body, headers)`` out; ``client`` is set by the app's lifespan."""
 
-    def __init__(self, hints: HintSettings, serve: ServeSettings, metrics: ServeMetrics) -> None:
+    def __init__(
+        self,
+        hints: HintSettings,
+        serve: ServeSettings,
+        metrics: ServeMetrics,
+        exposures: ExposureLog | None = None,
+    ) -> None:
         self.client: HintClient | None = None
+        self.exposures = exposures
         self._max_k = hints.max_k
         self._keys = [key.get_secret_value().encode() for key in serve.api_keys]
         self._key_header = serve.api_key_header.lower().encode()
@@ -138,7 +164,10 @@ class HintsEndpoint:
             log.error("internal_error", path=scope.get("path"), exc_info=exc)
             return error_reply(500, "internal error")
 
-    def _authorised(self, headers: Headers) -> bool:
+    def authorised(self, headers: Headers) -> bool:
+        """Whether ``headers`` carry one of the API keys (always, when there are none)."""
+        if not self._keys:
+            return True
         given = b""
         for name, value in headers:
             if name == self._key_header:
@@ -146,7 +175,7 @@ class HintsEndpoint:
         return any(hmac.compare_digest(given, key) for key in self._keys)
 
     async def _respond(self, scope: Scope, started: float) -> Reply:
-        if self._keys and not self._authorised(scope["headers"]):
+        if not self.authorised(scope["headers"]):
             self._m.unauthorized()
             return error_reply(401, "missing or invalid API key")
         user_id = scope["path"][len(PATH_PREFIX) :]
@@ -174,6 +203,13 @@ class HintsEndpoint:
             self._m.failed("redis", started)
             self._warn("hints_unavailable", exc)
             return error_reply(503, "hint cache unavailable", headers=_RETRY)
-        body = orjson.dumps(hints_body(result))
+        given = None
+        for name, value in scope["headers"]:
+            if name == _REQUEST_ID_HEADER:
+                given = value
+        rid = request_id(given)
+        body = orjson.dumps(hints_body(result, rid))
+        if self.exposures is not None and result.hints and scope["method"] == "GET":
+            self.exposures.log(result, rid)
         self._m.served(result, started)
         return 200, body, [_JSON, (b"content-length", str(len(body)).encode())]

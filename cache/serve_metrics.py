@@ -11,10 +11,15 @@ from __future__ import annotations
 
 import time
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import get_args
 
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from aigq.logging import write_errors
@@ -30,6 +35,10 @@ SOURCES: tuple[str, ...] = get_args(Source)
 OUTCOMES = ("ok", "bad_request", "unauthorized", "timeout", "redis", "internal")
 FALLBACKS = ("popular", "static", "none_available")
 ERRORS = ("timeout", "redis", "internal", "corrupt")
+# Each logged list counts once (cache/exposures.py says what each outcome means).
+EXPOSURE_OUTCOMES = ("sent", "buffer_full", "kafka_unavailable", "invalid", "shutdown")
+# POST /v1/hint-clicks: 202, 422, 401, 503 while Kafka fails, 503 while click logging is off.
+CLICK_OUTCOMES = ("accepted", "bad_request", "unauthorized", "kafka_unavailable", "off")
 
 
 class _Latency:
@@ -62,6 +71,10 @@ class ServeMetrics(Collector):
         self.fallbacks = dict.fromkeys(FALLBACKS, 0)
         self.errors = dict.fromkeys(ERRORS, 0)
         self.latency = {outcome: _Latency() for outcome in OUTCOMES}
+        self.exposures = dict.fromkeys(EXPOSURE_OUTCOMES, 0)
+        self.clicks = dict.fromkeys(CLICK_OUTCOMES, 0)
+        # the exposure log's buffer depth, when exposures are logged (set by cache.api)
+        self.exposure_backlog: Callable[[], int] | None = None
         metrics.registry.register(self)
 
     def served(self, result: HintResult, started: float) -> None:
@@ -100,6 +113,16 @@ class ServeMetrics(Collector):
         yield counter("serve_hits", "responses each source contributed to", "source", self.hits)
         yield counter("serve_fallbacks", "responses made of a fallback", "kind", self.fallbacks)
         yield counter("serve_errors", "failed or degraded requests", "kind", self.errors)
+        yield counter(
+            "serve_exposures", "served lists logged to Kafka, by outcome", "outcome", self.exposures
+        )
+        yield counter("serve_clicks", "POST /v1/hint-clicks by outcome", "outcome", self.clicks)
+        if self.exposure_backlog is not None:
+            yield GaugeMetricFamily(
+                f"{NAMESPACE}_serve_exposure_buffer",
+                "exposures waiting in memory for the sender",
+                value=self.exposure_backlog(),
+            )
         yield CounterMetricFamily(
             f"{NAMESPACE}_log_write_errors",
             "log lines dropped: the stream refused them (full disk, closed or broken pipe) "

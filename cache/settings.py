@@ -16,6 +16,10 @@ needs the first and not the second. Both are frozen and read by the command bein
     AIGQ_SERVE_KEEP_ALIVE_S        an idle keep-alive connection is closed after this (5 s)
     AIGQ_SERVE_MAX_REQUESTS_PER_CONNECTION  then the connection is closed (0: no bound)
     AIGQ_SERVE_LIMIT_CONCURRENCY   connections + requests in flight per worker; past it, 503
+    AIGQ_SERVE_LOG_EXPOSURES       log served lists to <prefix>.hint_exposure and take hint
+                                   clicks (POST /v1/hint-clicks); where: AIGQ_KAFKA_*, AIGQ_TOPICS_*
+    AIGQ_SERVE_EXPOSURE_BUFFER / _BATCH / _LINGER_MS / _TIMEOUT_MS / _FLUSH_S  the exposure log
+    AIGQ_SERVE_CLICK_TIMEOUT_MS    a click's deadline for Kafka's acknowledgement
 """
 
 from __future__ import annotations
@@ -111,6 +115,52 @@ class ServeSettings(BaseSettings):
         le=1_000_000,
         description="open connections (and requests in flight) per worker past which "
         "requests are answered 503 (uvicorn's limit_concurrency)",
+    )
+
+    log_exposures: bool = Field(
+        False,
+        description="log every served list to <prefix>.hint_exposure and accept hint clicks "
+        "(POST /v1/hint-clicks, to <prefix>.hint_click); Kafka is AIGQ_KAFKA_*, the prefix "
+        "AIGQ_TOPICS_PREFIX. Off: no Kafka client, and the click endpoint answers 503",
+    )
+    exposure_buffer: int = Field(
+        10_000,
+        ge=1,
+        le=1_000_000,
+        description="exposures held in memory for the sender; a list served while it is full "
+        "is not logged (counted: buffer_full, or kafka_unavailable while Kafka is down)",
+    )
+    exposure_batch: int = Field(
+        2_000, ge=1, le=100_000, description="exposures the sender takes from the buffer at most"
+    )
+    exposure_linger_ms: int = Field(
+        10,
+        ge=0,
+        le=10_000,
+        description="the sender gathers exposures this long before it encodes and sends them "
+        "(one produce request each time): longer costs the API less CPU per list but holds "
+        "the requests up longer while a batch is handed to Kafka",
+    )
+    exposure_timeout_ms: int = Field(
+        5_000,
+        ge=100,
+        le=120_000,
+        description="the producer's request timeout: an exposure not acknowledged within it "
+        "counts as kafka_unavailable (connecting is bounded by it too)",
+    )
+    exposure_flush_s: float = Field(
+        3.0,
+        ge=0,
+        le=60,
+        description="at shutdown, buffered exposures are sent within this; the rest are counted "
+        "(shutdown)",
+    )
+    click_timeout_ms: int = Field(
+        2_000,
+        ge=10,
+        le=60_000,
+        description="POST /v1/hint-clicks waits this long for Kafka's acknowledgement, then "
+        "answers 503",
     )
 
     @field_validator("api_keys", mode="before")

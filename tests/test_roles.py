@@ -33,15 +33,17 @@ ROLES: dict[str, tuple[str, ...]] = {
     "": ("shell.cli",),  # the root command: base packages only
     "stream": ("streams.worker", "streams.replay_workers", "streams.backfill", "streams.simulate"),
     "generate": ("generators.worker", "generators.backends.openai_http"),
-    "serve": ("cache.api", "cache.http"),
+    "serve": ("cache.api", "cache.http", "cache.exposures", "cache.clicks"),
     "train": (
         "training.sft",
         "training.cli_train",
+        "training.cli_ctr",
+        "training.ctr_model",
         "training.trainer",
         "training.trainer_cycle",
         "training.gate",
         "generators.announce",
-    ),  # fmt: skip
+    ),
     "eval": ("training.evaluate", "training.evaluate_lastday", "training.cli_eval"),
 }
 

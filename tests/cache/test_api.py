@@ -71,6 +71,9 @@ async def test_hints_response(api: tuple[ReadAPI, httpx.AsyncClient]) -> None:
     assert body["degraded"] is False
     assert body["user_id"] == "u1"
     assert body["k"] == 3
+    assert len(body["request_id"]) == 32  # made here: the request carried no X-Request-Id
+    echoed = await http.get("/v1/hints/u1", headers={"X-Request-Id": "req-42"})
+    assert echoed.json()["request_id"] == "req-42"
 
 
 async def test_unknown_user_falls_back_and_k_is_capped(
