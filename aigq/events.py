@@ -139,8 +139,8 @@ class ShownQuery(_Record):
 class HintExposureEvent(_Envelope):
     """Hint queries shown to the user under one ``request_id``.
 
-    ``model_version`` names the generation model of the u2q run the list drew on (absent when
-    none was served): served CTR per model version is counted from it.
+    ``model_version`` names the generation model of the u2q run the list was composed with
+    (absent when the user had none): served CTR per model version is counted from it.
     """
 
     type: Literal["hint_exposure"] = "hint_exposure"

@@ -109,21 +109,21 @@ def encode_exposure(exposure: Exposure) -> bytes | None:
     """The ``hint_exposure`` record of one served list as JSON bytes, as :func:`aigq.codec.encode`
     writes it; None when a field breaks the event's bounds (or the list is empty).
 
-    ``model_version`` is the u2q run's only when the list drew on it (a u2q hint is shown): a
-    list of history alone says nothing about the model."""
+    ``model_version`` is the u2q run's whenever the read found one: the list was composed with
+    that run, even where its queries repeat the user's history (then shown as history, first):
+    served CTR per model version compares what users saw under each model."""
     user_id, ts, request_id, fields, model_version = exposure
     count = len(fields) // _HINT_FIELDS
     if not 0 < count <= MAX_SHOWN_QUERIES or not _is_text(request_id, MAX_ID_CHARS):
         return None
     if not MIN_TS_MS <= ts < MAX_TS_MS:
         return None
-    shown, from_u2q = [], False
+    shown = []
     for position in range(count):
         query, source = fields[position * _HINT_FIELDS : position * _HINT_FIELDS + 2]
         if not isinstance(query, str) or not _is_text(query, MAX_QUERY_CHARS):
             return None
         shown.append({"query": query, "source": source, "position": position})
-        from_u2q = from_u2q or source == "u2q"
     record: dict[str, Any] = {
         "user_id": user_id,
         "ts": ts,
@@ -131,7 +131,7 @@ def encode_exposure(exposure: Exposure) -> bytes | None:
         "request_id": request_id,
         "shown": shown,
     }
-    if from_u2q and model_version is not None:
+    if model_version is not None:
         if not _is_text(model_version, MAX_ID_CHARS):
             return None
         record["model_version"] = model_version

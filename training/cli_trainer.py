@@ -25,10 +25,13 @@ def trainer_command(
     import asyncio
     import signal
 
+    from transformers.utils import logging as hf_logging
+
     from aigq.settings import KafkaSettings, TopicSettings, load
     from training.trainer import Trainer
     from training.trainer_settings import TrainerSettings
 
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # no loading bars
     settings = load(TrainerSettings)
     trainer = Trainer(
         load(KafkaSettings),

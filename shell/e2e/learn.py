@@ -12,9 +12,9 @@ hint click. The slice is replayed in two halves:
    (the transformers backend); the second half is replayed on the new version.
 
 The demo then reads the exposure and click topics and prints the served CTR per model version
-(an exposure names the model of the u2q run its list drew on). The models live in a registry
-of the run's own (``AIGQ_MODEL_REGISTRY`` under the state folder), so the demo never changes
-the user's.
+(an exposure names the model of the u2q run its list was composed with). The models live in a
+registry of the run's own (``AIGQ_MODEL_REGISTRY`` under the state folder), so the demo never
+changes the user's.
 """
 
 from __future__ import annotations
@@ -50,7 +50,8 @@ class LearnResult:
     announced: list[str] = field(default_factory=list)
     ctr: list[VersionCtr] = field(default_factory=list)
     written_by_version: dict[str, int] = field(default_factory=dict)
-    failed_probes: int = 0
+    probe_status: Counter[str] = field(default_factory=Counter)
+    """the read API's answers to the probes (one per search), by HTTP status"""
 
 
 def run_learning(
@@ -89,7 +90,8 @@ async def _learn(loop: Loop, data: Slice, rate: float, say: Callable[[str], None
                 k=loop.config.k, progress=progress,
             )  # fmt: skip
             out.phases.append(result)
-            out.failed_probes += result.probe_errors + sum(p.status != 200 for p in result.probes)
+            out.probe_status.update(str(p.status) for p in result.probes)
+            out.probe_status["no answer"] += result.probe_errors
             if number == 1:
                 await _cycle(loop, out, readers["results"], say)
         await asyncio.sleep(3.0)  # the last exposures and clicks reach their topics
@@ -115,14 +117,15 @@ async def _cycle(
     list with the generation model the trainer announced."""
     say("learn: aigq trainer --once (CTR model, IL-SFT on Direct samples, the gates)")
     started = time.monotonic()
+    env = {**loop.process_env(), "COLUMNS": "100"}  # its table, unwrapped, through a pipe
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "shell", "trainer", "--once", env=loop.process_env(),
+        sys.executable, "-m", "shell", "trainer", "--once", env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     output, _ = await proc.communicate()
     out.cycle_s = time.monotonic() - started
     for line in output.decode(errors="replace").splitlines():
-        say(f"  trainer: {line}")
+        say(line)
     if proc.returncode != 0:
         say(f"learn: the trainer failed (exit {proc.returncode})")
         return

@@ -115,11 +115,12 @@ def test_an_exposure_decodes_to_the_event_pydantic_builds() -> None:
     )
 
 
-def test_model_version_only_when_the_list_drew_on_the_run() -> None:
+def test_model_version_whenever_the_list_was_composed_with_a_run() -> None:
+    # the run's queries repeated the history: shown as history, still composed with the run
     history_only = encode_exposure(exposure_of(_result([Hint("a", "history")]), "r"))
     assert history_only is not None
     decoded = decode(history_only)
-    assert isinstance(decoded, HintExposureEvent) and decoded.model_version is None
+    assert isinstance(decoded, HintExposureEvent) and decoded.model_version == "direct-3"
     no_run = encode_exposure(exposure_of(_result([Hint("a", "u2q")], run=None), "r"))
     assert no_run is not None and "model_version" not in no_run.decode()
 
@@ -228,7 +229,7 @@ async def test_a_served_list_is_one_exposure_matching_the_response(
     before = int(time.time() * 1000)
     async with _running(app) as http:
         first = await http.get("/v1/hints/u1", headers={"X-Request-Id": "req-one"})
-        second = await http.get("/v1/hints/u1?k=1")  # the x2q hint alone: no u2q model
+        second = await http.get("/v1/hints/u1?k=1")  # the x2q hint alone, run read all the same
         empty = await http.get("/v1/hints/never-seen")  # nothing stored, no popular set
         head = await http.head("/v1/hints/u1")  # nothing is shown
         assert [r.status_code for r in (first, second, empty, head)] == [200] * 4
@@ -257,7 +258,7 @@ async def test_a_served_list_is_one_exposure_matching_the_response(
         ]
     assert [s.source for s in by_id["req-one"].shown] == ["x2q", "u2q", "u2q"]
     assert by_id["req-one"].model_version == bodies[0]["u2q"]["model_version"] == "direct-3"
-    assert by_id[bodies[1]["request_id"]].model_version is None
+    assert by_id[bodies[1]["request_id"]].model_version == bodies[1]["u2q"]["model_version"]
 
 
 @pytest.mark.integration
