@@ -33,7 +33,13 @@ ROLES: dict[str, tuple[str, ...]] = {
     "": ("shell.cli",),  # the root command: base packages only
     "stream": ("streams.worker", "streams.replay_workers", "streams.backfill", "streams.simulate"),
     "generate": ("generators.worker", "generators.backends.openai_http"),
-    "serve": ("cache.api", "cache.http", "cache.exposures", "cache.clicks"),
+    "serve": (
+        "cache.api",
+        "cache.http",
+        "cache.exposures",
+        "cache.exposure_record",
+        "cache.clicks",
+    ),
     "train": (
         "training.sft",
         "training.cli_train",

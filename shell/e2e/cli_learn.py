@@ -38,17 +38,29 @@ def demo_learn(
 ) -> LearnResult:
     """Run the learning demo and print what it measured."""
     registry = config.state_dir / "registry"
+    shutil.rmtree(config.state_dir / "trainer", ignore_errors=True)  # an earlier run's store
     model.model_version = seed_registry(registry, model.model)
     model.model = registry / MODEL_NAME / model.model_version.split("@")[1]
     console.print(f"learning loop: models in {registry}, starting on {model.model_version}")
     started = time.monotonic()
-    result = run_learning(config, model, data, rate, say=console.print)
+
+    def say(line: str) -> None:  # the trainer's own lines and table, as it printed them
+        console.print(line, soft_wrap=True, markup=False, highlight=False)
+
+    result = run_learning(config, model, data, rate, say=say)
     table = Table(title="served CTR per model version (simulated clicks, docs/simulator.md)")
     for column in ("model version of the u2q run", "exposures", "clicked", "CTR"):
         table.add_column(column, justify="left" if column.startswith("model") else "right")
     for row in result.ctr:
         table.add_row(row.version, f"{row.exposures:,}", f"{row.clicked:,}", f"{row.ctr:.4f}")
     console.print(table)
+    console.print(
+        "not an A/B test: a version's exposures are the moments its runs were served (a new "
+        "version's runs are the ones regenerated after the reload, at interest changes), so "
+        "the rows differ in users and moments as well as in the model; the trainer's gate "
+        "is the like-for-like comparison",
+        highlight=False,
+    )
     written = ", ".join(f"{v}: {n:,}" for v, n in sorted(result.written_by_version.items()))
     console.print(f"lists written per model version: {written}", highlight=False)
     reload = "-" if result.reload_s is None else f"{result.reload_s:.1f} s"

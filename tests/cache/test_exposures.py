@@ -30,7 +30,8 @@ from cache.api import ReadAPI
 from cache.bench_data import BenchData, delete, load
 from cache.compose import Hint
 from cache.endpoint import request_id
-from cache.exposures import ExposureBuffer, ExposureLog, encode_exposure, exposure_of
+from cache.exposure_record import encode_exposure, exposure_of
+from cache.exposures import ExposureBuffer, ExposureLog
 from cache.hints import HintResult
 from cache.recent import RecentTriggers
 from cache.serve_metrics import EXPOSURE_OUTCOMES
