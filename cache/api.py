@@ -159,12 +159,28 @@ def _fastapi(
         summary="Fresh personalised hint queries (u2q, x2q, popular) for online services.",
         lifespan=lifespan,
     )
+    _hint_routes(app, hints, serve, endpoint)
+    _click_route(app, serve, endpoint, serve_metrics)
+    _health_routes(app, endpoint, metrics)
+    _error_handlers(app)
+    _openapi(app, serve)
+    return app
+
+
+def _auth_responses(serve: ServeSettings) -> dict[int | str, dict[str, Any]]:
+    if not serve.api_keys:
+        return {}
+    return {401: {"model": ErrorOut, "description": "missing or invalid API key"}}
+
+
+def _hint_routes(
+    app: FastAPI, hints: HintSettings, serve: ServeSettings, endpoint: HintsEndpoint
+) -> None:
     responses: dict[int | str, dict[str, Any]] = {
         422: {"model": ErrorOut, "description": "invalid user_id or k"},
         503: {"model": ErrorOut, "description": "the hint cache is slow or down; retry"},
+        **_auth_responses(serve),
     }
-    if serve.api_keys:
-        responses[401] = {"model": ErrorOut, "description": "missing or invalid API key"}
 
     @app.get(
         "/v1/hints/{user_id}",
@@ -179,22 +195,26 @@ def _fastapi(
     # ReadAPI sends GET straight to the endpoint; HEAD comes this way, to the same handler.
     app.add_api_route("/v1/hints/{user_id}", get_hints, methods=["HEAD"], include_in_schema=False)
 
-    click_responses: dict[int | str, dict[str, Any]] = {
+
+def _click_route(
+    app: FastAPI, serve: ServeSettings, endpoint: HintsEndpoint, serve_metrics: ServeMetrics
+) -> None:
+    exposures = endpoint.exposures
+    responses: dict[int | str, dict[str, Any]] = {
         422: {"model": ErrorOut, "description": "a bad body: the detail names the field"},
         503: {
             "model": ErrorOut,
             "description": "Kafka did not acknowledge the click in time, or click logging is "
             "off; retry after Retry-After seconds",
         },
+        **_auth_responses(serve),
     }
-    if serve.api_keys:
-        click_responses[401] = {"model": ErrorOut, "description": "missing or invalid API key"}
 
     @app.post(
         CLICKS_PATH,
         status_code=202,
         response_model=ClickOut,
-        responses=click_responses,
+        responses=responses,
         openapi_extra=click_operation(serve),
         include_in_schema=exposures is not None,  # off, it can only answer 503
         summary="Report a click on a hint query (produced to <prefix>.hint_click)",
@@ -205,6 +225,8 @@ def _fastapi(
         )
         return _response(reply)
 
+
+def _health_routes(app: FastAPI, endpoint: HintsEndpoint, metrics: Metrics) -> None:
     @app.get("/healthz", response_model=StatusOut, summary="The process is up")
     async def healthz() -> Response:
         return _response((200, b'{"status":"ok"}', [_JSON]))
@@ -229,6 +251,8 @@ def _fastapi(
     async def prometheus() -> Response:
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
+
+def _error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
         detail = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
@@ -243,6 +267,10 @@ def _fastapi(
         log.error("internal_error", path=request.url.path, exc_info=exc)
         return _response(error_reply(500, "internal error"))
 
+
+def _openapi(app: FastAPI, serve: ServeSettings) -> None:
+    """The spec, with the API-key scheme when keys are configured."""
+
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             spec = get_openapi(
@@ -255,7 +283,6 @@ def _fastapi(
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-    return app
 
 
 class ReadAPI:
