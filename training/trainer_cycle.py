@@ -257,11 +257,11 @@ def _ctr_stage(
     out["table"] = [row._asdict() for row in table]
     best = table[1].auc if current is not None else None
     ok = best is None or not_worse(table[0].auc, best, settings.tolerance)
+    others = ", ".join(f"{row.model} {row.auc:.4f}" for row in table[1:])
     log(
-        f"ctr gate on {len(test_rows):,} later rows: AUC {table[0].auc:.4f} (candidate)"
-        + (f" vs {best:.4f} ({current.tag})" if current is not None and best is not None else "")
-        + ": " + ("published" if ok else "kept the current one")
-    )  # fmt: skip
+        f"ctr gate on {len(test_rows):,} later rows: AUC {table[0].auc:.4f} (candidate) vs "
+        f"{others}: " + ("published" if ok else "kept the current one")
+    )
     if not ok:
         discard(trained)
         out["decision"] = "kept: candidate worse"
