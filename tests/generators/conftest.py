@@ -11,6 +11,7 @@ import pytest
 
 from aigq.datasets.synthetic import SyntheticConfig, generate
 from aigq.errors import ServiceError
+from aigq.events import RegenerationRequest
 from generators.vllm_server import start_vllm_server, stop_vllm_server, vllm_python
 from training.tiny import build_tiny_model
 
@@ -54,3 +55,20 @@ def vllm_server(
         yield url
     finally:
         stop_vllm_server(proc)
+
+
+def regeneration_request(
+    user: str, version: int, t0: int, text: str = "running shoes"
+) -> RegenerationRequest:
+    """A valid request of ``user`` at ``t0`` (UTC ms) whose recent search is ``text``."""
+    return RegenerationRequest(
+        user_id=user,
+        version=version,
+        reason="drift",
+        shift=0.7,
+        event_ts=t0,
+        created_ts=t0 + 10,
+        fingerprint="fp",
+        recent=((t0 - 60_000, "search", f"{user} {text}", ""),),
+        profile=(("t:running", 1.0),),
+    )

@@ -28,6 +28,7 @@ from generators.reload import decide, locate, newest
 from generators.requests import prompt_for
 from generators.settings import GeneratorSettings
 from generators.worker import GeneratorWorker
+from tests.generators.conftest import regeneration_request
 
 T0 = int(time.time() * 1000) - 5_000
 
@@ -39,17 +40,7 @@ def _announced(version: str, ts: int, kind: str = "generator", name: str = "m") 
 
 
 def _request(user: str, version: int = 1) -> RegenerationRequest:
-    return RegenerationRequest(
-        user_id=user,
-        version=version,
-        reason="drift",
-        shift=0.7,
-        event_ts=T0,
-        created_ts=T0 + 10,
-        fingerprint="fp",
-        recent=((T0 - 60_000, "search", f"{user} running shoes", ""),),
-        profile=(("t:running", 1.0),),
-    )
+    return regeneration_request(user, version, T0)
 
 
 # --- which announcement applies (pure) -----------------------------------------------------

@@ -40,23 +40,14 @@ from generators.requests import run_for
 from generators.settings import GeneratorSettings
 from generators.waits import Stopped
 from generators.worker import GeneratorWorker
+from tests.generators.conftest import regeneration_request
 
 pytestmark = pytest.mark.asyncio
 T0 = int(time.time() * 1000) - 5_000
 
 
 def _request(user: str, version: int, text: str = "running shoes") -> RegenerationRequest:
-    return RegenerationRequest(
-        user_id=user,
-        version=version,
-        reason="drift",
-        shift=0.7,
-        event_ts=T0,
-        created_ts=T0 + 10,
-        fingerprint="fp",
-        recent=((T0 - 60_000, "search", f"{user} {text}", ""),),
-        profile=(("t:running", 1.0),),
-    )
+    return regeneration_request(user, version, T0, text)
 
 
 async def _produce(kafka: KafkaSettings, topic: str, values: list[tuple[bytes, bytes]]) -> None:
