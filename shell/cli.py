@@ -20,6 +20,7 @@ from aigq.logging import configure_logging
 from aigq.settings import KafkaSettings, RedisSettings, TopicSettings, load
 from cache import cli as cache_cli
 from generators import cli as generators_cli
+from shell import deploy
 from shell.e2e.cli import bench_e2e_command, demo_command
 from shell.faults.cli import bench_faults_command
 from streams import cli as streams_cli
@@ -118,6 +119,7 @@ for subsystem in (streams_cli, generators_cli, cache_cli, training_cli):
 app.command("demo")(fails_cleanly(demo_command))
 bench_app.command("e2e")(fails_cleanly(bench_e2e_command))
 bench_app.command("faults")(fails_cleanly(bench_faults_command))
+deploy.register(app)
 
 
 def main() -> None:
