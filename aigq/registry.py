@@ -34,6 +34,17 @@ MANIFEST = "manifest.json"
 DEFAULT_NAME = "aigq-direct"  # the embedded default model: what `aigq generate` loads
 SHIPPED = Path(__file__).resolve().parents[1] / "models" / DEFAULT_NAME
 """The trained default the repository carries (see the module docstring)."""
+
+
+def shipped_default() -> Path:
+    """Where the trained default is: ``AIGQ_SHIPPED_MODEL`` when set (an installed package has
+    no ``models/`` beside it: the images put it in ``/app/models/aigq-direct`` and say so), else
+    :data:`SHIPPED`. Read when called, not at import."""
+    env = os.environ.get("AIGQ_SHIPPED_MODEL")
+    return Path(env).expanduser() if env else SHIPPED
+
+
+_DEFAULT: Any = object()  # Registry(shipped=...) not given: shipped_default()
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _VERSION = re.compile(r"v(\d{4,})")
 
@@ -67,9 +78,9 @@ class ModelRef:
 class Registry:
     """Versioned model folders under ``root`` (see the module docstring)."""
 
-    def __init__(self, root: Path | None = None, shipped: Path | None = SHIPPED) -> None:
+    def __init__(self, root: Path | None = None, shipped: Path | None = _DEFAULT) -> None:
         self.root = root if root is not None else default_root()
-        self.shipped = shipped
+        self.shipped: Path | None = shipped_default() if shipped is _DEFAULT else shipped
 
     @staticmethod
     def _check_name(name: str) -> str:

@@ -54,9 +54,11 @@ Generated from the settings classes by `python -m shell.settings_doc`; do not ed
 Every component reads one frozen pydantic-settings object from `AIGQ_<COMPONENT>_*`
 environment variables, in the command being run, never at import time. A bad value fails with
 the variable's name, e.g. `error: AIGQ_TOPICS_PARTITIONS: Input should be greater than or equal
-to 1`. Secrets (`SecretStr`) are never printed. Three more variables are read directly:
+to 1`. Secrets (`SecretStr`) are never printed. Four more variables are read directly:
 `AIGQ_LOG_LEVEL` (`INFO`; logs are JSON lines on stderr, coloured lines on a terminal),
-`AIGQ_MODEL_REGISTRY` (the model registry's root, `~/.cache/aigq/models`) and
+`AIGQ_MODEL_REGISTRY` (the model registry's root, `~/.cache/aigq/models`),
+`AIGQ_SHIPPED_MODEL` (the trained default `aigq-direct` falls back to while the registry has
+none: the repository's `models/aigq-direct`; the images set `/app/models/aigq-direct`) and
 `AIGQ_VLLM_PYTHON` (the Python that runs the vLLM server, `.venv-vllm/bin/python`).
 """
 

@@ -66,6 +66,17 @@ def test_the_shipped_default_serves_until_one_is_trained_here(tmp_path: Path) ->
     assert reg.resolve("aigq-direct").path == mine.path
 
 
+def test_an_installed_package_finds_the_default_where_the_image_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shipped = tmp_path / "app" / "models" / "aigq-direct"
+    shipped.mkdir(parents=True)
+    (shipped / "manifest.json").write_text(json.dumps({"name": "aigq-direct"}))
+    monkeypatch.setenv("AIGQ_SHIPPED_MODEL", str(shipped))
+    assert Registry(tmp_path / "reg").resolve("aigq-direct").path == shipped
+    assert Registry(tmp_path / "reg", shipped=None).latest("aigq-direct") is None
+
+
 def test_a_broken_manifest_is_a_clear_error(tmp_path: Path) -> None:
     reg = Registry(tmp_path)
     ref = reg.publish(reg.reserve("m"), {})
