@@ -183,11 +183,3 @@ def restamp(stored: Iterable[Stored]) -> list[AnyEvent]:
     """The events on the arrival clock: each one's ``ts`` replaced by its ``at`` (see the
     module doc), in arrival order."""
     return [r.event.model_copy(update={"ts": r.at}) for r in stored]
-
-
-def by_user(events: Iterable[AnyEvent]) -> dict[str, list[AnyEvent]]:
-    """Events grouped by user, each user's in the order given (first-seen user order)."""
-    out: dict[str, list[AnyEvent]] = {}
-    for event in events:
-        out.setdefault(event.user_id, []).append(event)
-    return out

@@ -31,9 +31,9 @@ from typing import Any
 
 from aigq.events import HintClickEvent, HintExposureEvent, ModelAnnouncement, ModelKind
 from aigq.registry import ModelRef, Registry
-from training.feedback import Stored, by_user, read_events, restamp
+from training.feedback import Stored, read_events, restamp
 from training.gate import gate_samples, judge, not_worse
-from training.samples import AnyEvent, SampleConfig, direct_samples
+from training.samples import AnyEvent, SampleConfig, direct_samples, group_by_user
 from training.split import is_heldout
 from training.trainer_settings import TrainerSettings
 
@@ -237,7 +237,7 @@ def _ctr_stage(
     if len(times) < settings.min_exposures or cut is None:
         log(f"ctr: {len(times):,} exposures (< {settings.min_exposures}): not retrained")
         return {"exposures": len(times), "decision": "skipped: too few exposures"}
-    rows = examples(by_user(events))
+    rows = examples(group_by_user(events))
     train_rows, test_rows = split_by_day(rows, cut)
     clock.lap("ctr_examples")
     out: dict[str, Any] = {"train_rows": len(train_rows), "test_rows": len(test_rows)}

@@ -139,8 +139,13 @@ async def _cycle(
         return
     ended = time.monotonic()
 
+    read, seen = 0, False  # results records looked at (the reader only appends); found yet
+
     def reloaded() -> bool:
-        return wanted[-1] in versions(results.values)
+        nonlocal read, seen
+        fresh, read = results.values[read:], len(results.values)
+        seen = seen or wanted[-1] in versions(fresh)
+        return seen
 
     # A list names its model once a request comes after the swap: the canary user asks.
     producer = AIOKafkaProducer(**loop.kafka.aiokafka_config(), enable_idempotence=False)

@@ -9,7 +9,7 @@ import pytest
 from aigq.codec import encode
 from aigq.events import HintExposureEvent, SearchEvent, ShownQuery
 from training import TrainingError
-from training.feedback import FeedbackStore, Stored, by_user, read_events, restamp
+from training.feedback import FeedbackStore, Stored, read_events, restamp
 from training.gate import not_worse
 
 T0 = 1_147_651_200_000  # 2006-05-15 (a replayed AOL time)
@@ -84,7 +84,6 @@ def test_repeats_are_dropped_and_events_move_to_the_arrival_clock() -> None:
     assert [r.at for r in records] == [NOW + 5, NOW + 9]
     events = restamp(records)
     assert [e.ts for e in events] == [NOW + 5, NOW + 9]  # the search now follows the exposure
-    assert by_user(events) == {"u1": events}
 
 
 def test_store_bounds_are_checked(tmp_path: Path) -> None:

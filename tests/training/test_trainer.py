@@ -22,8 +22,7 @@ from aigq.registry import SHIPPED, Registry
 from aigq.settings import KafkaSettings, TopicSettings
 from streams.simulator import SimulatorSettings
 from training.ctr_data import simulated_feedback
-from training.feedback import by_user
-from training.samples import AnyEvent
+from training.samples import AnyEvent, group_by_user
 from training.trainer import Trainer
 from training.trainer_cycle import ctr_cut
 from training.trainer_settings import TrainerSettings
@@ -33,7 +32,7 @@ pytestmark = pytest.mark.integration
 
 def _feedback() -> list[AnyEvent]:
     items = [e for e in generate(SyntheticConfig(users=60, days=6)) if not isinstance(e, Malformed)]
-    streams = simulated_feedback(by_user(items), SimulatorSettings(rouge_threshold=0.5))
+    streams = simulated_feedback(group_by_user(items), SimulatorSettings(rouge_threshold=0.5))
     events = [e for stream in streams.values() for e in stream]
     return sorted(events, key=lambda e: e.ts)
 
