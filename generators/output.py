@@ -18,6 +18,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
+from typing import Literal
 
 from aigq.safety import is_blocked
 from generators.prompt import COPY_TOKEN, PromptError, clean_text
@@ -102,6 +103,48 @@ def expand_copies(text: str, shown: Sequence[str]) -> str:
     return COPY_TOKEN.sub(copy, text)
 
 
+Verdict = Literal["kept", "empty", "invalid", "unsafe", "duplicate"]
+
+
+class _Kept:
+    """The queries one list has kept so far, to tell a near-duplicate."""
+
+    def __init__(self) -> None:
+        self.keys: set[str] = set()
+        self.word_sets: list[frozenset[str]] = []
+
+    def judge(
+        self, piece: str, max_chars: int, max_words: int, near_duplicate: float
+    ) -> tuple[str, Verdict]:
+        """``piece`` cleaned, and what validation makes of it (kept pieces are remembered)."""
+        piece = _LIST_MARKER.sub("", piece, count=1)
+        if not piece.strip():
+            return "", "empty"
+        query = clean_text(piece, max_chars=sys.maxsize).lower()  # cleaned, never cut
+        words = _WORD.findall(query)
+        if (
+            not words
+            or len(query) < MIN_QUERY_CHARS
+            or len(query) > max_chars
+            or len(query.split()) > max_words
+            or _longest_run(words) > MAX_WORD_RUN
+        ):
+            return query, "invalid"
+        if is_blocked(query):
+            return query, "unsafe"
+        key = " ".join(words)
+        word_set = frozenset(words)
+        if key in self.keys or _is_near_duplicate(word_set, self.word_sets, near_duplicate):
+            return query, "duplicate"
+        self.keys.add(key)
+        self.word_sets.append(word_set)
+        return query, "kept"
+
+
+def _pieces(text: str, shown: Sequence[str]) -> list[str]:
+    return _SPLIT.split(_SPECIAL_PIECE.sub(" ", expand_copies(text, shown)))
+
+
 def _parse(
     text: str,
     k: int,
@@ -112,37 +155,47 @@ def _parse(
     shown: Sequence[str] = (),
 ) -> list[str]:
     out: list[str] = []
-    keys: set[str] = set()
-    word_sets: list[frozenset[str]] = []
-    for piece in _SPLIT.split(_SPECIAL_PIECE.sub(" ", expand_copies(text, shown))):
+    kept = _Kept()
+    for piece in _pieces(text, shown):
         if len(out) == k:
             break
-        piece = _LIST_MARKER.sub("", piece, count=1)
-        if not piece.strip():
-            continue
-        query = clean_text(piece, max_chars=sys.maxsize).lower()  # cleaned, never cut
-        words = _WORD.findall(query)
-        if (
-            not words
-            or len(query) < MIN_QUERY_CHARS
-            or len(query) > max_chars
-            or len(query.split()) > max_words
-            or _longest_run(words) > MAX_WORD_RUN
-        ):
+        query, verdict = kept.judge(piece, max_chars, max_words, near_duplicate)
+        if verdict == "kept":
+            out.append(query)
+        elif verdict == "invalid":
             stats.dropped_invalid += 1
-            continue
-        if is_blocked(query):
+        elif verdict == "unsafe":
             stats.dropped_unsafe += 1
-            continue
-        key = " ".join(words)
-        word_set = frozenset(words)
-        if key in keys or _is_near_duplicate(word_set, word_sets, near_duplicate):
+        elif verdict == "duplicate":
             stats.dropped_duplicate += 1
-            continue
-        keys.add(key)
-        word_sets.append(word_set)
-        out.append(query)
     stats.queries_kept += len(out)
+    return out
+
+
+def line_verdicts(
+    text: str,
+    max_chars: int = 64,
+    max_words: int = 10,
+    near_duplicate: float = 0.8,
+    shown: Sequence[str] = (),
+) -> list[tuple[str, Verdict]]:
+    """Each line of ``text`` (split on newlines only, the way a model writes its list) and what
+    :func:`parse_queries` makes of it, with the same rules: the cleaned query and its verdict.
+
+    A line is judged by its first non-empty piece (a copy token expanded, ``;;`` split); a
+    line without one is ``"empty"``. What IL-GRPO rewards slot by slot
+    (:mod:`training.grpo_rewards`): line ``j`` is the model's ``j``-th query.
+    """
+    _check(1, max_chars, max_words, near_duplicate)
+    kept = _Kept()
+    out: list[tuple[str, Verdict]] = []
+    for line in text.split("\n"):
+        verdict: tuple[str, Verdict] = ("", "empty")
+        for piece in _pieces(line, shown):
+            verdict = kept.judge(piece, max_chars, max_words, near_duplicate)
+            if verdict[1] != "empty":
+                break
+        out.append(verdict)
     return out
 
 

@@ -49,8 +49,16 @@ ROLES: dict[str, tuple[str, ...]] = {
         "training.trainer_cycle",
         "training.gate",
         "generators.announce",
+        "training.grpo",
+        "training.grpo_data",
+        "training.cli_grpo",
     ),
-    "eval": ("training.evaluate", "training.evaluate_lastday", "training.cli_eval"),
+    "eval": (
+        "training.evaluate",
+        "training.evaluate_lastday",
+        "training.cli_eval",
+        "training.grpo_plain",
+    ),
 }
 
 # Run in the interpreter under test: the distributions the modules imported that the base and

@@ -12,8 +12,10 @@ from rich.table import Table
 from aigq.cli_kit import console, fails_cleanly
 from training.cli_ctr import ctr_command
 from training.cli_eval import eval_command
+from training.cli_grpo import grpo_command
 from training.cli_train import train_app
 from training.cli_trainer import trainer_command
+from training.grpo_plot import grpo_plot_command
 
 
 def bench_history(
@@ -57,6 +59,8 @@ def bench_history(
 def register(app: typer.Typer, bench: typer.Typer) -> None:
     """Add this subsystem's commands to the root command (:mod:`shell.cli`)."""
     train_app.command("ctr")(fails_cleanly(ctr_command))
+    train_app.command("grpo")(fails_cleanly(grpo_command))
+    train_app.command("grpo-plot")(fails_cleanly(grpo_plot_command))
     app.add_typer(train_app, name="train")
     app.command("eval")(eval_command)
     app.command("trainer")(trainer_command)

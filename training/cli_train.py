@@ -11,7 +11,7 @@ import shlex
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -20,6 +20,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from aigq.datasets.base import SourceItem
 from training import TargetOrder, TrainingError
 from training.tiny import TinyConfig, TokenizerKind
+
+if TYPE_CHECKING:
+    from training.samples import Sample
+    from training.split import SplitConfig
 
 train_app = typer.Typer(help="Training: IL-SFT of the hint-query model.")
 console = Console()
@@ -76,18 +80,8 @@ def sft(
     """IL-SFT: train on the log's samples and publish the model in the registry."""
     from transformers.utils import logging as hf_logging
 
-    from aigq.datasets.aol import iter_aol
-    from aigq.datasets.sources import open_source
     from aigq.registry import Registry
-    from training.samples import (
-        DAY_MS,
-        Sample,
-        SampleConfig,
-        rolling_proxy_samples,
-        think_samples,
-    )
     from training.sft import Pair, SFTConfig, train
-    from training.split import SplitConfig, split_samples
 
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # no shard bars
 
@@ -95,32 +89,16 @@ def sft(
         base=base, name=name, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
         lr=lr, lora=lora, threads=threads, tiny=TinyConfig(tokenizer=tokenizer),
     )  # fmt: skip
-    # A one-day label window: the samples are shaped like the last-day evaluation (the day a
-    # user comes back), and each cut's target is about that day, not a week's mix.
-    sample_config = SampleConfig(window_ms=window_days * DAY_MS)
-    split = SplitConfig(cut_ms=parse_day(cut), heldout_fraction=heldout, samples=sample_config)
     reg = Registry(registry)
     resume_ref = reg.unfinished(resume) if resume else None
-
-    items = (
-        iter_aol(data_dir / "aol", max_users=users or None)
-        if source == "aol"
-        else open_source(source, data_dir=data_dir)
+    samples, split = training_samples(
+        source, data_dir, users, cut, heldout, samples_kind, every_days, window_days
     )
-    console.print(f"building samples from {source} (cut {cut}, {heldout:.0%} held out) ...")
-    if samples_kind not in ("proxy", "think"):
-        raise TrainingError(f"--samples must be proxy or think, got {samples_kind!r}")
-
-    def rolling(items: Iterable[SourceItem], config: SampleConfig) -> list[Sample]:
-        return rolling_proxy_samples(items, config, every_ms=every_days * DAY_MS)
-
-    builder = rolling if samples_kind == "proxy" else think_samples
-    samples = split_samples(items, split, train=builder)
-    pairs = [Pair(s.prompt(config.k), s.target(config.k, target_order)) for s in samples.train]
+    pairs = [Pair(s.prompt(config.k), s.target(config.k, target_order)) for s in samples]
     pairs = [p for p in pairs if p.target]
     console.print(
-        f"{len(pairs):,} training pairs from {len({s.context.user_id for s in samples.train}):,}"
-        f" users; {len(samples.test):,} held-out test samples are left for aigq eval"
+        f"{len(pairs):,} training pairs from {len({s.context.user_id for s in samples}):,}"
+        " users (the held-out ones are left for aigq eval)"
     )
     data: dict[str, Any] = {
         "source": source, "users": users or "all", "cut": cut, "cut_ms": split.cut_ms,
@@ -157,13 +135,50 @@ def sft(
     )
 
 
+def training_samples(
+    source: str,
+    data_dir: Path,
+    users: int,
+    cut: str,
+    heldout: float,
+    samples_kind: str = "proxy",
+    every_days: int = 1,
+    window_days: int = 1,
+) -> tuple[list[Sample], SplitConfig]:
+    """The training users' samples of a log, before ``cut`` (the held-out users are
+    ``aigq eval``'s), and the split that drew the line: IL-SFT's and IL-GRPO's data."""
+    from aigq.datasets.aol import iter_aol
+    from aigq.datasets.sources import open_source
+    from training.samples import DAY_MS, SampleConfig, rolling_proxy_samples, think_samples
+    from training.split import SplitConfig, split_samples
+
+    # A one-day label window: the samples are shaped like the last-day evaluation (the day a
+    # user comes back), and each cut's target is about that day, not a week's mix.
+    sample_config = SampleConfig(window_ms=window_days * DAY_MS)
+    split = SplitConfig(cut_ms=parse_day(cut), heldout_fraction=heldout, samples=sample_config)
+    items = (
+        iter_aol(data_dir / "aol", max_users=users or None)
+        if source == "aol"
+        else open_source(source, data_dir=data_dir)
+    )
+    console.print(f"building samples from {source} (cut {cut}, {heldout:.0%} held out) ...")
+    if samples_kind not in ("proxy", "think"):
+        raise TrainingError(f"--samples must be proxy or think, got {samples_kind!r}")
+
+    def rolling(items: Iterable[SourceItem], config: SampleConfig) -> list[Sample]:
+        return rolling_proxy_samples(items, config, every_ms=every_days * DAY_MS)
+
+    builder = rolling if samples_kind == "proxy" else think_samples
+    return split_samples(items, split, train=builder).train, split
+
+
 def reproducing_command(ctx: typer.Context) -> str:
-    """``aigq train sft`` with the options this run was given on its command line, except
-    ``--registry`` (where a model is published does not change it): what a manifest records,
-    so one command remakes the model. Read from click's parsed parameters (not ``sys.argv``),
-    so it is the same however the command was invoked. (typer carries its own copy of click,
-    so its classes are compared by name.)"""
-    parts = ["aigq", "train", "sft"]
+    """``aigq train sft`` (or the command ``ctx`` is: ``grpo``) with the options this run was
+    given on its command line, except ``--registry`` (where a model is published does not
+    change it): what a manifest records, so one command remakes the model. Read from click's
+    parsed parameters (not ``sys.argv``), so it is the same however the command was invoked.
+    (typer carries its own copy of click, so its classes are compared by name.)"""
+    parts = ["aigq", "train", ctx.info_name or "sft"]
     for param in ctx.command.params:
         name = param.name
         if name is None or name == "registry" or param.param_type_name != "option":

@@ -78,6 +78,9 @@ class Context:
     fingerprint: str
     last_ts: int
     history: tuple[str, ...] = ()
+    searched: tuple[tuple[str, int, int], ...] = ()
+    """``(query, times searched, last searched ms)`` of each ``history`` query, from the same
+    fold (what the CTR model's features read; :mod:`training.grpo_data`)"""
 
     @property
     def now_ms(self) -> int:
@@ -315,6 +318,7 @@ class _Folder:
         if self.behaviours < config.min_context:
             return None
         mark_triggered(session, config.session, session.last_ts)  # trigger fields only
+        history = tuple(top_queries(session.history, MAX_REQUEST_HISTORY))
         return Context(
             user_id=session.user_id,
             cut_ms=cut_ms,
@@ -324,8 +328,10 @@ class _Folder:
             version=session.version,
             fingerprint=session.trigger_fp,
             last_ts=session.last_ts,
-            history=tuple(top_queries(session.history, MAX_REQUEST_HISTORY)),
-        )
+            history=history,
+            searched=tuple((q, int(session.history[q][0]), int(session.history[q][1]))
+                           for q in history),
+        )  # fmt: skip
 
     def next_search(self) -> str | None:
         """The first search not folded yet."""

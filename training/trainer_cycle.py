@@ -15,6 +15,9 @@ Read top to bottom:
    start of their last search day; the candidate is published when its hit@10 is at least the
    current one's minus ``tolerance``, and announced on ``<prefix>.models``, which the
    generators follow (:mod:`generators.reload`). A candidate that is not published is deleted.
+5. **IL-GRPO** (:mod:`training.grpo`, ``grpo_steps`` > 0): from the current generation model
+   (step 3's candidate when it passed) on the same samples' prompts, rewarded by the current
+   CTR model (step 2's when it passed), into an unpublished version, then the same gate.
 
 Nothing is published before its gate passes, and publishing is one rename (LATEST): a cycle
 that fails or is killed at any point leaves the current versions serving. The report says what
@@ -33,7 +36,8 @@ from aigq.events import HintClickEvent, HintExposureEvent, ModelAnnouncement, Mo
 from aigq.registry import ModelRef, Registry
 from training.feedback import Stored, read_events, restamp
 from training.gate import gate_samples, judge, not_worse
-from training.samples import AnyEvent, SampleConfig, direct_samples, group_by_user
+from training.lastday import DaySample
+from training.samples import AnyEvent, Sample, SampleConfig, direct_samples, group_by_user
 from training.split import is_heldout
 from training.trainer_settings import TrainerSettings
 
@@ -144,15 +148,11 @@ def _generator_stage(
     clock: _Clock,
     log: Log,
 ) -> dict[str, Any]:
-    from training.sft import Pair, SFTConfig
-    from training.sft import train as sft_train
-
-    samples = direct_samples(train, SampleConfig())
-    pairs = [p for p in (Pair(s.prompt(), s.target()) for s in samples) if p.target]
+    samples = [s for s in direct_samples(train, SampleConfig()) if s.target()]
     clock.lap("generator_samples")
-    out: dict[str, Any] = {"samples": len(pairs)}
-    if len(pairs) < settings.min_samples:
-        log(f"generator: {len(pairs)} Direct samples (< {settings.min_samples}): not updated")
+    out: dict[str, Any] = {"samples": len(samples)}
+    if len(samples) < settings.min_samples:
+        log(f"generator: {len(samples)} Direct samples (< {settings.min_samples}): not updated")
         out["decision"] = "skipped: too few samples"
         return out
     gate = gate_samples(heldout, settings.eval_users)
@@ -161,8 +161,79 @@ def _generator_stage(
         out["decision"] = "skipped: no held-out user with a last search day to judge on"
         log(f"generator: {out['decision']}")
         return out
+    words = [e for e in train if not isinstance(e, HintExposureEvent | HintClickEvent)]
+    judge_ = _Judge(gate, words, settings, registry, announce, report, clock, log)
+    out |= _sft_update(samples, settings, registry, report, judge_, log)
+    if settings.grpo_steps > 0:
+        out["grpo"] = _grpo_update(samples, settings, registry, judge_, log)
+    return out
+
+
+class _Judge:
+    """The generator's gate: a candidate against the current version on the held-out users,
+    then published and announced, or deleted."""
+
+    def __init__(
+        self,
+        gate: Sequence[DaySample],
+        words: Sequence[AnyEvent],
+        settings: TrainerSettings,
+        registry: Registry,
+        announce: Announce,
+        report: CycleReport,
+        clock: _Clock,
+        log: Log,
+    ) -> None:
+        self.gate, self.words, self.settings, self.registry = gate, words, settings, registry
+        self.announce, self.report, self.clock, self.log = announce, report, clock, log
+
+    def __call__(
+        self, stage: str, candidate: ModelRef, current: ModelRef, manifest: dict[str, Any]
+    ) -> dict[str, Any]:
+        s = self.settings
+        try:
+            mine = judge("candidate", candidate.path, self.gate, self.words, s.eval_max_tokens)
+            theirs = judge("current", current.path, self.gate, self.words, s.eval_max_tokens)
+        except BaseException:
+            _discard(candidate)
+            raise
+        self.clock.lap(f"{stage}_gate")
+        out: dict[str, Any] = {
+            "candidate": candidate.tag, "candidate_metrics": mine.metrics,
+            "current_metrics": theirs.metrics,
+        }  # fmt: skip
+        ok = not_worse(mine.hit10, theirs.hit10, s.tolerance)
+        self.log(
+            f"{stage} gate on {len(self.gate)} held-out users: hit@10 {mine.hit10:.4f} "
+            f"(candidate) vs {theirs.hit10:.4f} ({current.tag}): "
+            + ("published" if ok else "kept the current one")
+        )
+        if not ok:
+            _discard(candidate)
+            out["decision"] = "kept: candidate worse"
+            return out
+        gated = {**manifest, "gate": {"candidate": mine.metrics, "current": theirs.metrics,
+                                      "users": len(self.gate), "parent": current.tag}}  # fmt: skip
+        _publish(self.registry, candidate, gated, self.announce, self.report)
+        self.clock.lap(f"{stage}_publish")
+        out["decision"] = "published"
+        return out
+
+
+def _sft_update(
+    samples: Sequence[Sample],
+    settings: TrainerSettings,
+    registry: Registry,
+    report: CycleReport,
+    judge_: _Judge,
+    log: Log,
+) -> dict[str, Any]:
+    """IL-SFT from the current version on the Direct samples, judged."""
+    from training.sft import Pair, SFTConfig
+    from training.sft import train as sft_train
+
+    pairs = [Pair(s.prompt(), s.target()) for s in samples]
     current = registry.resolve(settings.generator)
-    out["current"] = current.tag
     config = SFTConfig(
         base=str(current.path), name=settings.generator, max_steps=settings.sft_steps,
         batch_size=settings.sft_batch_size, lr=settings.sft_lr,
@@ -178,36 +249,44 @@ def _generator_stage(
     log(f"generator: IL-SFT from {current.tag} on {len(pairs):,} Direct samples, "
         f"{settings.sft_steps} steps")  # fmt: skip
     result = sft_train(pairs, config, registry, data, publish=False)
-    candidate = result.model
-    clock.lap("generator_train")
-    try:
-        words = [e for e in train if not isinstance(e, HintExposureEvent | HintClickEvent)]
-        mine = judge("candidate", candidate.path, gate, words, settings.eval_max_tokens)
-        theirs = judge("current", current.path, gate, words, settings.eval_max_tokens)
-    except BaseException:
-        _discard(candidate)
-        raise
-    clock.lap("generator_gate")
-    out |= {
-        "candidate": candidate.tag, "train_loss": result.metrics["train_loss"],
-        "candidate_metrics": mine.metrics, "current_metrics": theirs.metrics,
-    }  # fmt: skip
-    ok = not_worse(mine.hit10, theirs.hit10, settings.tolerance)
-    log(
-        f"generator gate on {len(gate)} held-out users: hit@10 {mine.hit10:.4f} "
-        f"(candidate) vs {theirs.hit10:.4f} ({current.tag}): "
-        + ("published" if ok else "kept the current one")
-    )
-    if not ok:
-        _discard(candidate)
-        out["decision"] = "kept: candidate worse"
-        return out
-    manifest = {**result.manifest, "gate": {"candidate": mine.metrics, "current": theirs.metrics,
-                                            "users": len(gate), "parent": current.tag}}  # fmt: skip
-    _publish(registry, candidate, manifest, announce, report)
-    clock.lap("generator_publish")
-    out["decision"] = "published"
-    return out
+    judge_.clock.lap("generator_train")
+    out = {"current": current.tag, "train_loss": result.metrics["train_loss"]}
+    return out | judge_("generator", result.model, current, result.manifest)
+
+
+def _grpo_update(
+    samples: Sequence[Sample],
+    settings: TrainerSettings,
+    registry: Registry,
+    judge_: _Judge,
+    log: Log,
+) -> dict[str, Any]:
+    """IL-GRPO from the current version (the IL-SFT candidate when it was published) on the
+    Direct samples' prompts, rewarded by the current CTR model, judged like any candidate."""
+    from training.ctr_model import load_ctr
+    from training.grpo import GRPOConfig
+    from training.grpo import train as grpo_train
+    from training.grpo_data import grpo_prompt
+
+    prompts = [p for p in (grpo_prompt(s) for s in samples) if p.references]
+    current = registry.resolve(settings.generator)
+    ctr = registry.latest(settings.ctr)
+    config = GRPOConfig(
+        base=str(current.path), name=settings.generator, steps=settings.grpo_steps,
+        prompts_per_step=settings.grpo_prompts_per_step, group=settings.grpo_group,
+        lr=settings.grpo_lr, max_new_tokens=settings.eval_max_tokens,
+        threads=settings.threads,
+    )  # fmt: skip
+    data = {"source": "feedback", "sample_kind": "direct", "prompts": len(prompts),
+            "command": "aigq trainer --once"}  # fmt: skip
+    log(f"generator: IL-GRPO from {current.tag} on {len(prompts):,} prompts, "
+        f"{settings.grpo_steps} steps, CTR reward {ctr.tag if ctr else 'none'}")  # fmt: skip
+    scorer = load_ctr(ctr.path).score if ctr is not None else None
+    result = grpo_train(prompts, config, registry, data, scorer, ctr.tag if ctr else "",
+                        publish=False)  # fmt: skip
+    judge_.clock.lap("grpo_train")
+    out = {"current": current.tag, "prompts": len(prompts), **result.metrics}
+    return out | judge_("grpo", result.model, current, result.manifest)
 
 
 def ctr_cut(times_ms: Sequence[int], test_fraction: float) -> int | None:

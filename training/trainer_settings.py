@@ -46,6 +46,12 @@ class TrainerSettings(BaseSettings):
     sft_steps: int = Field(60, ge=1, le=100_000, description="IL-SFT steps per cycle")
     sft_lr: float = Field(5e-4, gt=0, le=1, description="its peak learning rate")
     sft_batch_size: int = Field(16, ge=1, le=1024, description="its batch size")
+    grpo_steps: int = Field(
+        20, ge=0, le=100_000, description="IL-GRPO rollout steps per cycle, after IL-SFT (0: off)"
+    )
+    grpo_prompts_per_step: int = Field(8, ge=1, le=1024, description="its prompts per step")
+    grpo_group: int = Field(8, ge=2, le=64, description="its rollouts per prompt (G)")
+    grpo_lr: float = Field(1e-4, gt=0, le=1, description="its learning rate")
     min_samples: int = Field(
         20, ge=2, description="fewer Direct samples: the generator is not updated"
     )

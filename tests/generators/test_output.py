@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from generators.output import OutputStats, parse_queries, validate
+from generators.output import OutputStats, line_verdicts, parse_queries, validate
 from generators.prompt import PromptError, format_target
 
 QUERIES = [
@@ -129,3 +129,54 @@ def test_validate_counts_and_never_returns_garbage() -> None:
     total.add(stats)
     total.add(stats)
     assert total.lists == 10 and total.malformed_lists == 6 and total.queries_kept == 24
+
+
+SHOWN = ["paris hotels", "yahoo mail"]  # a prompt's history queries, for <h1> and <h2>
+
+
+def test_line_verdicts_judge_each_line() -> None:
+    text = "1. running shoes\nRunning Shoes!\n\nx\nsex offender registry\n;;iphone case;;gym bag"
+    assert line_verdicts(text) == [
+        ("running shoes", "kept"),  # the list marker goes
+        ("running shoes!", "duplicate"),  # same words as line 0
+        ("", "empty"),
+        ("x", "invalid"),  # one character
+        ("sex offender registry", "unsafe"),
+        ("iphone case", "kept"),  # a line is its first non-empty piece: "gym bag" is not judged
+    ]
+    assert line_verdicts("") == [("", "empty")]
+    assert line_verdicts("a b c", max_words=2) == [("a b c", "invalid")]
+
+
+def test_line_verdicts_expand_copy_tokens() -> None:
+    text = "<h2>\nweather\n<h1>\n<h9>\nYahoo Mail"
+    assert line_verdicts(text, shown=SHOWN) == [
+        ("yahoo mail", "kept"),
+        ("weather", "kept"),
+        ("paris hotels", "kept"),
+        ("", "invalid"),  # no 9th history query: a copy of nothing
+        ("yahoo mail", "duplicate"),  # the words <h2> copied
+    ]
+    # without the prompt's history, a copy token points at nothing
+    assert line_verdicts("<h1>") == [("", "invalid")]
+
+
+@pytest.mark.parametrize("k", [3, 10])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "\n".join(QUERIES),
+        "1. running shoes\n2) iphone 17 case\n- ps5 controller\n10. 3d printer\n",
+        "<h1>\nweather\n<h2>\n<h9>\nrunning shoes\nRunning Shoes\n\nx\nsex offender registry",
+        "\n".join(f"query {i}" for i in range(14)),
+        "ok query\n!!! ???\n" + "y" * 65 + "\n\x00\x1b[0m\n   \nfine again",
+        "flight court\nflight flight flight flight\nbora bora\nBora  Bora",
+        "<1><Today><search> running shoes\niphone case<|im_end|>\n</s><|endoftext|>",
+        "",
+        "<|im_end|>",
+    ],
+)
+def test_line_verdicts_keep_what_parse_queries_keeps(text: str, k: int) -> None:
+    # without ";;" or "\r" (and copy tokens alone on their line) a line is one piece
+    kept = [query for query, verdict in line_verdicts(text, shown=SHOWN) if verdict == "kept"]
+    assert kept[:k] == parse_queries(text, k=k, shown=SHOWN)

@@ -61,6 +61,7 @@ def test_one_cycle_trains_judges_publishes_and_announces(
         state_dir=tmp_path / "trainer", group_id=f"{topics.prefix}-trainer",
         min_exposures=50, min_samples=5, sft_steps=3, sft_batch_size=4, eval_users=6,
         eval_max_tokens=16, heldout_fraction=0.2, tolerance=1.0, threads=1,
+        grpo_steps=2, grpo_prompts_per_step=2, grpo_group=2,
     )  # fmt: skip
     registry = Registry(tmp_path / "registry", shipped=SHIPPED)
     trainer = Trainer(kafka, topics, settings, registry=registry)
@@ -75,13 +76,22 @@ def test_one_cycle_trains_judges_publishes_and_announces(
     # the generator: fine-tuned from the shipped model, judged; tolerance 1 lets it through
     assert report.generator["current"] == "aigq-direct@shipped"
     assert report.generator["decision"] == "published", report.generator
+    sft = registry.get("aigq-direct", "v0001")
+    assert sft.manifest()["kind"] == "il-sft"
+    assert sft.manifest()["gate"]["users"] == report.generator["gate_users"] > 0
+    # then IL-GRPO from that IL-SFT model, rewarded by the new CTR model, judged the same way
+    grpo = report.generator["grpo"]
+    assert grpo["current"] == "aigq-direct@v0001" and grpo["decision"] == "published", grpo
     latest = registry.latest("aigq-direct")
-    assert latest is not None and latest.version == "v0001"
-    assert latest.manifest()["gate"]["users"] == report.generator["gate_users"] > 0
-    # both announced on <prefix>.models, and the report is on disk
-    records = read_topics([topics.name("models")], 2)
+    assert latest is not None and latest.version == "v0002"
+    manifest = latest.manifest()
+    assert manifest["kind"] == "il-grpo" and manifest["ctr"] == "aigq-ctr@v0001"
+    assert manifest["gate"]["parent"] == "aigq-direct@v0001"
+    # all three announced on <prefix>.models, and the report is on disk
+    records = read_topics([topics.name("models")], 3)
     announced = {ModelAnnouncement.model_validate_json(r.value).tag for r in records}  # type: ignore[attr-defined]
-    assert announced == set(report.announced) == {"aigq-ctr@v0001", "aigq-direct@v0001"}
+    assert announced == set(report.announced)
+    assert announced == {"aigq-ctr@v0001", "aigq-direct@v0001", "aigq-direct@v0002"}
     assert len(list((tmp_path / "trainer" / "cycles").glob("*.json"))) == 1
 
     # a second run reads nothing new (offsets committed after the store's flush)
@@ -98,7 +108,7 @@ def test_a_candidate_worse_than_the_current_one_is_not_published(
     settings = TrainerSettings(
         state_dir=tmp_path / "trainer", group_id=f"{topics.prefix}-trainer2",
         min_exposures=10**9, min_samples=5, sft_steps=2, sft_batch_size=4, eval_users=4,
-        eval_max_tokens=16, heldout_fraction=0.2, threads=1,
+        eval_max_tokens=16, heldout_fraction=0.2, threads=1, grpo_steps=0,
     )  # fmt: skip
     registry = Registry(tmp_path / "registry", shipped=SHIPPED)
     report = asyncio.run(Trainer(kafka, topics, settings, registry=registry).run(once=True))

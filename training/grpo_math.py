@@ -1,0 +1,139 @@
+"""IL-GRPO's arithmetic (paper, "IL-GRPO"): advantages, clip masks, the filter. Pure tensors.
+
+Shapes: ``P`` prompts, ``G`` rollouts per prompt, ``K`` query slots, ``T`` completion tokens.
+
+- :func:`advantages`: the advantage of slot ``j`` of rollout ``i`` is its query reward
+  normalised over the ``G`` rollouts **at slot j**, plus ``lam`` times the rollout's sequence
+  reward normalised over its group; rewards are clipped to ``+-reward_clip`` first, the sum to
+  ``+-adv_clip``. Plain GRPO would give every token one number: the group-normalised total.
+- :func:`token_advantages`: every token of slot ``j`` gets slot ``j``'s advantage; a token in
+  no slot (past the ``K``-th line) gets the sequence part alone.
+- :func:`token_slots`: which slot each completion token writes (the newlines before it).
+- :func:`clip_eps`: entropy-adaptive clipping: tokens at or above the batch's 80th entropy
+  percentile (the forks where the policy hesitates) get the wider ``eps_high``.
+- :func:`clipped_loss`: the PPO-style clipped surrogate, averaged over the batch's tokens.
+- :func:`entropy_weight`: the entropy bonus's weight, decaying linearly to 0.
+- :func:`keep_prompts`: the difficulty filter (mean reward within ``[low, high]``).
+
+Standard deviations are population ones (divide by ``G``); ``eps`` keeps a group whose
+rewards are all equal at advantage 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+
+def normalise(x: Tensor, dim: int, eps: float = 1e-4) -> Tensor:
+    """``(x - mean) / (std + eps)`` along ``dim`` (population standard deviation)."""
+    mean = x.mean(dim=dim, keepdim=True)
+    std = x.std(dim=dim, keepdim=True, unbiased=False)
+    return (x - mean) / (std + eps)
+
+
+def advantages(
+    query_rewards: Tensor,
+    sequence_rewards: Tensor,
+    lam: float,
+    eps: float = 1e-4,
+    reward_clip: float = 10.0,
+    adv_clip: float = 2.0,
+) -> tuple[Tensor, Tensor]:
+    """Per-slot advantages ``[P, G, K]`` and the sequence part alone ``[P, G]``.
+
+    ``query_rewards`` is ``[P, G, K]``, ``sequence_rewards`` ``[P, G]``.
+    """
+    if query_rewards.dim() != 3 or sequence_rewards.shape != query_rewards.shape[:2]:
+        raise ValueError("want query rewards [P, G, K] and sequence rewards [P, G]")
+    q = normalise(query_rewards.clamp(-reward_clip, reward_clip), dim=1, eps=eps)
+    s = lam * normalise(sequence_rewards.clamp(-reward_clip, reward_clip), dim=1, eps=eps)
+    slot = (q + s.unsqueeze(-1)).clamp(-adv_clip, adv_clip)
+    return slot, s.clamp(-adv_clip, adv_clip)
+
+
+def sequence_advantages(totals: Tensor, eps: float = 1e-4, adv_clip: float = 2.0) -> Tensor:
+    """Plain GRPO's advantage ``[P, G]``: each rollout's one total reward, group-normalised."""
+    return normalise(totals, dim=1, eps=eps).clamp(-adv_clip, adv_clip)
+
+
+def token_slots(pieces: Sequence[str], ended: bool = False) -> list[int]:
+    """The slot of each completion token, given each token's text: the number of newlines
+    written before it (the first line is slot 0; a newline belongs to the line it ends).
+
+    With ``ended``, the last piece is the end-of-sequence token, and it belongs to the slot it
+    leaves empty: the line after the last one written (slot 0 for an empty list). So stopping
+    early is judged by the reward of the slot it gives up, against the rollouts that filled it.
+    """
+    out, lines, text_in_line = [], 0, False
+    body = pieces[:-1] if ended and pieces else pieces
+    for piece in body:
+        out.append(lines)
+        newlines = piece.count("\n")
+        lines += newlines
+        tail = piece.rsplit("\n", 1)[-1] if newlines else piece
+        text_in_line = bool(tail.strip()) or (text_in_line and not newlines)
+    if ended and pieces:
+        out.append(lines + (1 if text_in_line else 0))
+    return out
+
+
+def token_advantages(slot_adv: Tensor, rest: Tensor, slots: Tensor) -> Tensor:
+    """``[N, T]`` advantages: token ``t`` of rollout ``n`` gets ``slot_adv[n, slots[n, t]]``
+    when that slot is one of the ``K``, else ``rest[n]``. ``slot_adv`` is ``[N, K]``, ``rest``
+    ``[N]``, ``slots`` ``[N, T]`` (long, >= 0)."""
+    k = slot_adv.shape[1]
+    inside = slots < k
+    picked = slot_adv.gather(1, slots.clamp(max=k - 1))
+    return torch.where(inside, picked, rest.unsqueeze(1).expand_as(picked))
+
+
+def token_entropy(logits: Tensor) -> Tensor:
+    """The entropy (nats) of each position's next-token distribution, ``[..., V] -> [...]``."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    return -(logp.exp() * logp).sum(dim=-1)
+
+
+def clip_eps(
+    entropy: Tensor, mask: Tensor, eps_low: float, eps_high: float, quantile: float = 0.8
+) -> Tensor:
+    """Each token's clip range: ``eps_high`` where its entropy is at or above the
+    ``quantile`` of the batch's (masked) token entropies, else ``eps_low``."""
+    values = entropy[mask.bool()]
+    if values.numel() == 0:
+        return torch.full_like(entropy, eps_low)
+    threshold = torch.quantile(values.float(), quantile)
+    low = torch.full_like(entropy, eps_low)
+    return torch.where(entropy >= threshold, torch.full_like(entropy, eps_high), low)
+
+
+def clipped_loss(
+    logp: Tensor, old_logp: Tensor, adv: Tensor, eps: Tensor, mask: Tensor
+) -> tuple[Tensor, Tensor]:
+    """The clipped surrogate ``-min(r A, clip(r, 1 - eps, 1 + eps) A)`` averaged over the
+    masked tokens (``r = exp(logp - old_logp)``), and the share of tokens the clip bound."""
+    ratio = torch.exp(logp - old_logp)
+    unclipped = ratio * adv
+    clipped = torch.maximum(torch.minimum(ratio, 1.0 + eps), 1.0 - eps) * adv
+    objective = torch.minimum(unclipped, clipped)
+    m = mask.to(logp.dtype)
+    count = m.sum().clamp(min=1.0)
+    loss = -(objective * m).sum() / count
+    bound = ((clipped < unclipped).to(logp.dtype) * m).sum() / count
+    return loss, bound
+
+
+def entropy_weight(step: int, total: int, start: float) -> float:
+    """The entropy bonus's weight at ``step`` of ``total``: ``start``, linearly down to 0."""
+    if total <= 0:
+        return 0.0
+    return start * max(0.0, 1.0 - step / total)
+
+
+def keep_prompts(scores: Tensor, low: float = 0.1, high: float = 0.95) -> Tensor:
+    """The difficulty filter: ``[P]`` True where the prompt's mean rollout score (``[P, G]``,
+    each in 0..1) lies within ``[low, high]``: neither hopeless nor already solved."""
+    mean = scores.mean(dim=1)
+    return (mean >= low) & (mean <= high)
