@@ -65,10 +65,13 @@ ROLES: dict[str, tuple[str, ...]] = {
 # the extra do not require (recursively). Imported by a library only when they happen to be
 # installed (a guarded import), so seen in the dev environment and absent from a role's own:
 # redis-py's metrics hooks (redis.observability), rich's pretty-printer (rich.pretty tries
-# attrs) and httpx's command line (httpx._main tries click).
+# attrs), httpx's command line (httpx._main tries click), redis-py's cluster slots
+# (redis.crc tries xxhash) and torch's data pipes (torch.utils.data tries dill); the last
+# two arrive with TRL's `datasets` in [eval].
 _CHECK = """
 import importlib, importlib.metadata as md, json, re, sys
-OPTIONAL = {"opentelemetry-api", "opentelemetry-sdk", "attrs", "click", "setuptools", "pip"}
+OPTIONAL = {"opentelemetry-api", "opentelemetry-sdk", "attrs", "click", "setuptools", "pip",
+            "xxhash", "dill"}
 OURS = {"aigq", "streams", "generators", "cache", "training", "shell", "tests"}
 key = lambda name: re.sub(r"[-_.]+", "-", name).lower()
 extra, modules = sys.argv[1] or None, sys.argv[2:]

@@ -18,7 +18,6 @@ import typer
 
 from aigq.cli_kit import console
 from training import TrainingError
-from training.grpo import LOG_FILE
 
 PANELS = (
     ("reward", "summed reward (slots + sequence)"),
@@ -30,6 +29,8 @@ PANELS = (
 
 def read_curve(folder: Path) -> list[dict[str, float]]:
     """A run's curve (one row per rollout step)."""
+    from training.grpo import LOG_FILE  # torch: not for the root command's import
+
     path = folder / LOG_FILE
     try:
         rows = json.loads(path.read_text())
