@@ -82,23 +82,28 @@ def grpo_command(
         "command": reproducing_command(ctx),
     }  # fmt: skip
 
-    def progress(step: int, total: int, row: dict[str, float]) -> None:
-        if step % 10 == 0 or step == total or step == 1:
-            console.print(
-                f"step {step}/{total}  reward {row['reward']:.3f}  score {row['score']:.3f}  "
-                f"entropy {row.get('entropy', float('nan')):.3f}  kept {row['kept']:.2f}  "
-                f"{row['seconds']:.1f} s",
-                highlight=False,
-            )
-
     if plain:
         from training.grpo_plain import train_plain
 
-        result = train_plain(prompts, config, reg, data, scorer, ctr_tag, progress, publish)
+        result = train_plain(prompts, config, reg, data, scorer, ctr_tag, _progress, publish)
     else:
         from training.grpo import train
 
-        result = train(prompts, config, reg, data, scorer, ctr_tag, progress, publish)
+        result = train(prompts, config, reg, data, scorer, ctr_tag, _progress, publish)
+    _summary(result)
+
+
+def _progress(step: int, total: int, row: dict[str, float]) -> None:
+    if step % 10 == 0 or step == total or step == 1:
+        console.print(
+            f"step {step}/{total}  reward {row['reward']:.3f}  score {row['score']:.3f}  "
+            f"entropy {row.get('entropy', float('nan')):.3f}  kept {row['kept']:.2f}  "
+            f"{row['seconds']:.1f} s",
+            highlight=False,
+        )
+
+
+def _summary(result: Any) -> None:
     m = result.metrics
     console.print(
         f"{'published' if result.published else 'saved (unpublished)'} [bold]"

@@ -14,7 +14,8 @@ that batch (from the second one the ratio moves and the clip acts: tokens at or 
 batch's 80th entropy percentile may move by ``eps_high``, the rest by ``eps_low``), with an
 entropy bonus whose weight decays linearly over the run.
 
-Rollouts are sampled in-process with transformers' ``generate`` (on the CPU here). The result
+Rollouts are sampled in-process with transformers' ``generate`` (on the CPU here;
+:mod:`training.grpo_rollout`). The result
 is a plain model folder in the registry, kind ``il-grpo``, with the run's curve
 (``grpo_log.json``: reward, entropy, the filter's kept share per step) beside it.
 """
@@ -42,9 +43,9 @@ from training.grpo_math import (
     keep_prompts,
     token_advantages,
     token_entropy,
-    token_slots,
 )
 from training.grpo_rewards import RewardConfig, Rollout, score_rollout, slot_queries
+from training.grpo_rollout import Batch, Pieces, Sampling, rollout
 
 LOG_FILE = "grpo_log.json"
 Progress = Callable[[int, int, dict[str, float]], None]
@@ -105,6 +106,11 @@ class GRPOConfig:
         if self.lr <= 0 or self.temperature <= 0 or self.top_k < 0:
             raise TrainingError("lr and temperature must be > 0, top_k >= 0")
 
+    @property
+    def sampling(self) -> Sampling:
+        return Sampling(self.group, self.temperature, self.top_k, self.max_new_tokens,
+                        self.max_prompt_tokens)  # fmt: skip
+
 
 @dataclass
 class GRPOResult:
@@ -115,85 +121,6 @@ class GRPOResult:
     curve: list[dict[str, float]]
     manifest: dict[str, Any] = field(default_factory=dict)
     published: bool = True
-
-
-# ---------------------------------------------------------------------------- rollouts
-@dataclass
-class Batch:
-    """One step's rollouts: ``P * G`` rows, prompt ``i`` owning rows ``i*G .. i*G+G-1``."""
-
-    ids: Tensor  # [N, W + T] prompt (left-padded) then completion
-    mask: Tensor  # [N, W + T] attention mask
-    completion: Tensor  # [N, T] completion token ids
-    completion_mask: Tensor  # [N, T] 1 up to and including the end-of-sequence token
-    texts: list[str]
-    slots: Tensor  # [N, T] the slot each completion token writes
-
-
-def encode_prompts(tokenizer: Any, prompts: Sequence[str], max_tokens: int) -> list[list[int]]:
-    """Token ids of each prompt, the newest ``max_tokens`` kept (as IL-SFT's ``encode``)."""
-    ids = tokenizer(list(prompts), add_special_tokens=False).input_ids
-    return [row[-max_tokens:] for row in ids]
-
-
-def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor]:
-    """``(ids, mask)``, rows right-aligned."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
-        mask[i, width - len(row) :] = 1
-    return ids, mask
-
-
-def completion_mask(completion: Tensor, eos_id: int) -> Tensor:
-    """1 for each token up to and including the first end-of-sequence token of its row."""
-    is_eos = (completion == eos_id).long()
-    before = is_eos.cumsum(dim=1) - is_eos  # end-of-sequence tokens strictly before
-    return (before == 0).long()
-
-
-class Pieces:
-    """Each token's text, decoded once per id (what :func:`token_slots` reads)."""
-
-    def __init__(self, tokenizer: Any) -> None:
-        self.tokenizer = tokenizer
-        self.cache: dict[int, str] = {}
-
-    def __call__(self, ids: Sequence[int]) -> list[str]:
-        for i in ids:
-            if i not in self.cache:
-                self.cache[i] = self.tokenizer.decode([i], skip_special_tokens=False)
-        return [self.cache[i] for i in ids]
-
-
-@torch.no_grad()
-def rollout(
-    model: Any, tokenizer: Any, prompts: Sequence[GrpoPrompt], config: GRPOConfig, pieces: Pieces
-) -> Batch:
-    """``group`` sampled completions per prompt from the current model."""
-    pad_id, eos_id = int(tokenizer.pad_token_id), int(tokenizer.eos_token_id)
-    rows = encode_prompts(tokenizer, [p.prompt for p in prompts], config.max_prompt_tokens)
-    ids, mask = left_pad(rows, pad_id)
-    model.eval()
-    out = model.generate(
-        input_ids=ids, attention_mask=mask, do_sample=True, temperature=config.temperature,
-        top_k=config.top_k or None, top_p=1.0, max_new_tokens=config.max_new_tokens,
-        num_return_sequences=config.group, pad_token_id=pad_id, eos_token_id=eos_id,
-    )  # fmt: skip
-    width = ids.shape[1]
-    completion = out[:, width:]
-    cmask = completion_mask(completion, eos_id)
-    full_mask = torch.cat([mask.repeat_interleave(config.group, dim=0), cmask], dim=1)
-    texts, slots = [], torch.zeros_like(completion)
-    for n in range(completion.shape[0]):
-        kept = completion[n][cmask[n].bool()].tolist()
-        text_ids = kept[:-1] if kept and kept[-1] == eos_id else kept
-        texts.append(tokenizer.decode(text_ids, skip_special_tokens=False))
-        row = token_slots(pieces(kept), ended=bool(kept) and kept[-1] == eos_id)
-        slots[n, : len(row)] = torch.tensor(row, dtype=torch.long)
-    return Batch(out, full_mask, completion, cmask, texts, slots)
 
 
 # ---------------------------------------------------------------------------- rewards
@@ -336,7 +263,7 @@ def train(
     for step, index in enumerate(prompt_schedule(len(prompts), config)):
         tick = time.perf_counter()
         chosen = [prompts[i] for i in index]
-        batch = rollout(model, tokenizer, chosen, config, pieces)
+        batch = rollout(model, tokenizer, chosen, config.sampling, pieces)
         rollouts = score_batch(batch, chosen, config, ctr)
         shape = (len(chosen), g)
         query = torch.tensor([r.query for r in rollouts]).view(*shape, -1)

@@ -60,7 +60,6 @@ from training.grpo import (
     GRPOConfig,
     GRPOResult,
     Progress,
-    encode_prompts,
     load_policy,
     prompt_schedule,
     save_run,
@@ -69,6 +68,7 @@ from training.grpo import (
 from training.grpo_data import CtrScorer, GrpoPrompt, slot_ctr
 from training.grpo_math import entropy_weight
 from training.grpo_rewards import Rollout, score_rollout, slot_queries
+from training.grpo_rollout import encode_prompts
 
 KIND = "grpo-plain"
 
@@ -131,7 +131,7 @@ class SummedReward:
 
 def prompt_texts(tokenizer: Any, prompts: Sequence[str], max_tokens: int) -> list[str]:
     """Each prompt as TRL will tokenize it: the newest ``max_tokens`` tokens (as
-    :func:`~training.grpo.encode_prompts`), decoded back to text where it was cut."""
+    :func:`~training.grpo_rollout.encode_prompts`), decoded back to text where it was cut."""
     kept = encode_prompts(tokenizer, prompts, max_tokens)
     full = tokenizer(list(prompts), add_special_tokens=False).input_ids
     return [
@@ -155,46 +155,42 @@ def restore(model: Any, saved: tuple[dict[str, Any], Any]) -> None:
     model.generation_config = saved[1]
 
 
-def train_plain(
-    prompts: Sequence[GrpoPrompt],
-    config: GRPOConfig,
-    registry: Registry,
-    data: dict[str, Any],
-    ctr: CtrScorer | None = None,
-    ctr_tag: str = "",
-    progress: Progress | None = None,
-    publish: bool = True,
-) -> GRPOResult:
-    """Plain GRPO on ``prompts`` into a new version of ``registry``, kind ``grpo-plain``
-    (arguments as :func:`training.grpo.train`'s)."""
-    import datasets
-    from transformers import PrinterCallback, TrainerCallback
+def trl_args(config: GRPOConfig, scratch: str) -> Any:
+    """``trl.GRPOConfig`` for ``config`` (the mapping in the module doc)."""
     from trl.trainer.grpo_config import GRPOConfig as TrlConfig
-    from trl.trainer.grpo_trainer import GRPOTrainer
 
-    if not prompts:
-        raise TrainingError("no prompts to train on")
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    model, tokenizer, parent = load_policy(config, registry)
-    probe = prompts[0].prompt
-    if tokenizer(probe).input_ids != tokenizer(probe, add_special_tokens=False).input_ids:
-        raise TrainingError("TRL would add special tokens to the prompts, IL-GRPO does not")
-    target = registry.reserve(config.name)
-    schedule = prompt_schedule(len(prompts), config)
-    order = [i for step in schedule for i in step]
-    texts = prompt_texts(tokenizer, [p.prompt for p in prompts], config.max_prompt_tokens)
-    dataset = datasets.Dataset.from_dict({"prompt": [texts[i] for i in order], "index": order})
-    reward = SummedReward(prompts, config, tokenizer, ctr)
-    saved = snapshot(model)
-    curve: list[dict[str, float]] = []
-    started = time.perf_counter()
+    return TrlConfig(
+        output_dir=scratch, seed=config.seed, use_cpu=True, bf16=False, fp16=False,
+        report_to="none", save_strategy="no", logging_steps=1, disable_tqdm=True,
+        gradient_checkpointing=False, dataloader_pin_memory=False,
+        shuffle_dataset=False, num_generations=config.group,
+        per_device_train_batch_size=config.prompts_per_step * config.group,
+        gradient_accumulation_steps=1, steps_per_generation=1,
+        num_iterations=config.inner_steps, max_steps=config.steps * config.inner_steps,
+        temperature=config.temperature, top_k=config.top_k, top_p=1.0,
+        max_completion_length=config.max_new_tokens,
+        learning_rate=config.lr, lr_scheduler_type="constant", warmup_steps=0,
+        optim="adamw_torch", adam_beta1=0.9, adam_beta2=0.99, weight_decay=0.0,
+        max_grad_norm=config.grad_clip, beta=0.0, loss_type="dapo",
+        epsilon=config.eps_low, epsilon_high=config.eps_high, scale_rewards="group",
+        entropy_coef=config.entropy_start,
+    )  # fmt: skip
+
+
+def curve_callback(
+    config: GRPOConfig,
+    reward: SummedReward,
+    curve: list[dict[str, float]],
+    progress: Progress | None,
+) -> Any:
+    """A ``TrainerCallback`` that sets each step's entropy weight (IL-GRPO's schedule) and
+    closes a curve row after each rollout step's last update. Its ``trainer`` is set after
+    the trainer is made (the trainer takes its callbacks when it is made)."""
+    from transformers import TrainerCallback
 
     class Curve(TrainerCallback):
-        """Sets the step's entropy weight; closes a curve row after each step's last update."""
-
         trainer: Any = None
-        tick = started
+        tick = time.perf_counter()
 
         def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             self.tick = time.perf_counter()
@@ -221,27 +217,47 @@ def train_plain(
             if progress is not None:
                 progress(len(curve), config.steps, row)
 
+    return Curve()
+
+
+def train_plain(
+    prompts: Sequence[GrpoPrompt],
+    config: GRPOConfig,
+    registry: Registry,
+    data: dict[str, Any],
+    ctr: CtrScorer | None = None,
+    ctr_tag: str = "",
+    progress: Progress | None = None,
+    publish: bool = True,
+) -> GRPOResult:
+    """Plain GRPO on ``prompts`` into a new version of ``registry``, kind ``grpo-plain``
+    (arguments as :func:`training.grpo.train`'s)."""
+    import datasets
+    from transformers import PrinterCallback
+    from trl.trainer.grpo_trainer import GRPOTrainer
+
+    if not prompts:
+        raise TrainingError("no prompts to train on")
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    model, tokenizer, parent = load_policy(config, registry)
+    probe = prompts[0].prompt
+    if tokenizer(probe).input_ids != tokenizer(probe, add_special_tokens=False).input_ids:
+        raise TrainingError("TRL would add special tokens to the prompts, IL-GRPO does not")
+    target = registry.reserve(config.name)
+    schedule = prompt_schedule(len(prompts), config)
+    order = [i for step in schedule for i in step]
+    texts = prompt_texts(tokenizer, [p.prompt for p in prompts], config.max_prompt_tokens)
+    dataset = datasets.Dataset.from_dict({"prompt": [texts[i] for i in order], "index": order})
+    reward = SummedReward(prompts, config, tokenizer, ctr)
+    saved = snapshot(model)
+    curve: list[dict[str, float]] = []
+    started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="grpo-plain-") as scratch:
-        args = TrlConfig(
-            output_dir=scratch, seed=config.seed, use_cpu=True, bf16=False, fp16=False,
-            report_to="none", save_strategy="no", logging_steps=1, disable_tqdm=True,
-            gradient_checkpointing=False, dataloader_pin_memory=False,
-            shuffle_dataset=False, num_generations=config.group,
-            per_device_train_batch_size=config.prompts_per_step * config.group,
-            gradient_accumulation_steps=1, steps_per_generation=1,
-            num_iterations=config.inner_steps, max_steps=config.steps * config.inner_steps,
-            temperature=config.temperature, top_k=config.top_k, top_p=1.0,
-            max_completion_length=config.max_new_tokens,
-            learning_rate=config.lr, lr_scheduler_type="constant", warmup_steps=0,
-            optim="adamw_torch", adam_beta1=0.9, adam_beta2=0.99, weight_decay=0.0,
-            max_grad_norm=config.grad_clip, beta=0.0, loss_type="dapo",
-            epsilon=config.eps_low, epsilon_high=config.eps_high, scale_rewards="group",
-            entropy_coef=config.entropy_start,
-        )  # fmt: skip
-        callback = Curve()
+        callback = curve_callback(config, reward, curve, progress)
         trainer = GRPOTrainer(
-            model=model, reward_funcs=[reward], args=args, train_dataset=dataset,
-            processing_class=tokenizer, callbacks=[callback],
+            model=model, reward_funcs=[reward], args=trl_args(config, scratch),
+            train_dataset=dataset, processing_class=tokenizer, callbacks=[callback],
         )  # fmt: skip
         trainer.remove_callback(PrinterCallback)
         callback.trainer = trainer

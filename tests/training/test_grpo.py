@@ -1,4 +1,5 @@
-"""IL-GRPO's loop (training/grpo.py) and its data (training/grpo_data.py).
+"""IL-GRPO's loop (training/grpo.py), rollouts (training/grpo_rollout.py) and data
+(training/grpo_data.py).
 
 The loop runs on the shipped model (models/aigq-direct, a 1.9M-parameter Qwen3) for two
 steps: real rollouts, real rewards, real updates, a real registry folder.
@@ -16,16 +17,10 @@ import torch
 from aigq.registry import SHIPPED, Registry
 from generators.prompt import compressed_prompt
 from training.ctr_data import UserContext
-from training.grpo import (
-    LOG_FILE,
-    GRPOConfig,
-    completion_mask,
-    left_pad,
-    prompt_schedule,
-    train,
-)
+from training.grpo import LOG_FILE, GRPOConfig, prompt_schedule, train
 from training.grpo_data import GrpoPrompt, ctr_rows, grpo_prompt, slot_ctr
 from training.grpo_math import token_slots
+from training.grpo_rollout import completion_mask, left_pad
 from training.samples import Context, Sample
 
 SHOWN = ("weather", "yahoo mail", "cheap flights")
@@ -136,3 +131,27 @@ def test_curves_are_smoothed_over_a_trailing_window_and_plotted(tmp_path: Path) 
     out = tmp_path / "curves.png"
     plot_curves({"a": rows, "b": rows[:1]}, out)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # generate's notes on sampling settings
+def test_the_command_trains_on_a_log_and_a_missing_ctr_model_fails_cleanly(
+    tmp_path: Path,
+) -> None:
+    from typer.testing import CliRunner
+
+    from shell.cli import app
+
+    registry = str(tmp_path / "reg")
+    common = ["train", "grpo", "--source", "synthetic", "--cut", "2026-01-05",
+              "--registry", registry, "--steps", "1"]  # fmt: skip
+    missing = CliRunner().invoke(app, common)
+    assert missing.exit_code == 1
+    assert "no CTR model" in missing.output and "--ctr none" in missing.output
+    result = CliRunner().invoke(app, [
+        *common, "--ctr", "none", "--prompts-per-step", "2", "--group", "2",
+        "--max-prompts", "8", "--name", "grpo-cli", "--threads", "1",
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    latest = Registry(tmp_path / "reg").latest("grpo-cli")
+    assert latest is not None and latest.manifest()["kind"] == "il-grpo"
+    assert latest.manifest()["data"]["command"].startswith("aigq train grpo --source synthetic")

@@ -14,10 +14,11 @@ import pytest
 
 from aigq.registry import Registry
 from training.ctr_data import CtrExample, UserContext
-from training.grpo import GRPOConfig, encode_prompts
+from training.grpo import GRPOConfig
 from training.grpo_data import GrpoPrompt
 from training.grpo_plain import KIND, SummedReward, prompt_texts, train_plain
 from training.grpo_rewards import RewardConfig, score_rollout, slot_queries
+from training.grpo_rollout import encode_prompts
 
 MODEL = Path(__file__).resolve().parents[2] / "models" / "aigq-direct"
 SHOWN = ("paris hotels", "yahoo mail")  # the prompt's history queries: <h1>, <h2>
