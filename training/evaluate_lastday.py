@@ -26,6 +26,7 @@ from typing import Any
 from aigq.datasets.aol import iter_aol
 from aigq.datasets.base import Malformed
 from cache.settings import HintSettings
+from generators.prompt import history_queries
 from training import TrainingError
 from training.baselines import Baseline, CoOccurrence, MostPopular, UserFrequent
 from training.daymetrics import day_metrics, hit_curve, vocabulary
@@ -33,7 +34,7 @@ from training.evaluate import EvalRun, Log, _day, _manifest, _model_refs, split_
 from training.lastday import DaySample, last_day_samples
 from training.predictors import ModelPredictor, zero_shot_smollm2
 from training.report import EvalResults, PredictorKind, PredictorResult
-from training.samples import AnyEvent, Sample, think_samples
+from training.samples import AnyEvent, Sample, query_key, think_samples
 from training.served import model_run, popular_queries, served_at, served_list
 
 X2Q: dict[str, tuple[str, ...]] = {}
@@ -155,6 +156,11 @@ def _load(run: EvalRun, log: Log) -> tuple[list[AnyEvent], list[AnyEvent], dict[
     return train, held, data
 
 
+def shown_keys(sample: DaySample) -> set[str]:
+    """The history queries ``sample``'s prompt shows (what its copy tokens write), as keys."""
+    return {query_key(q) for q in history_queries(sample.context.history)}
+
+
 def run_last_day(run: EvalRun, log: Log = lambda _: None) -> EvalResults:
     """Load, split, fit, predict, score under the last-day protocol (module docstring)."""
     timings: dict[str, float] = {}
@@ -182,6 +188,13 @@ def run_last_day(run: EvalRun, log: Log = lambda _: None) -> EvalResults:
         novel_users=sum(bool(s.novel) for s in test),
         with_triggers=sum(bool(s.triggers) for s in test),
     )  # fmt: skip
+    # The copy ceiling: a list of the prompt's history copies hits at most these users.
+    ceiling = sum(bool(set(s.labels) & shown_keys(s)) for s in test)
+    data["copy_ceiling_users"] = ceiling
+    notes.append(
+        f"{ceiling} of {len(test)} users ({ceiling / len(test):.4f}) searched, on their last day, "
+        "one of the history queries their prompt shows: the most that copies of them can hit"
+    )
     if data.get("heldout_data_overlap"):
         notes.append(
             f"{data['heldout_data_overlap']} users of --heldout-data are in the data folder "

@@ -212,6 +212,8 @@ def test_eval_last_day_end_to_end(tmp_path: Path) -> None:
     assert record["data"]["heldout_users"] == 2
     assert record["data"]["train_users"] == 4
     assert record["data"]["novel_users"] == 2
+    # a's prompt shows cheap flights and hotels paris; its last day repeats cheap flights: 1
+    assert record["data"]["copy_ceiling_users"] == 1
     metrics = {p["name"]: p["metrics"] for p in record["predictors"]}
     assert list(metrics) == ["most-popular", "user-frequent", "co-occurrence", "served (no u2q)"]
     frequent = metrics["user-frequent"]
@@ -228,6 +230,7 @@ def test_eval_last_day_end_to_end(tmp_path: Path) -> None:
     text = (out / "results.md").read_text()
     assert "Last-day protocol: 2 held-out users" in text
     assert "| novel@10 |" in text
+    assert "1 of 2 users (0.5000) searched, on their last day, one of the history" in text
 
     # --heldout-data: every user of that folder is held out, whatever the split says
     other = tmp_path / "other" / "aol" / "user_search_logs"
