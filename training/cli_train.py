@@ -8,7 +8,7 @@ held-out user nor anything at or after the cut.
 from __future__ import annotations
 
 import shlex
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -108,22 +108,8 @@ def sft(
         "command": reproducing_command(ctx),
     }  # fmt: skip
 
-    columns = (
-        TextColumn("[bold]sft"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TextColumn("{task.fields[stats]}"),
-    )  # fmt: skip
-    with Progress(*columns, console=console) as bar:
-        task = bar.add_task("sft", total=1, stats="")
-
-        def progress(step: int, total: int, stats: dict[str, float]) -> None:
-            line = (
-                f"loss {stats['loss']:.3f}  val {stats['val_loss']:.3f}  "
-                f"lr {stats['lr']:.1e}  {stats['tokens_per_s']:,.0f} tok/s"
-            )
-            bar.update(task, completed=step, total=total, stats=line)
-            if not console.is_terminal and (step % 100 == 0 or step == total):
-                console.print(f"step {step}/{total}  {line}", highlight=False)  # logs, CI
-
+    with Progress(*_COLUMNS, console=console) as bar:
+        progress = _bar_progress(bar)
         result = train(pairs, config, reg, data, resume=resume_ref, progress=progress)
     m = result.metrics
     console.print(
@@ -133,6 +119,29 @@ def sft(
         f"train loss {m['train_loss']:.3f}, val loss {m['val_loss']:.3f}",
         highlight=False,
     )
+
+
+_COLUMNS = (
+    TextColumn("[bold]sft"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+    TextColumn("{task.fields[stats]}"),
+)  # fmt: skip
+
+
+def _bar_progress(bar: Progress) -> Callable[[int, int, dict[str, float]], None]:
+    """IL-SFT's progress callback on ``bar`` (and a plain line every 100 steps off a
+    terminal: logs, CI)."""
+    task = bar.add_task("sft", total=1, stats="")
+
+    def progress(step: int, total: int, stats: dict[str, float]) -> None:
+        line = (
+            f"loss {stats['loss']:.3f}  val {stats['val_loss']:.3f}  "
+            f"lr {stats['lr']:.1e}  {stats['tokens_per_s']:,.0f} tok/s"
+        )
+        bar.update(task, completed=step, total=total, stats=line)
+        if not console.is_terminal and (step % 100 == 0 or step == total):
+            console.print(f"step {step}/{total}  {line}", highlight=False)
+
+    return progress
 
 
 def training_samples(

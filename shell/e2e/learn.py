@@ -115,7 +115,7 @@ async def _cycle(
 ) -> None:
     """``aigq trainer --once``, as a CronJob runs it; then wait until the generator writes a
     list with the generation model the trainer announced."""
-    say("learn: aigq trainer --once (CTR model, IL-SFT on Direct samples, the gates)")
+    say("learn: aigq trainer --once (CTR model, IL-SFT and IL-GRPO on Direct samples, gates)")
     started = time.monotonic()
     env = {**loop.process_env(), "COLUMNS": "100"}  # its table, unwrapped, through a pipe
     proc = await asyncio.create_subprocess_exec(
