@@ -176,7 +176,10 @@ class Registry:
         """
         path = Path(spec).expanduser()
         if path.is_dir() and (path / "config.json").is_file():
-            return ModelRef(path.name, "external", path.resolve())
+            path = path.resolve()
+            # a version folder of some registry (an unpublished candidate): say whose
+            name = f"{path.parent.name}/{path.name}" if _VERSION.fullmatch(path.name) else path.name
+            return ModelRef(name, "external", path)
         name, _, version = spec.partition("@")
         if version:
             return self.get(name, version)

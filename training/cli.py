@@ -16,6 +16,7 @@ from training.cli_grpo import grpo_command
 from training.cli_train import train_app
 from training.cli_trainer import trainer_command
 from training.grpo_plot import grpo_plot_command
+from training.grpo_score import grpo_score_command
 
 
 def bench_history(
@@ -61,6 +62,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     train_app.command("ctr")(fails_cleanly(ctr_command))
     train_app.command("grpo")(fails_cleanly(grpo_command))
     train_app.command("grpo-plot")(fails_cleanly(grpo_plot_command))
+    train_app.command("grpo-score")(fails_cleanly(grpo_score_command))
     app.add_typer(train_app, name="train")
     app.command("eval")(eval_command)
     app.command("trainer")(trainer_command)

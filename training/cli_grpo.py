@@ -66,7 +66,7 @@ def grpo_command(
         lr=lr, lam=lam, seed=seed, threads=threads,
     )  # fmt: skip
     reg = Registry(registry)
-    scorer, ctr_tag = _ctr_scorer(ctr, reg)
+    scorer, ctr_tag = ctr_scorer(ctr, reg)
     samples, split = training_samples(source, data_dir, users, cut, heldout)
     prompts = [p for p in (grpo_prompt(s) for s in samples) if p.references]
     random.Random(seed).shuffle(prompts)
@@ -114,7 +114,7 @@ def _summary(result: Any) -> None:
     )
 
 
-def _ctr_scorer(spec: str, registry: Any) -> tuple[Any, str]:
+def ctr_scorer(spec: str, registry: Any) -> tuple[Any, str]:
     """The CTR model's scorer and tag (``none``: no scorer)."""
     from training.ctr_model import load_ctr
 

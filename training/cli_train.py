@@ -153,13 +153,16 @@ def training_samples(
     samples_kind: str = "proxy",
     every_days: int = 1,
     window_days: int = 1,
+    heldout_users: bool = False,
 ) -> tuple[list[Sample], SplitConfig]:
     """The training users' samples of a log, before ``cut`` (the held-out users are
-    ``aigq eval``'s), and the split that drew the line: IL-SFT's and IL-GRPO's data."""
+    ``aigq eval``'s), and the split that drew the line: IL-SFT's and IL-GRPO's data. With
+    ``heldout_users``, the same kind of samples of the held-out users instead, over their
+    whole log (``aigq train grpo-score``: the RL objective on users nothing trained on)."""
     from aigq.datasets.aol import iter_aol
     from aigq.datasets.sources import open_source
     from training.samples import DAY_MS, SampleConfig, rolling_proxy_samples, think_samples
-    from training.split import SplitConfig, split_samples
+    from training.split import SplitConfig, split_events, split_samples
 
     # A one-day label window: the samples are shaped like the last-day evaluation (the day a
     # user comes back), and each cut's target is about that day, not a week's mix.
@@ -178,6 +181,8 @@ def training_samples(
         return rolling_proxy_samples(items, config, every_ms=every_days * DAY_MS)
 
     builder = rolling if samples_kind == "proxy" else think_samples
+    if heldout_users:
+        return builder(split_events(items, split).heldout, sample_config), split
     return split_samples(items, split, train=builder).train, split
 
 

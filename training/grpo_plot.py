@@ -71,6 +71,7 @@ def plot_curves(runs: dict[str, list[dict[str, float]]], path: Path, window: int
         axis.set_xlabel("rollout step")
         axis.grid(alpha=0.3)
     axes[0].legend(fontsize="small")
+    axes[-1].set_ylim(0.0, 1.05)  # a share
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
@@ -86,6 +87,7 @@ def grpo_plot_command(
     for folder in runs:
         manifest = folder / "manifest.json"
         kind = json.loads(manifest.read_text()).get("kind", "") if manifest.is_file() else ""
-        curves[f"{kind or 'run'} ({folder.name})"] = read_curve(folder)
+        where = f"{folder.parent.name}/{folder.name}"
+        curves[f"{kind} ({where})" if kind else where] = read_curve(folder)
     plot_curves(curves, out, window)
     console.print(f"wrote {out}")

@@ -45,6 +45,11 @@ def test_resolve_takes_a_model_folder_and_explains_what_is_missing(tmp_path: Pat
     (folder / "config.json").write_text(json.dumps({"model_type": "qwen2"}))
     ref = Registry(tmp_path / "reg").resolve(str(folder))
     assert ref.path == folder.resolve() and ref.version == "external"
+    # an unpublished version folder of a registry is named by its owner too
+    registry = Registry(tmp_path / "reg")
+    candidate = registry.reserve("cand")
+    (candidate.path / "config.json").write_text("{}")
+    assert registry.resolve(str(candidate.path)).tag == f"cand/{candidate.version}@external"
     with pytest.raises(RegistryError, match="aigq train sft"):
         Registry(tmp_path / "reg", shipped=None).resolve("aigq-direct")
     with pytest.raises(RegistryError, match="not in the registry"):

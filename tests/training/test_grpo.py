@@ -155,3 +155,19 @@ def test_the_command_trains_on_a_log_and_a_missing_ctr_model_fails_cleanly(
     latest = Registry(tmp_path / "reg").latest("grpo-cli")
     assert latest is not None and latest.manifest()["kind"] == "il-grpo"
     assert latest.manifest()["data"]["command"].startswith("aigq train grpo --source synthetic")
+
+
+def test_the_held_out_score_splits_head_and_tail_slots() -> None:
+    from training.grpo_rewards import Rollout
+    from training.grpo_score import summarise
+
+    config = GRPOConfig()  # k 10, query max 1 * 1 + 1 + 0.2 = 2.2
+    # 7 head slots of 1.0 and 3 tail slots of 0.5: head 1.0, tail 0.5, total 7 + 1.5 + 0.5
+    a = Rollout((1.0,) * 7 + (0.5,) * 3, 0.5, ("q",) * 10)
+    # nothing valid: every slot 0, sequence 0
+    b = Rollout((0.0,) * 10, 0.0, (None,) * 10)
+    got = summarise([a, b], config)
+    assert got["reward"] == pytest.approx((9.0 + 0.0) / 2)
+    assert got["head_reward"] == pytest.approx(0.5) and got["tail_reward"] == pytest.approx(0.25)
+    assert got["score"] == pytest.approx((8.5 / 22 + 0.0) / 2)  # 8.5 / (10 * 2.2)
+    assert got["queries"] == 5.0 and got["sequence_reward"] == 0.25
