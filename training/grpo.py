@@ -17,13 +17,15 @@ entropy bonus whose weight decays linearly over the run.
 Rollouts are sampled in-process with transformers' ``generate`` (on the CPU here;
 :mod:`training.grpo_rollout`). The result
 is a plain model folder in the registry, kind ``il-grpo``, with the run's curve
-(``grpo_log.json``: reward, entropy, the filter's kept share per step) beside it.
+(``grpo_log.json``: reward, entropy, the filter's kept share per step) and its manifest
+(``grpo_run.json``, also when the run is not published) beside it.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -48,6 +50,7 @@ from training.grpo_rewards import RewardConfig, Rollout, score_rollout, slot_que
 from training.grpo_rollout import Batch, Pieces, Sampling, rollout
 
 LOG_FILE = "grpo_log.json"
+RUN_FILE = "grpo_run.json"
 Progress = Callable[[int, int, dict[str, float]], None]
 
 
@@ -254,6 +257,24 @@ def train(
         torch.set_num_threads(config.threads)
     model, tokenizer, parent = load_policy(config, registry)
     target = registry.reserve(config.name)
+    try:
+        curve, seconds = _loop(model, tokenizer, prompts, config, ctr, progress)
+    except BaseException:  # nothing was published: leave no half-written version behind
+        shutil.rmtree(target.path, ignore_errors=True)
+        raise
+    return save_run(model, tokenizer, target, registry, config, curve, data, parent, ctr_tag,
+                    seconds, publish)  # fmt: skip
+
+
+def _loop(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[GrpoPrompt],
+    config: GRPOConfig,
+    ctr: CtrScorer | None,
+    progress: Progress | None,
+) -> tuple[list[dict[str, float]], float]:
+    """The steps of the module doc; the curve and the seconds they took."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(0.9, 0.99),
                                   weight_decay=0.0)  # fmt: skip
     pieces = Pieces(tokenizer)
@@ -282,8 +303,7 @@ def train(
         curve.append(figures)
         if progress is not None:
             progress(step + 1, config.steps, figures)
-    return save_run(model, tokenizer, target, registry, config, curve, data, parent, ctr_tag,
-                 time.perf_counter() - started, publish)  # fmt: skip
+    return curve, time.perf_counter() - started
 
 
 # ---------------------------------------------------------------------------- saving
@@ -330,6 +350,8 @@ def save_run(
         "data": data,
         "metrics": metrics,
     }
+    # what it was (or will be) published with, also beside an unpublished candidate
+    (target.path / RUN_FILE).write_text(json.dumps(manifest, indent=2))
     if not publish:
         return GRPOResult(target, metrics, curve, manifest, published=False)
     return GRPOResult(registry.publish(target, manifest), metrics, curve, manifest)

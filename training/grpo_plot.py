@@ -83,9 +83,11 @@ def grpo_plot_command(
     window: Annotated[int, typer.Option(min=1, help="steps each point is averaged over")] = 10,
 ) -> None:
     """Plot RL runs' reward, entropy and difficulty-filter curves side by side."""
+    from training.grpo import RUN_FILE
+
     curves: dict[str, list[dict[str, float]]] = {}
     for folder in runs:
-        manifest = folder / "manifest.json"
+        manifest = folder / RUN_FILE
         kind = json.loads(manifest.read_text()).get("kind", "") if manifest.is_file() else ""
         where = f"{folder.parent.name}/{folder.name}"
         curves[f"{kind} ({where})" if kind else where] = read_curve(folder)

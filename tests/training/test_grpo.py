@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -16,8 +17,9 @@ import torch
 
 from aigq.registry import SHIPPED, Registry
 from generators.prompt import compressed_prompt
-from training.ctr_data import UserContext
-from training.grpo import LOG_FILE, GRPOConfig, prompt_schedule, train
+from training import TrainingError
+from training.ctr_data import CtrExample, UserContext
+from training.grpo import LOG_FILE, RUN_FILE, GRPOConfig, prompt_schedule, train
 from training.grpo_data import GrpoPrompt, ctr_rows, grpo_prompt, slot_ctr
 from training.grpo_math import token_slots
 from training.grpo_rollout import completion_mask, left_pad
@@ -119,6 +121,22 @@ def test_two_steps_train_and_save_a_model_with_its_curve(tmp_path: Path) -> None
     assert result.manifest["kind"] == "il-grpo"
     assert result.manifest["parent"] == "aigq-direct@shipped"
     assert result.metrics["optimizer_steps"] == 2 * config.inner_steps
+    # the manifest it would be published with lies beside the unpublished candidate
+    run = json.loads((result.model.path / RUN_FILE).read_text())
+    assert run["kind"] == "il-grpo" and run["config"]["steps"] == 2
+
+
+def test_a_failed_run_leaves_no_version_behind(tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "registry", shipped=SHIPPED)
+    config = GRPOConfig(base="aigq-direct", name="grpo-fail", steps=1, prompts_per_step=1,
+                        group=2, max_new_tokens=4, threads=1)  # fmt: skip
+
+    def broken(rows: Sequence[CtrExample]) -> list[float]:
+        raise TrainingError("the CTR model is gone")
+
+    with pytest.raises(TrainingError, match="gone"):
+        train([_prompt("u1")], config, registry, {}, ctr=broken)
+    assert not any((tmp_path / "registry" / "grpo-fail").iterdir())
 
 
 def test_curves_are_smoothed_over_a_trailing_window_and_plotted(tmp_path: Path) -> None:
