@@ -47,6 +47,7 @@ TRL is imported inside :func:`train_plain` only: it is heavy, and only this base
 from __future__ import annotations
 
 import copy
+import shutil
 import tempfile
 import time
 from collections.abc import Sequence
@@ -253,18 +254,22 @@ def train_plain(
     saved = snapshot(model)
     curve: list[dict[str, float]] = []
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="grpo-plain-") as scratch:
-        callback = curve_callback(config, reward, curve, progress)
-        trainer = GRPOTrainer(
-            model=model, reward_funcs=[reward], args=trl_args(config, scratch),
-            train_dataset=dataset, processing_class=tokenizer, callbacks=[callback],
-        )  # fmt: skip
-        trainer.remove_callback(PrinterCallback)
-        callback.trainer = trainer
-        trainer.train()
+    try:
+        with tempfile.TemporaryDirectory(prefix="grpo-plain-") as scratch:
+            callback = curve_callback(config, reward, curve, progress)
+            trainer = GRPOTrainer(
+                model=model, reward_funcs=[reward], args=trl_args(config, scratch),
+                train_dataset=dataset, processing_class=tokenizer, callbacks=[callback],
+            )  # fmt: skip
+            trainer.remove_callback(PrinterCallback)
+            callback.trainer = trainer
+            trainer.train()
+        g = config.group
+        if reward.seen != [tuple(i for i in step for _ in range(g)) for step in schedule]:
+            raise TrainingError("TRL sampled other prompts than IL-GRPO's schedule")
+    except BaseException:  # nothing was published: leave no half-written version behind
+        shutil.rmtree(target.path, ignore_errors=True)
+        raise
     restore(model, saved)
-    g = config.group
-    if reward.seen != [tuple(i for i in step for _ in range(g)) for step in schedule]:
-        raise TrainingError("TRL sampled other prompts than IL-GRPO's schedule: not comparable")
     return save_run(model, tokenizer, target, registry, config, curve, data, parent, ctr_tag,
                     time.perf_counter() - started, publish, kind=KIND)  # fmt: skip
