@@ -183,7 +183,9 @@ def line_verdicts(
     :func:`parse_queries` makes of it, with the same rules: the cleaned query and its verdict.
 
     A line is judged by its first non-empty piece (a copy token expanded, ``;;`` split); a
-    line without one is ``"empty"``. What IL-GRPO rewards slot by slot
+    line without one is ``"empty"``. So a line that mixes a copy token with other text
+    (``weather <h1>``) counts as one query here where :func:`parse_queries` keeps two; the
+    model's format puts a copy token alone on its line. What IL-GRPO rewards slot by slot
     (:mod:`training.grpo_rewards`): line ``j`` is the model's ``j``-th query.
     """
     _check(1, max_chars, max_words, near_duplicate)
