@@ -17,16 +17,26 @@ import typer
 from aigq.cli_kit import console
 from aigq.errors import RegistryError
 from training import TrainingError
-from training.cli_train import DEFAULT_CUT, reproducing_command, training_samples
+from training.cli_train import (
+    DEFAULT_CUT,
+    Cut,
+    DataDir,
+    Heldout,
+    RegistryRoot,
+    Source,
+    Users,
+    reproducing_command,
+    training_samples,
+)
 
 
 def grpo_command(
     ctx: typer.Context,
-    source: Annotated[str, typer.Option(help="aol, bestbuy or synthetic")] = "aol",
-    data_dir: Annotated[Path, typer.Option(help="where the logs are")] = Path("../shared/data"),
-    users: Annotated[int, typer.Option(min=0, help="first N users of the log (0: all)")] = 0,
-    cut: Annotated[str, typer.Option(help="UTC day: train before it")] = DEFAULT_CUT,
-    heldout: Annotated[float, typer.Option(help="share of users held out for eval")] = 0.1,
+    source: Source = "aol",
+    data_dir: DataDir = Path("../shared/data"),
+    users: Users = 0,
+    cut: Cut = DEFAULT_CUT,
+    heldout: Heldout = 0.1,
     base: Annotated[str, typer.Option(help="IL-SFT model: folder or name[@version]")] = (
         "aigq-direct"
     ),
@@ -46,9 +56,7 @@ def grpo_command(
         int, typer.Option(min=0, help="prompts drawn from the samples (0: all)")
     ] = 0,
     publish: Annotated[bool, typer.Option(help="publish as the name's latest")] = True,
-    registry: Annotated[
-        Path | None, typer.Option(help="registry root (default $AIGQ_MODEL_REGISTRY)")
-    ] = None,
+    registry: RegistryRoot = None,
     threads: Annotated[int, typer.Option(min=0, help="torch threads (0: default)")] = 0,
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:

@@ -30,6 +30,16 @@ console = Console()
 
 DEFAULT_CUT = "2006-05-15"  # AOL: training before it, evaluation labels after it
 
+# The options every command that reads a log for training takes (sft, grpo, grpo-score).
+Source = Annotated[str, typer.Option(help="aol, bestbuy or synthetic")]
+DataDir = Annotated[Path, typer.Option(help="where the logs are")]
+Users = Annotated[int, typer.Option(min=0, help="first N users of the log (0: all)")]
+Cut = Annotated[str, typer.Option(help="UTC day: train before it")]
+Heldout = Annotated[float, typer.Option(help="share of users held out for eval")]
+RegistryRoot = Annotated[
+    Path | None, typer.Option(help="registry root (default $AIGQ_MODEL_REGISTRY)")
+]
+
 
 def parse_day(text: str) -> int:
     """``YYYY-MM-DD`` (UTC midnight) or an ISO time -> UTC epoch ms."""
@@ -45,11 +55,11 @@ def parse_day(text: str) -> int:
 @train_app.command("sft")
 def sft(
     ctx: typer.Context,
-    source: Annotated[str, typer.Option(help="aol, bestbuy or synthetic")] = "aol",
-    data_dir: Annotated[Path, typer.Option(help="where the logs are")] = Path("../shared/data"),
-    users: Annotated[int, typer.Option(min=0, help="first N users of the log (0: all)")] = 0,
-    cut: Annotated[str, typer.Option(help="UTC day: train before it")] = DEFAULT_CUT,
-    heldout: Annotated[float, typer.Option(help="share of users held out for eval")] = 0.1,
+    source: Source = "aol",
+    data_dir: DataDir = Path("../shared/data"),
+    users: Users = 0,
+    cut: Cut = DEFAULT_CUT,
+    heldout: Heldout = 0.1,
     samples_kind: Annotated[
         str, typer.Option("--samples", help="proxy: weekly cuts, 7-day label windows; think: days")
     ] = "proxy",
@@ -69,9 +79,7 @@ def sft(
     lr: Annotated[float, typer.Option(help="peak learning rate")] = 3e-3,
     lora: Annotated[bool, typer.Option(help="LoRA adapters (pretrained bases)")] = False,
     resume: Annotated[str, typer.Option(help="name@version of an unfinished run")] = "",
-    registry: Annotated[
-        Path | None, typer.Option(help="registry root (default $AIGQ_MODEL_REGISTRY)")
-    ] = None,
+    registry: RegistryRoot = None,
     threads: Annotated[int, typer.Option(min=0, help="torch threads (0: default)")] = 0,
     tokenizer: Annotated[
         TokenizerKind, typer.Option(help="--base tiny: word (whole words only) or bpe")

@@ -24,7 +24,16 @@ from rich.table import Table
 
 from aigq.cli_kit import console
 from aigq.registry import Registry
-from training.cli_train import DEFAULT_CUT, training_samples
+from training.cli_train import (
+    DEFAULT_CUT,
+    Cut,
+    DataDir,
+    Heldout,
+    RegistryRoot,
+    Source,
+    Users,
+    training_samples,
+)
 from training.grpo_data import CtrScorer, GrpoPrompt, grpo_prompt
 from training.grpo_rewards import Rollout
 
@@ -77,17 +86,17 @@ def score_model(
 
 def grpo_score_command(
     models: Annotated[list[str], typer.Argument(help="folders or name[@version]")],
-    source: Annotated[str, typer.Option(help="aol, bestbuy or synthetic")] = "aol",
-    data_dir: Annotated[Path, typer.Option(help="where the logs are")] = Path("../shared/data"),
-    users: Annotated[int, typer.Option(min=0, help="first N users of the log (0: all)")] = 0,
-    cut: Annotated[str, typer.Option(help="the split's cut (as in training)")] = DEFAULT_CUT,
-    heldout: Annotated[float, typer.Option(help="share of users held out")] = 0.1,
+    source: Source = "aol",
+    data_dir: DataDir = Path("../shared/data"),
+    users: Users = 0,
+    cut: Cut = DEFAULT_CUT,
+    heldout: Heldout = 0.1,
     ctr: Annotated[str, typer.Option(help="CTR model: name[@version], folder or none")] = (
         "aigq-ctr"
     ),
     prompts: Annotated[int, typer.Option(min=1, help="held-out prompts drawn")] = 400,
     group: Annotated[int, typer.Option(min=2, help="rollouts per prompt")] = 8,
-    registry: Annotated[Path | None, typer.Option(help="registry root")] = None,
+    registry: RegistryRoot = None,
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """IL-GRPO's reward on held-out users' prompts, model beside model (sampled lists)."""

@@ -169,23 +169,19 @@ def _generator_stage(
     return out
 
 
+@dataclass
 class _Judge:
     """The generator's gate: a candidate against the current version on the held-out users,
     then published and announced, or deleted."""
 
-    def __init__(
-        self,
-        gate: Sequence[DaySample],
-        words: Sequence[AnyEvent],
-        settings: TrainerSettings,
-        registry: Registry,
-        announce: Announce,
-        report: CycleReport,
-        clock: _Clock,
-        log: Log,
-    ) -> None:
-        self.gate, self.words, self.settings, self.registry = gate, words, settings, registry
-        self.announce, self.report, self.clock, self.log = announce, report, clock, log
+    gate: Sequence[DaySample]
+    words: Sequence[AnyEvent]
+    settings: TrainerSettings
+    registry: Registry
+    announce: Announce
+    report: CycleReport
+    clock: _Clock
+    log: Log
 
     def __call__(
         self, stage: str, candidate: ModelRef, current: ModelRef, manifest: dict[str, Any]
