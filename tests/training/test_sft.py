@@ -147,7 +147,8 @@ def test_lora_on_a_saved_model_merges_into_a_plain_folder(tmp_path: Path) -> Non
         reg,
         {},
     )
-    assert tuned.model.manifest()["parent"] == "v0001@external"  # a folder given by path
+    # a folder given by path: a version folder of a registry is named with its owner
+    assert tuned.model.manifest()["parent"] == "aigq-direct/v0001@external"
     model = AutoModelForCausalLM.from_pretrained(str(tuned.model.path))  # no adapter files
     assert not any("lora" in name for name in model.state_dict())
     with pytest.raises(TrainingError, match="LoRA"):
