@@ -39,7 +39,10 @@ log() { printf '[build_images] %s\n' "$*" >&2; }
 builder="${AIGQ_IMAGE_BUILDER:-}"
 if [ -z "$builder" ]; then
   for b in buildah podman docker; do
-    if command -v "$b" >/dev/null; then builder=$b; break; fi
+    command -v "$b" >/dev/null || continue
+    # a docker client without a daemon that answers builds nothing
+    if [ "$b" = docker ] && ! docker info >/dev/null 2>&1; then continue; fi
+    builder=$b; break
   done
 fi
 [ -n "$builder" ] || { log "no image builder (buildah, podman or docker) installed"; exit 2; }

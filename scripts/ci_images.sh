@@ -7,10 +7,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 log() { printf '[ci_images] %s\n' "$*" >&2; }
 
+# docker counts only with a daemon that answers: a client binary alone builds nothing.
 have_builder() { command -v buildah >/dev/null || command -v podman >/dev/null \
-  || command -v docker >/dev/null; }
+  || { command -v docker >/dev/null && docker info >/dev/null 2>&1; }; }
 
-if ! have_builder && command -v apt-get >/dev/null; then
+if { ! have_builder || ! command -v mmdebstrap >/dev/null; } && command -v apt-get >/dev/null; then
   SUDO=""
   if [ "$(id -u)" != 0 ]; then
     if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then SUDO="sudo -n"; else SUDO="none"; fi
