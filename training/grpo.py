@@ -127,17 +127,26 @@ class GRPOResult:
 
 
 # ---------------------------------------------------------------------------- rewards
+def score_texts(
+    texts: Sequence[str], owners: Sequence[GrpoPrompt], config: GRPOConfig, ctr: CtrScorer | None
+) -> list[Rollout]:
+    """The rewards of each completion text, ``texts[n]`` written for ``owners[n]`` (the CTR
+    model scores them all at once). Plain GRPO's reward (:mod:`training.grpo_plain`) too."""
+    rc = config.rewards
+    judged = [slot_queries(t, p.shown, rc) for t, p in zip(texts, owners, strict=True)]
+    p_ctr = slot_ctr([(p, q) for p, (q, _) in zip(owners, judged, strict=True)], ctr)
+    return [
+        score_rollout(q, v, p.references, c, rc)
+        for p, (q, v), c in zip(owners, judged, p_ctr, strict=True)
+    ]
+
+
 def score_batch(
     batch: Batch, prompts: Sequence[GrpoPrompt], config: GRPOConfig, ctr: CtrScorer | None
 ) -> list[Rollout]:
-    """Every rollout's rewards, in row order (the CTR model scores the batch at once)."""
-    g, rc = config.group, config.rewards
-    judged = [slot_queries(text, prompts[n // g].shown, rc) for n, text in enumerate(batch.texts)]
-    p_ctr = slot_ctr([(prompts[n // g], q) for n, (q, _) in enumerate(judged)], ctr)
-    return [
-        score_rollout(q, v, prompts[n // g].references, p_ctr[n], rc)
-        for n, (q, v) in enumerate(judged)
-    ]
+    """Every rollout's rewards, in row order (row ``n`` is prompt ``n // group``'s)."""
+    owners = [prompts[n // config.group] for n in range(len(batch.texts))]
+    return score_texts(batch.texts, owners, config, ctr)
 
 
 # ---------------------------------------------------------------------------- the update

@@ -64,19 +64,19 @@ from training.grpo import (
     load_policy,
     prompt_schedule,
     save_run,
+    score_texts,
     step_figures,
 )
-from training.grpo_data import CtrScorer, GrpoPrompt, slot_ctr
+from training.grpo_data import CtrScorer, GrpoPrompt
 from training.grpo_math import entropy_weight
-from training.grpo_rewards import Rollout, score_rollout, slot_queries
-from training.grpo_rollout import encode_prompts
+from training.grpo_rewards import Rollout
 
 KIND = "grpo-plain"
 
 
 class SummedReward:
     """TRL's reward function: each completion's :attr:`Rollout.total`, scored as IL-GRPO
-    scores it (:func:`training.grpo.score_batch`: one CTR call per batch).
+    scores it (:func:`training.grpo.score_texts`: one CTR call per batch).
 
     TRL hands reward functions completions decoded with ``skip_special_tokens=True``, which
     would drop the copy tokens (``<h1>`` ..): this decodes ``completion_ids`` itself, up to
@@ -107,14 +107,7 @@ class SummedReward:
 
     def rollouts(self, texts: Sequence[str], index: Sequence[int]) -> list[Rollout]:
         """The rewards of each text, the completion of prompt ``index[n]``."""
-        rc = self.config.rewards
-        chosen = [self.prompts[i] for i in index]
-        judged = [slot_queries(t, p.shown, rc) for t, p in zip(texts, chosen, strict=True)]
-        p_ctr = slot_ctr([(p, q) for p, (q, _) in zip(chosen, judged, strict=True)], self.ctr)
-        return [
-            score_rollout(q, v, p.references, c, rc)
-            for p, (q, v), c in zip(chosen, judged, p_ctr, strict=True)
-        ]
+        return score_texts(texts, [self.prompts[i] for i in index], self.config, self.ctr)
 
     def __call__(
         self,
@@ -133,11 +126,12 @@ class SummedReward:
 def prompt_texts(tokenizer: Any, prompts: Sequence[str], max_tokens: int) -> list[str]:
     """Each prompt as TRL will tokenize it: the newest ``max_tokens`` tokens (as
     :func:`~training.grpo_rollout.encode_prompts`), decoded back to text where it was cut."""
-    kept = encode_prompts(tokenizer, prompts, max_tokens)
     full = tokenizer(list(prompts), add_special_tokens=False).input_ids
     return [
-        text if len(ids) == len(row) else str(tokenizer.decode(ids, skip_special_tokens=False))
-        for text, ids, row in zip(prompts, kept, full, strict=True)
+        text
+        if len(ids) <= max_tokens
+        else str(tokenizer.decode(ids[-max_tokens:], skip_special_tokens=False))
+        for text, ids in zip(prompts, full, strict=True)
     ]
 
 
@@ -248,7 +242,9 @@ def train_plain(
     target = registry.reserve(config.name)
     schedule = prompt_schedule(len(prompts), config)
     order = [i for step in schedule for i in step]
-    texts = prompt_texts(tokenizer, [p.prompt for p in prompts], config.max_prompt_tokens)
+    used = sorted(set(order))  # the prompts the schedule reaches, tokenized once each
+    cut = prompt_texts(tokenizer, [prompts[i].prompt for i in used], config.max_prompt_tokens)
+    texts = dict(zip(used, cut, strict=True))
     dataset = datasets.Dataset.from_dict({"prompt": [texts[i] for i in order], "index": order})
     reward = SummedReward(prompts, config, tokenizer, ctr)
     saved = snapshot(model)
