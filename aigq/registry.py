@@ -16,7 +16,8 @@ The repository carries a trained default, ``models/aigq-direct/`` (:data:`SHIPPE
 model folder with the manifest of the run that made it, whose ``data.command`` reproduces it
 from ../shared/data). A bare ``aigq-direct`` resolves to it while the registry has no version
 of its own, so ``aigq generate``, ``aigq demo`` and ``aigq eval`` work on a fresh checkout
-without training first; a version trained here wins over it.
+without training first; a version trained here wins over it. The same holds for every model
+folder beside it (``models/aigq-think``, the AIGQ-Think model ``aigq x2q build`` loads).
 """
 
 from __future__ import annotations
@@ -136,8 +137,9 @@ class Registry:
         return ref
 
     def latest(self, name: str = DEFAULT_NAME) -> ModelRef | None:
-        """The version LATEST names; for :data:`DEFAULT_NAME` with none published, the shipped
-        default (version ``shipped``); else None."""
+        """The version LATEST names; with none published, the model of that name the
+        repository carries (version ``shipped``: :data:`DEFAULT_NAME` at the shipped default,
+        another name in the folder beside it, e.g. ``models/aigq-think``); else None."""
         folder = self.root / self._check_name(name)
         try:
             version = (folder / "LATEST").read_text().strip()
@@ -147,7 +149,9 @@ class Registry:
         if version and (ref.path / MANIFEST).is_file():
             return ref
         shipped = self.shipped
-        if name == DEFAULT_NAME and shipped is not None and (shipped / MANIFEST).is_file():
+        if shipped is not None and name != DEFAULT_NAME:
+            shipped = shipped.parent / name
+        if shipped is not None and (shipped / MANIFEST).is_file():
             return ModelRef(name, "shipped", shipped)
         return None
 

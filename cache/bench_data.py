@@ -4,7 +4,8 @@ an x2q index, popular queries, and one plain string key per user for the raw-GET
 Every user has a u2q run (10 queries, written through :class:`cache.u2q.U2QStore`),
 ``triggers_per_user`` recent triggers, about half newer than the run, and a search history of
 ``history_per_user`` queries (the worker stores up to 20); four in five triggers are in the x2q
-index (10 queries each). Keys live under one prefix and are deleted after.
+index (10 queries each, one version written then switched to, as the offline builder does).
+Keys live under one prefix and are deleted after.
 """
 
 from __future__ import annotations
@@ -69,13 +70,16 @@ async def load(
     rng = random.Random(seed)
     now = int(time.time() * 1000)
     x2q = X2QStore(redis, prefix=data.prefix, ttl_s=3_600)
+    version = await x2q.begin()  # as the offline builder does: write it whole, then switch
     for lo in range(0, x2q_triggers, batch):
         await x2q.write_many(
             [
                 (*_trigger(i), [_query(rng) for _ in range(10)])
                 for i in range(lo, min(lo + batch, x2q_triggers))
-            ]
+            ],
+            version,
         )
+    await x2q.switch(version)
     await PopularQueries(redis, prefix=data.prefix).write(
         [(_query(rng), float(rng.randint(1, 10_000))) for _ in range(200)], ttl_s=3_600
     )

@@ -6,10 +6,12 @@ composition (:func:`cache.compose.compose`).
 
 One request is one ``EVALSHA`` of a read-only Lua script that, inside Redis, reads the user's
 newest u2q run (``LINDEX <prefix>u2q:<user> 0``), their newest recent triggers
-(``ZREVRANGE <prefix>recent:<user>``), the x2q entry of each trigger
-(``GET <prefix>x2q:<kind>:<text>``, keys built from the triggers), their search history
-(``GET <prefix>history:<user>``, when ``AIGQ_HINTS_HISTORY`` > 0), and, only when all of
-those give nothing, the popular queries (``ZREVRANGE <prefix>popular``). The x2q keys
+(``ZREVRANGE <prefix>recent:<user>``), the current x2q version (``GET <prefix>x2q:current``)
+and its entry for each trigger (``GET <prefix>x2q:<version>:<kind>:<text>``, keys built from
+the triggers), their search history (``GET <prefix>history:<user>``, when
+``AIGQ_HINTS_HISTORY`` > 0), and, only when all of those give nothing, the popular queries
+(``ZREVRANGE <prefix>popular``). A script runs atomically, so a request sees one version of
+the x2q index even while the offline builder switches to the next. The x2q keys
 depend on what the triggers are, so a pipeline would need two round trips; the script needs
 one. It reads keys it was not given in KEYS, which a single Redis (or a primary with
 replicas) allows and Redis Cluster does not. The command goes over one pipelined connection
@@ -48,6 +50,8 @@ log = get_logger(__name__)
 
 # KEYS: u2q list, recent-trigger zset, popular zset, history string.
 # ARGV: x2q key prefix, triggers to look up, popular queries wanted, 1 to read the history.
+# The x2q entries come from the version named by ``<x2q prefix>current`` (:mod:`cache.x2q`),
+# read once; no pointer means no index, so every entry is nil.
 # Returns {u2q head or nil, {member, score, ...}, {x2q entry or nil per trigger}, {popular},
 # errors, 1 if popular was read, history or nil}; a key of the wrong type counts as an error
 # and reads as empty. Popular is read only when no x2q entry exists, the head is absent or has
@@ -66,9 +70,17 @@ if n > 0 then
 end
 local entries = {}
 local found = false
+local version = false
+if #triggers > 0 then
+  version = redis.pcall('GET', ARGV[1] .. 'current')
+  if type(version) == 'table' then errors = errors + 1; version = false end
+end
 for i = 1, #triggers, 2 do
-  local entry = redis.pcall('GET', ARGV[1] .. triggers[i])
-  if type(entry) == 'table' then errors = errors + 1; entry = false end
+  local entry = false
+  if version then
+    entry = redis.pcall('GET', ARGV[1] .. version .. ':' .. triggers[i])
+    if type(entry) == 'table' then errors = errors + 1; entry = false end
+  end
   if entry then found = true end
   entries[#entries + 1] = entry
 end

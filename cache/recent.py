@@ -8,8 +8,8 @@ Layout: ONE sorted set per user at ``<prefix>recent:<user_id>``; each member is 
 ``<kind>:<normalised text>`` (kind ``query``, ``category`` or ``item``; text normalised by
 :func:`cache.text.normalize` and cut to 200 characters), scored by the event time in UTC
 epoch milliseconds. The x2q index keys a trigger's queries by the same member
-(``<prefix>x2q:<member>``), which is what lets a Lua script go from one to the other inside
-Redis in a single round trip.
+(``<prefix>x2q:<version>:<member>``, :mod:`cache.x2q`), which is what lets a Lua script go
+from one to the other inside Redis in a single round trip.
 
 Why a sorted set: a trigger repeated is one member (its newest time wins, ``ZADD GT``), the
 order is event time rather than arrival order (the worker can see a click before the search it

@@ -17,6 +17,7 @@ from aigq.events import ModelKind
 from aigq.registry import DEFAULT_NAME, ModelRef, Registry
 from aigq.settings import KafkaSettings, RedisSettings, TopicSettings, load
 from aigq.stats import percentile
+from generators import cli_x2q
 from generators.settings import GeneratorSettings
 
 
@@ -336,3 +337,4 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     app.add_typer(model, name="model")
     bench.command("generate")(fails_cleanly(bench_generate))
     bench.command("reload")(fails_cleanly(bench_reload))
+    cli_x2q.register(app)

@@ -34,9 +34,11 @@ def start_vllm_server(
     max_model_len: int = 2_048,
     timeout_s: float = 300,
     cpus: set[int] | None = None,
+    served_name: str = SERVED_NAME,
 ) -> tuple[subprocess.Popen[bytes], str, float]:
-    """Serve ``model`` as ``aigq-direct`` on a free loopback port: the process, its URL and how
-    long it took to answer ``/health``. Raises ServiceError when it cannot start.
+    """Serve ``model`` as ``served_name`` (``aigq-direct``) on a free loopback port: the
+    process, its URL and how long it took to answer ``/health``. Raises ServiceError when it
+    cannot start.
 
     ``cpus`` pins the server (and the engine processes it starts) to those cores, so that on a
     small machine the rest of the loop keeps a core of its own."""
@@ -49,7 +51,7 @@ def start_vllm_server(
         env["VLLM_CPU_OMP_THREADS_BIND"] = f"{min(cpus)}-{max(cpus)}"
     argv = [
         str(python), "-m", "vllm.entrypoints.openai.api_server",
-        "--model", str(model), "--served-model-name", SERVED_NAME,
+        "--model", str(model), "--served-model-name", served_name,
         "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32",
         "--max-model-len", str(max_model_len), "--seed", "0",
     ]  # fmt: skip

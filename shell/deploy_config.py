@@ -34,6 +34,7 @@ from pydantic_settings import BaseSettings
 
 from cache import cli as cache_cli
 from generators import cli as generators_cli
+from generators import cli_x2q
 from streams import cli as streams_cli
 from training import cli_trainer
 
@@ -46,6 +47,7 @@ ROLES: dict[str, tuple[str, Callable[..., Any]]] = {
     "api": ("serve", cache_cli.serve),
     "trainer": ("trainer", cli_trainer.trainer_command),
     "backfill": ("backfill", streams_cli.backfill),
+    "x2q": ("x2q", cli_x2q.build),
 }
 # Roles whose variables share another role's ConfigMap (the backfill Job runs the worker's code).
 CONFIG_OF = {"backfill": "worker"}

@@ -23,6 +23,7 @@ from aigq.dev.stack import DevSettings
 from aigq.settings import RENAMED, KafkaSettings, RedisSettings, TopicSettings, WebSettings
 from cache.settings import HintSettings, ServeSettings
 from generators.settings import GeneratorSettings
+from generators.x2q_settings import X2QSettings
 from streams.replay import ReplaySettings
 from streams.settings import StreamSettings
 from streams.simulator import SimulatorSettings
@@ -39,6 +40,7 @@ COMPONENTS: tuple[tuple[type[BaseSettings], str], ...] = (
     (WebSettings, "`aigq worker` (its Faust web server)"),
     (ReplaySettings, "`aigq replay`"),
     (GeneratorSettings, "`aigq generate`"),
+    (X2QSettings, "`aigq x2q build` (the x2q index job)"),
     (HintSettings, "`aigq serve` (the read path)"),
     (ServeSettings, "`aigq serve` (the HTTP server)"),
     (SimulatorSettings, "`aigq simulate` (the user simulator: docs/simulator.md)"),

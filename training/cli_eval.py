@@ -68,6 +68,10 @@ def eval_command(
     out: Annotated[
         Path | None, typer.Option(help="report folder (default ./eval-out/<UTC time>/)")
     ] = None,
+    x2q: Annotated[
+        str, typer.Option(help="last-day: also serve with an x2q index built by this Think model")
+    ] = "",
+    x2q_days: Annotated[int, typer.Option(min=1, help="the x2q index's window (days)")] = 7,
 ) -> None:
     """Offline evaluation on held-out AOL users: baselines, zero-shot SmolLM2, trained model
     (and, last-day, the read API's served list).
@@ -80,7 +84,7 @@ def eval_command(
             tuple(model or ()), default_model, zero_shot, prompt,
             PredictorConfig(batch_size=batch_size, max_tokens=max_tokens, n=n,
                             temperature=temperature),
-            semantic, threads, registry, out,
+            semantic, threads, registry, out, x2q, x2q_days,
         )  # fmt: skip
     except AigqError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
@@ -92,7 +96,7 @@ def _eval(
     heldout: float, window_days: int, salt: str | None,
     models: tuple[str, ...], default_model: bool, zero_shot: bool, prompt: str,
     predictor: PredictorConfig, semantic: bool, threads: int, registry: Path | None,
-    out: Path | None,
+    out: Path | None, x2q: str = "", x2q_days: int = 7,
 ) -> None:  # fmt: skip
     from training.evaluate import PROTOCOLS, EvalRun, run_eval
     from training.report import comparison_line, markdown_table, write_report
@@ -122,7 +126,7 @@ def _eval(
         zero_shot=zero_shot, compressed=prompt == "compressed",
         predictor=predictor,
         semantic=semantic, registry=registry, threads=threads,
-        protocol=protocol, heldout_data=heldout_aol,
+        protocol=protocol, heldout_data=heldout_aol, x2q_model=x2q, x2q_days=x2q_days,
     )  # fmt: skip
     results = run_eval(run, log=lambda line: console.print(line, highlight=False))
     files = write_report(results, out or _default_out())

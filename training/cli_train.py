@@ -19,6 +19,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from aigq.datasets.base import SourceItem
 from training import TargetOrder, TrainingError
+from training.cli_think import (
+    TEACHER_MODEL,
+    TeacherApiOption,
+    TeacherConcurrency,
+    TeacherMax,
+    TeacherModel,
+    TeacherUrl,
+    teacher_config,
+    think_pairs,
+)
 from training.tiny import TinyConfig, TokenizerKind
 
 if TYPE_CHECKING:
@@ -61,7 +71,10 @@ def sft(
     cut: Cut = DEFAULT_CUT,
     heldout: Heldout = 0.1,
     samples_kind: Annotated[
-        str, typer.Option("--samples", help="proxy: weekly cuts, 7-day label windows; think: days")
+        str,
+        typer.Option(
+            "--samples", help="proxy: daily cuts, label windows; think: user-days, with a teacher"
+        ),
     ] = "proxy",
     every_days: Annotated[int, typer.Option(min=1, help="proxy: days between cuts")] = 1,
     window_days: Annotated[
@@ -84,6 +97,11 @@ def sft(
     tokenizer: Annotated[
         TokenizerKind, typer.Option(help="--base tiny: word (whole words only) or bpe")
     ] = "word",
+    teacher_url: TeacherUrl = "",
+    teacher_model: TeacherModel = TEACHER_MODEL,
+    teacher_api: TeacherApiOption = "chat",
+    teacher_max: TeacherMax = 0,
+    teacher_concurrency: TeacherConcurrency = 4,
 ) -> None:
     """IL-SFT: train on the log's samples and publish the model in the registry."""
     from transformers.utils import logging as hf_logging
@@ -97,16 +115,26 @@ def sft(
         base=base, name=name, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
         lr=lr, lora=lora, threads=threads, tiny=TinyConfig(tokenizer=tokenizer),
     )  # fmt: skip
+    teacher = (
+        teacher_config(teacher_url, teacher_model, teacher_api, teacher_concurrency)
+        if samples_kind == "think"
+        else None
+    )
     reg = Registry(registry)
     resume_ref = reg.unfinished(resume) if resume else None
     samples, split = training_samples(
         source, data_dir, users, cut, heldout, samples_kind, every_days, window_days
     )
-    pairs = [Pair(s.prompt(config.k), s.target(config.k, target_order)) for s in samples]
+    taught: dict[str, Any] | None = None
+    if teacher is not None:  # Think: a teacher's rationale, then (trigger set -> queries)
+        pairs, taught = think_pairs(samples, teacher, config.k, teacher_max)
+    else:
+        pairs = [Pair(s.prompt(config.k), s.target(config.k, target_order)) for s in samples]
     pairs = [p for p in pairs if p.target]
     console.print(
-        f"{len(pairs):,} training pairs from {len({s.context.user_id for s in samples}):,}"
-        " users (the held-out ones are left for aigq eval)"
+        f"{len(pairs):,} training pairs from {len(samples):,} samples of "
+        f"{len({s.context.user_id for s in samples}):,} users (the held-out ones are left "
+        "for aigq eval)"
     )
     data: dict[str, Any] = {
         "source": source, "users": users or "all", "cut": cut, "cut_ms": split.cut_ms,
@@ -115,6 +143,8 @@ def sft(
         "target_order": target_order,
         "command": reproducing_command(ctx),
     }  # fmt: skip
+    if taught is not None:
+        data["teacher"] = taught
 
     with Progress(*_COLUMNS, console=console) as bar:
         progress = _bar_progress(bar)

@@ -78,12 +78,21 @@ class EvalRun:
     """``last-day`` (each held-out user's last search day) or ``window`` (the global cut)"""
     heldout_data: Path | None = None
     """last-day only: an AOL log whose every user is held out (default: the split's users)"""
+    x2q_model: str = ""
+    """last-day only: the Think model (folder or ``name@version``) the offline x2q index is
+    built with (:mod:`training.x2q_offline`); empty: no x2q index"""
+    x2q_days: int = 7
+    """the x2q index's window: triggers of the days before each test day"""
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
             raise TrainingError(f"protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
         if self.heldout_data is not None and self.protocol != "last-day":
             raise TrainingError("heldout_data needs the last-day protocol")
+        if self.x2q_model and self.protocol != "last-day":
+            raise TrainingError("x2q_model needs the last-day protocol")
+        if self.x2q_days < 1:
+            raise TrainingError(f"x2q_days must be >= 1, got {self.x2q_days}")
         if self.users < 0:
             raise TrainingError(f"users must be >= 0, got {self.users}")
         if not self.ks or min(self.ks) < 1 or self.curve_k < max(self.ks):

@@ -12,7 +12,9 @@ Predictors, in the order reported: the three baselines; zero-shot SmolLM2 (unles
 (the generator's validated list) and the served list (:func:`training.served.served_list` over
 that list, the recent triggers, x2q and the popular queries: what the read API returns at the
 start of the test day). Without a trained model the served list is the API's answer with no
-u2q run. There is no x2q index yet, so x2q is empty.
+u2q run. With ``--x2q MODEL`` (:attr:`EvalRun.x2q_model`) each served list is reported twice:
+without x2q and with the offline x2q index built by that Think model
+(:mod:`training.x2q_offline`), and the index's coverage goes in the data.
 """
 
 from __future__ import annotations
@@ -37,8 +39,8 @@ from training.report import EvalResults, PredictorKind, PredictorResult
 from training.samples import AnyEvent, Sample, query_key, think_samples
 from training.served import model_run, popular_queries, served_at, served_list
 
-X2Q: dict[str, tuple[str, ...]] = {}
-"""the x2q index offline: none is built yet"""
+NO_X2Q: dict[str, tuple[str, ...]] = {}
+"""no x2q index"""
 
 
 class _DayScorer:
@@ -95,8 +97,10 @@ def _served(
     settings: HintSettings,
     scorer: _DayScorer,
     model_s: float,
+    x2q: dict[str, tuple[str, ...]] = NO_X2Q,
 ) -> PredictorResult:
-    """The read API's answer for every held-out user; ``lists``: the model's (None: no run)."""
+    """The read API's answer for every held-out user; ``lists``: the model's (None: no run);
+    ``x2q``: the index (trigger member -> queries)."""
     started = time.perf_counter()
     sources: Counter[str] = Counter()
     expired = 0
@@ -107,7 +111,7 @@ def _served(
             run = served_at(model_run(sample.context, lists[i], tag), sample.day_ms)
             expired += run is None
         hints = served_list(
-            run, sample.triggers, X2Q, popular, settings, history=sample.context.history
+            run, sample.triggers, x2q, popular, settings, history=sample.context.history
         )
         sources.update(hint.source for hint in hints)
         predictions.append([hint.query for hint in hints])
@@ -201,6 +205,7 @@ def run_last_day(run: EvalRun, log: Log = lambda _: None) -> EvalResults:
             "too: left out of the training data here, but a model may have trained on them"
         )
     log(f"{len(test):,} held-out users with a last day ({timings['split_s']:.1f} s)")
+    x2q = _x2q(run, test, held, train, settings, data, timings, log)
     del held
 
     if run.threads:
@@ -227,8 +232,15 @@ def run_last_day(run: EvalRun, log: Log = lambda _: None) -> EvalResults:
         results.append(
             _served(name, ref.tag, lists, popular, settings, scorer, result.predict_seconds)
         )
+        if x2q is not None:
+            results.append(_served(f"{name} + x2q", ref.tag, lists, popular, settings,
+                                   scorer, result.predict_seconds, x2q))  # fmt: skip
     if not refs:
         results.append(_served("served (no u2q)", "", None, popular, settings, scorer, 0.0))
+        if x2q is not None:
+            results.append(
+                _served("served (no u2q) + x2q", "", None, popular, settings, scorer, 0.0, x2q)
+            )
 
     config = {
         "protocol": "last-day", "aol": str(run.aol), "users": run.users or "all",
@@ -239,5 +251,41 @@ def run_last_day(run: EvalRun, log: Log = lambda _: None) -> EvalResults:
         "default_model": run.default_model, "zero_shot": run.zero_shot, "semantic": False,
         "prompt": "compressed" if run.compressed else "verbose", "threads": run.threads,
         "hints": settings.model_dump(mode="json"), **asdict(run.predictor),
+        "x2q_model": run.x2q_model or None, "x2q_days": run.x2q_days,
     }  # fmt: skip
     return EvalResults(config, data, results, notes, timings)
+
+
+def _x2q(
+    run: EvalRun,
+    test: Sequence[DaySample],
+    held: Sequence[AnyEvent],
+    train: Sequence[AnyEvent],
+    settings: HintSettings,
+    data: dict[str, Any],
+    timings: dict[str, float],
+    log: Log,
+) -> dict[str, tuple[str, ...]] | None:
+    """The offline x2q index of ``run.x2q_model`` (None without one); its figures go in
+    ``data["x2q"]``."""
+    if not run.x2q_model:
+        return None
+    from aigq.registry import Registry
+    from training.x2q_offline import build_offline, coverage, heldout_triggers, popularity
+
+    ref = Registry(run.registry).resolve(run.x2q_model)
+    triggers = heldout_triggers(test, held, run.x2q_days)
+    log(f"x2q: {len(triggers):,} triggers; generating with {ref.tag} ...")
+    index = build_offline(triggers, popularity(train), str(ref.path), ref.tag, log=log)
+    timings["x2q_build_s"] = index.seconds
+    figures = coverage(test, index.entries, settings.triggers)
+    data["x2q"] = {
+        "model": ref.tag, "days": run.x2q_days, "triggers": index.triggers,
+        "indexed": len(index.entries), "triggers_per_s": index.triggers_per_s,
+        "seconds": index.seconds, "problems": index.problems, **figures,
+    }  # fmt: skip
+    log(
+        f"x2q: {len(index.entries):,} of {index.triggers:,} triggers indexed "
+        f"({index.triggers_per_s:.1f}/s); looked-up coverage {figures['looked_up_covered']:.1%}"
+    )
+    return index.entries

@@ -14,6 +14,8 @@ Shapes: ``P`` prompts, ``G`` rollouts per prompt, ``K`` query slots, ``T`` compl
 - :func:`clipped_loss`: the PPO-style clipped surrogate, averaged over the batch's tokens.
 - :func:`entropy_weight`: the entropy bonus's weight, decaying linearly to 0.
 - :func:`keep_prompts`: the difficulty filter (mean reward within ``[low, high]``).
+- :func:`trigger_advantages`, :func:`think_token_slots`, :func:`think_token_advantages`:
+  AIGQ-Think's trigger tokens get their own per-trigger-slot advantage.
 
 Standard deviations are population ones (divide by ``G``); ``eps`` keeps a group whose
 rewards are all equal at advantage 0.
@@ -25,6 +27,8 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor
+
+from generators.think import trigger_line
 
 
 def normalise(x: Tensor, dim: int, eps: float = 1e-4) -> Tensor:
@@ -137,3 +141,65 @@ def keep_prompts(scores: Tensor, low: float = 0.1, high: float = 0.95) -> Tensor
     each in 0..1) lies within ``[low, high]``: neither hopeless nor already solved."""
     mean = scores.mean(dim=1)
     return (mean >= low) & (mean <= high)
+
+
+def trigger_advantages(
+    trigger_rewards: Tensor, eps: float = 1e-4, reward_clip: float = 10.0, adv_clip: float = 2.0
+) -> Tensor:
+    """AIGQ-Think's trigger advantages ``[P, G, K_t]``: each trigger slot's reward
+    (:func:`training.grpo_rewards.trigger_rewards`, zero-padded to the batch's widest
+    ``K_t``) normalised over the ``G`` rollouts **at that slot**, clipped like the query
+    slots'. It is :func:`advantages` with no sequence part (``lam = 0``): the same per-slot
+    normalisation, reused rather than restated."""
+    zeros = trigger_rewards.new_zeros(trigger_rewards.shape[:2])
+    slot, _ = advantages(trigger_rewards, zeros, 0.0, eps, reward_clip, adv_clip)
+    return slot
+
+
+def think_token_slots(pieces: Sequence[str], ended: bool = False) -> tuple[list[int], list[int]]:
+    """For each token of a Think completion, its trigger slot and its query slot (-1: none).
+
+    Lines are told apart as :func:`generators.think.parse_think` tells them: line 0 is the
+    rationale (unless it is a trigger line), a line of index tokens is trigger slot ``j`` (the
+    ``j``-th written), and a non-blank line after a trigger line is query slot ``j`` (the
+    ``j``-th such line across all pairs: position-wise against the reference's queries).
+    The rationale, blank lines and lines outside a pair are in no slot (the sequence part
+    alone). A token belongs to the line it starts in (:func:`token_slots`). With ``ended``,
+    the end-of-sequence token belongs to the query slot it leaves empty (the next one).
+    """
+    body = list(pieces[:-1] if ended and pieces else pieces)
+    trigger_of: list[int] = []
+    query_of: list[int] = []
+    triggers = queries = 0
+    for number, line in enumerate("".join(body).split("\n")):
+        trigger, query = -1, -1
+        if trigger_line(line) is not None:
+            trigger, triggers = triggers, triggers + 1
+        elif number > 0 and triggers and line.strip():
+            query, queries = queries, queries + 1
+        trigger_of.append(trigger)
+        query_of.append(query)
+    lines = token_slots(body)
+    out_t = [trigger_of[line] for line in lines]
+    out_q = [query_of[line] for line in lines]
+    if ended and pieces:
+        out_t.append(-1)
+        out_q.append(queries)
+    return out_t, out_q
+
+
+def think_token_advantages(
+    trigger_adv: Tensor, slot_adv: Tensor, rest: Tensor, trigger_slots: Tensor, query_slots: Tensor
+) -> Tensor:
+    """``[N, T]`` advantages of Think completions: a token of trigger slot ``j`` (``< K_t``)
+    gets ``trigger_adv[n, j]``, a token of query slot ``j`` (``< K``) ``slot_adv[n, j]``,
+    any other ``rest[n]`` (:func:`token_advantages` for the query part). ``trigger_adv`` is
+    ``[N, K_t]``, ``slot_adv`` ``[N, K]``, ``rest`` ``[N]``, the slots ``[N, T]`` (long, -1 for
+    none; :func:`think_token_slots`)."""
+    k, k_t = slot_adv.shape[1], trigger_adv.shape[1]
+    query = token_advantages(slot_adv, rest, torch.where(query_slots < 0, k, query_slots))
+    inside = (trigger_slots >= 0) & (trigger_slots < k_t)
+    if k_t == 0:
+        return query
+    picked = trigger_adv.gather(1, trigger_slots.clamp(min=0, max=k_t - 1))
+    return torch.where(inside, picked, query)

@@ -17,6 +17,9 @@ expanded), and it is matched **position-wise** with the reference list's query `
 :func:`score_rollout` gives both, plus the two scalars the rest of training reads: ``total``
 (the sum of the slot rewards and the sequence reward: the one number plain GRPO gets) and
 ``score`` (the mean slot reward over its maximum, in 0..1: what the difficulty filter reads).
+
+AIGQ-Think's rollouts also write trigger sets: :func:`trigger_rewards` scores each trigger
+slot by the ROUGE-L of its indices against the reference's (:func:`index_rouge_l`).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from generators.output import Verdict, line_verdicts
+from generators.think import parse_think
 from streams.simulator import rouge_l
 from training import TrainingError
 
@@ -172,3 +176,48 @@ def score_rollout(
         verdicts, config.k
     ) + config.w_repetition * repetition_penalty(verdicts)
     return Rollout(query, sequence, tuple(queries))
+
+
+def index_rouge_l(generated: Sequence[int], reference: Sequence[int]) -> float:
+    """ROUGE-L F-measure of two index sequences (``<2><5>`` vs ``<2><3>``: ``(2, 5)`` vs
+    ``(2, 3)``, LCS 1, ``2 * 1 / (2 + 2) = 0.5``); 0 when either is empty."""
+    if not generated or not reference:
+        return 0.0
+    previous = [0] * (len(reference) + 1)
+    for a in generated:
+        current = [0]
+        for j, b in enumerate(reference):
+            current.append(previous[j] + 1 if a == b else max(previous[j + 1], current[j]))
+        previous = current
+    return 2.0 * previous[-1] / (len(generated) + len(reference))
+
+
+def trigger_rewards(
+    text: str,
+    reference: str,
+    n_behaviours: int,
+    shown: Sequence[str] = (),
+    slots: int | None = None,
+) -> list[float]:
+    """AIGQ-Think's trigger rewards (paper, "IL-GRPO", Think): slot ``j`` is the ``j``-th
+    trigger line, and its reward is :func:`index_rouge_l` of the rollout's trigger set there
+    and the reference target's ``j``-th. Both texts are read with
+    :func:`generators.think.parse_think` (``n_behaviours``: the prompt's behaviours;
+    ``shown``: its history queries), so a pair the parser drops (an index out of range, no
+    valid query) scores 0 at its slot without shifting the slots after it, and so does a slot
+    the rollout never wrote. ``slots`` (default: the reference's pair count) is the length of
+    the list, the same for every rollout of a prompt: a group's slot ``j`` is comparable.
+    """
+    ref = parse_think(reference, n_behaviours, shown=shown).pairs
+    if slots is None:
+        slots = len(ref)
+    if slots < 0:
+        raise TrainingError(f"slots must be >= 0, got {slots}")
+    got = parse_think(text, n_behaviours, shown=shown)
+    written = dict(zip(got.slots, got.pairs, strict=True))
+    return [
+        index_rouge_l(written[j].triggers, ref[j].triggers)
+        if j in written and j < len(ref)
+        else 0.0
+        for j in range(slots)
+    ]

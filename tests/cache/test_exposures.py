@@ -171,7 +171,7 @@ async def _seed(client: Redis, prefix: str) -> None:
     """u1: a u2q run, a trigger newer than it with an x2q entry; no popular queries."""
     await U2QStore(client, prefix=prefix).write("u1", RUN)
     await RecentTriggers(client, prefix=prefix).record_many([("u1", "item", "sku-7", NOW)])
-    await X2QStore(client, prefix=prefix).write_many([("item", "sku-7", ["x2q one"])])
+    await X2QStore(client, prefix=prefix).publish([("item", "sku-7", ["x2q one"])])
 
 
 @asynccontextmanager

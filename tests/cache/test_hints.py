@@ -53,7 +53,7 @@ async def seed(client: Redis, prefix: str) -> U2QRun:
             ("u1", "category", "not indexed", NOW - 2_000),
         ]
     )
-    await X2QStore(client, prefix=prefix).write_many(
+    await X2QStore(client, prefix=prefix).publish(
         [
             ("item", "sku-7", ["fresh x2q", "shared query"]),
             ("query", "old query", ["seen x2q"]),
@@ -61,6 +61,13 @@ async def seed(client: Redis, prefix: str) -> U2QRun:
     )
     await PopularQueries(client, prefix=prefix).write([("popular one", 5), ("popular two", 3)])
     return run
+
+
+async def x2q_key(client: Redis, prefix: str, kind: str, text: str) -> str:
+    """The key of a trigger's entry in the current x2q version (an empty one made if none)."""
+    store = X2QStore(client, prefix=prefix)
+    version = await store.current() or await store.publish([])
+    return store.key(kind, text, version)
 
 
 @pytest.mark.integration
@@ -150,7 +157,7 @@ async def test_only_the_configured_number_of_triggers_is_looked_up(
     await RecentTriggers(client, prefix=prefix).record_many(
         [("u1", "item", f"i{n}", NOW + n) for n in range(4)]
     )
-    await X2QStore(client, prefix=prefix).write_many(
+    await X2QStore(client, prefix=prefix).publish(
         [("item", f"i{n}", [f"q{n}a", f"q{n}b"]) for n in range(4)]
     )
     hints = make(prefix, triggers=2, per_trigger=1)
@@ -183,14 +190,14 @@ async def test_wrong_types_and_garbage_are_skipped_not_fatal(
     assert wrong.fallback == "static"
 
     await client.zadd(f"{prefix}recent:u3", {"bogus member": NOW, "item:sku-7": NOW - 1})
-    await client.set(f"{prefix}x2q:item:sku-7", "not json")
+    await client.set(await x2q_key(client, prefix, "item", "sku-7"), "not json")
     odd = await hints.hints("u3")
     assert odd.corrupt
     assert odd.triggers == (Trigger("item", "sku-7", NOW - 1),)
     assert odd.hints == [Hint("static", "popular")]
 
     await client.zadd(f"{prefix}recent:u4", {"item:listed": NOW})
-    await client.rpush(f"{prefix}x2q:item:listed", "a list, not a string")
+    await client.rpush(await x2q_key(client, prefix, "item", "listed"), "a list, not a string")
     listed = await hints.hints("u4")
     assert listed.corrupt
     assert listed.hints == [Hint("static", "popular")]
@@ -279,7 +286,7 @@ async def test_undecodable_entries_fall_back_to_static_when_popular_is_empty_or_
 
     # x2q entries that exist but do not decode (the script counts them as found): popular
     await RecentTriggers(client, prefix=prefix).record_many([("u2", "item", "bad", NOW)])
-    await client.set(f"{prefix}x2q:item:bad", "not json")
+    await client.set(await x2q_key(client, prefix, "item", "bad"), "not json")
     await PopularQueries(client, prefix=prefix).write([("popular one", 5)])
     x2q = await hints.hints("u2")
     assert x2q.hints == [Hint("popular one", "popular")]

@@ -126,14 +126,14 @@ async def test_x2q_round_trip_and_the_key_recent_triggers_use(
 ) -> None:
     client, prefix = redis
     x2q = X2QStore(client, prefix=prefix, ttl_s=600, max_queries=3)
-    await x2q.write_many(
+    v = await x2q.publish(
         [
             ("item", "SKU-1", ["q1", " q2 ", "", "q3", "q4"]),
             ("query", "Running Shoes", ["trail shoes"]),
         ]
     )
-    assert x2q.key("item", "sku-1") == f"{prefix}x2q:item:sku-1"
-    assert x2q.key("query", "running  shoes") == f"{prefix}x2q:" + trigger_member(
+    assert x2q.key("item", "sku-1", v) == f"{prefix}x2q:{v}:item:sku-1"
+    assert x2q.key("query", "running  shoes", v) == f"{prefix}x2q:{v}:" + trigger_member(
         "query", "Running Shoes"
     )
     assert await x2q.lookup([("item", "SKU-1"), ("query", "running shoes"), ("item", "?")]) == [
@@ -142,8 +142,8 @@ async def test_x2q_round_trip_and_the_key_recent_triggers_use(
         [],
     ]
     assert await x2q.lookup([("item", "sku-1")], per_trigger=1) == [["q1"]]
-    assert 0 < await client.ttl(x2q.key("item", "sku-1")) <= 600
-    assert await client.get(x2q.key("item", "sku-1")) == b'["q1","q2","q3"]'
+    assert 0 < await client.ttl(x2q.key("item", "sku-1", v)) <= 600
+    assert await client.get(x2q.key("item", "sku-1", v)) == b'["q1","q2","q3"]'
 
 
 def test_x2q_entries_that_are_not_lists_of_strings_are_corrupt() -> None:
@@ -157,15 +157,15 @@ def test_x2q_entries_that_are_not_lists_of_strings_are_corrupt() -> None:
 async def test_x2q_rewrite_replaces_and_empty_deletes(redis: tuple[Redis, str]) -> None:
     client, prefix = redis
     x2q = X2QStore(client, prefix=prefix)
-    await x2q.write_many([("item", "a", ["old1", "old2"])])
-    await x2q.write_many([("item", "a", ["new"])])
+    v = await x2q.publish([("item", "a", ["old1", "old2"])])
+    await x2q.write_many([("item", "a", ["new"])], v)  # in place, in the current version
     assert await x2q.lookup([("item", "a")]) == [["new"]]
-    await x2q.write_many([("item", "a", [])])
-    assert await client.exists(x2q.key("item", "a")) == 0
+    await x2q.write_many([("item", "a", [])], v)
+    assert await client.exists(x2q.key("item", "a", v)) == 0
     with pytest.raises(ValueError, match="not a str"):
-        await x2q.write_many([("item", "a", "abc")])
+        await x2q.write_many([("item", "a", "abc")], v)
     with pytest.raises(ValueError, match="empty once normalised"):
-        x2q.key("item", " ")
+        x2q.key("item", " ", v)
 
 
 @pytest.mark.asyncio
@@ -207,7 +207,7 @@ async def test_unreachable_redis_is_a_service_error_quickly() -> None:
         with pytest.raises(ServiceError, match="recent-trigger read"):
             await RecentTriggers(client).latest("u")
         with pytest.raises(ServiceError, match="x2q write"):
-            await X2QStore(client).write_many([("item", "a", ["q"])])
+            await X2QStore(client).write_many([("item", "a", ["q"])], "v000001")
         with pytest.raises(ServiceError, match="x2q lookup"):
             await X2QStore(client).lookup([("item", "a")])
         with pytest.raises(ServiceError, match="popular-query write"):
@@ -223,5 +223,7 @@ def test_store_validation() -> None:
         RecentTriggers(client, keep=0)
     with pytest.raises(ValueError, match="ttl_s"):
         RecentTriggers(client, ttl_s=0)
-    with pytest.raises(ValueError, match="ttl_s and max_queries"):
+    with pytest.raises(ValueError, match="ttl_s, max_queries and grace_s"):
         X2QStore(client, max_queries=0)
+    with pytest.raises(ValueError, match="grace_s"):
+        X2QStore(client, grace_s=0)

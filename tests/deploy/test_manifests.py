@@ -293,12 +293,16 @@ def test_every_command_is_an_aigq_subcommand(objects: list[Obj]) -> None:
         sub = container["args"][0]
         assert sub in commands, sub
         command = commands[sub]
+        rest = container["args"][1:]
+        while rest and hasattr(command, "commands"):  # a group (aigq x2q build): its command
+            assert rest[0] in command.commands, (sub, rest[0])
+            command, rest = command.commands[rest[0]], rest[1:]
         options = {opt for p in command.params for opt in p.opts}
-        for arg in container["args"][1:]:
+        for arg in rest:
             if arg.startswith("--"):
                 assert arg in options, (sub, arg)
         seen.add(sub)
-    assert {"worker", "generate", "serve", "trainer", "backfill"} <= seen
+    assert {"worker", "generate", "serve", "trainer", "backfill", "x2q"} <= seen
 
 
 def test_keda_watches_the_groups_the_processes_join(objects: list[Obj]) -> None:

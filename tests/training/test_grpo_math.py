@@ -17,8 +17,11 @@ from training.grpo_math import (
     entropy_weight,
     keep_prompts,
     sequence_advantages,
+    think_token_advantages,
+    think_token_slots,
     token_advantages,
     token_slots,
+    trigger_advantages,
 )
 
 EPS = 1e-4  # the functions' default: std + eps in every denominator
@@ -186,3 +189,58 @@ def test_keep_prompts_keeps_the_inclusive_middle() -> None:
     # all solved or all hopeless prompts carry no signal
     assert keep_prompts(torch.tensor([[1.0, 1.0], [0.0, 0.0]])).tolist() == [False, False]
     assert keep_prompts(scores, low=0.0, high=0.5).tolist() == [True, True, True, False, False]
+
+
+def test_trigger_advantages_normalise_each_trigger_slot_over_the_group() -> None:
+    # P = 1, G = 3, K_t = 2: slot 0 rewards [0, 0.5, 1] (mean 0.5, population std
+    # sqrt(1/6) = 0.408); slot 1 all 1: advantage 0 (a tie gives no signal)
+    rewards = torch.tensor([[[0.0, 1.0], [0.5, 1.0], [1.0, 1.0]]])
+    sd = math.sqrt(1 / 6)
+    expected = torch.tensor([[[_z(-0.5, sd), 0.0], [0.0, 0.0], [_z(0.5, sd), 0.0]]])
+    assert_close(trigger_advantages(rewards), expected)
+
+
+def test_think_token_slots_tell_rationale_trigger_and_query_tokens_apart() -> None:
+    pieces = [
+        "why",
+        " so",
+        "\n",
+        "<2>",
+        "<5>",
+        "\n",
+        " hotels",
+        "\n",
+        "<1>",
+        "\n",
+        " shoes",
+        "\n",
+        " socks",
+    ]
+    triggers, queries = think_token_slots(pieces)
+    # rationale: none; "<2><5>\n": trigger 0; " hotels\n": query 0; "<1>\n": trigger 1;
+    # " shoes\n": query 1; " socks": query 2
+    assert triggers == [-1, -1, -1, 0, 0, 0, -1, -1, 1, 1, -1, -1, -1]
+    assert queries == [-1, -1, -1, -1, -1, -1, 0, 0, -1, -1, 1, 1, 2]
+    # the end token belongs to the query slot it leaves empty; a line before any trigger
+    # line, and blank lines, are in no slot
+    triggers, queries = think_token_slots(
+        ["why", "\n", "stray", "\n", "<1>", "\n", "\n", "a", "<eos>"], ended=True
+    )
+    assert triggers == [-1, -1, -1, -1, 0, 0, -1, -1, -1]
+    assert queries == [-1, -1, -1, -1, -1, -1, -1, 0, 1]
+    assert think_token_slots([]) == ([], [])
+
+
+def test_think_token_advantages_pick_trigger_query_or_the_sequence_part() -> None:
+    trigger_adv = torch.tensor([[0.3]])  # N = 1, K_t = 1
+    slot_adv = torch.tensor([[1.0, -1.0]])  # K = 2
+    rest = torch.tensor([7.0])
+    triggers = torch.tensor([[-1, 0, -1, -1, 1, -1]])  # trigger slot 1 is past K_t: rest
+    queries = torch.tensor([[-1, -1, 0, 1, -1, 2]])  # query slot 2 is past K: rest
+    expected = torch.tensor([[7.0, 0.3, 1.0, -1.0, 7.0, 7.0]])
+    assert_close(think_token_advantages(trigger_adv, slot_adv, rest, triggers, queries), expected)
+    no_triggers = torch.zeros((1, 0))
+    assert_close(
+        think_token_advantages(no_triggers, slot_adv, rest, triggers, queries),
+        torch.tensor([[7.0, 7.0, 1.0, -1.0, 7.0, 7.0]]),
+    )

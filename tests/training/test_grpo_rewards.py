@@ -13,11 +13,13 @@ from training.grpo_rewards import (
     RewardConfig,
     ctr_reward,
     format_reward,
+    index_rouge_l,
     length_reward,
     query_reward,
     repetition_penalty,
     score_rollout,
     slot_queries,
+    trigger_rewards,
 )
 
 SHOWN = ["paris hotels", "yahoo mail"]  # the prompt's history queries: <h1>, <h2>
@@ -152,3 +154,32 @@ def test_bad_config_and_slot_counts() -> None:
         RewardConfig(w_ctr=0.0, w_rouge=0.0, w_length=0.0)
     with pytest.raises(TrainingError):
         score_rollout(["maps"], ["kept"], ["maps"], [0.1], RewardConfig(k=2))
+
+
+def test_index_rouge_l_is_the_lcs_f_measure_of_the_index_sequences() -> None:
+    assert index_rouge_l((2, 5), (2, 3)) == 0.5  # LCS (2,): 2 * 1 / (2 + 2)
+    assert index_rouge_l((2, 5), (2, 5)) == 1.0
+    assert index_rouge_l((5, 2), (2, 5)) == 0.5  # order counts: LCS of length 1
+    assert math.isclose(index_rouge_l((1, 2, 3), (1, 3)), 0.8)  # LCS (1, 3): 2 * 2 / (3 + 2)
+    assert index_rouge_l((1,), (4,)) == 0.0
+    assert index_rouge_l((), (1,)) == 0.0
+
+
+REFERENCE = "the user plans a trip\n<2><5>\nparis hotels\n<1>\nrunning shoes\n<3>\n<h1>"
+
+
+def test_trigger_rewards_score_each_written_trigger_slot() -> None:
+    # slot 0: <2><3> vs <2><5>: 0.5; slot 1: <1> vs <1>: 1; slot 2: not written: 0
+    rollout = "a reason\n<2><3>\nhotels\n<1>\nshoes"
+    assert trigger_rewards(rollout, REFERENCE, 5, shown=SHOWN) == [0.5, 1.0, 0.0]
+    # slot 0 drops its pair (index 9 > 5 behaviours): 0 there, slot 1 is still slot 1;
+    # slot 2 has a query line that is a copy of nothing (<h3>, two shown): dropped, 0
+    dropped = "why\n<9>\nhotels\n<1><4>\nshoes\n<3>\n<h3>"
+    # slot 1: <1><4> vs <1>: LCS 1, 2 * 1 / (2 + 1) = 0.667
+    assert trigger_rewards(dropped, REFERENCE, 5, shown=SHOWN) == pytest.approx([0.0, 2 / 3, 0.0])
+    # slots past the reference's get 0; fewer slots cut the list
+    assert trigger_rewards(rollout, REFERENCE, 5, shown=SHOWN, slots=4) == [0.5, 1.0, 0.0, 0.0]
+    assert trigger_rewards(rollout, REFERENCE, 5, shown=SHOWN, slots=1) == [0.5]
+    assert trigger_rewards("", REFERENCE, 5, shown=SHOWN) == [0.0, 0.0, 0.0]
+    with pytest.raises(TrainingError):
+        trigger_rewards(rollout, REFERENCE, 5, slots=-1)
