@@ -39,6 +39,7 @@ from cache.popular import PopularQueries
 from cache.x2q import X2QStore
 from generators.backends.base import Backend, interleave
 from generators.embeddings import Embeddings
+from generators.prompt import INDEX_TOKENS
 from generators.think import parse_think, think_prompt
 from generators.x2q_rank import rank
 from generators.x2q_triggers import Popularity, SeenTrigger
@@ -136,7 +137,11 @@ def ranked_queries(
     by ``S`` (relevance to the behaviour's text) and cut to ``keep``."""
     lists = []
     for sample in samples:
-        output = parse_think(sample, 1, k=config.k)
+        # Parsed as if the prompt had every index: a Think model learnt on whole sessions
+        # often names behaviour 1 together with neighbours (``<1><2>``) that this one-behaviour
+        # prompt does not have. Such a pair is still about behaviour 1, so it is kept for it;
+        # a pair that does not name 1 is about nothing shown and is not used.
+        output = parse_think(sample, len(INDEX_TOKENS), k=config.k)
         problems.update(output.problems)
         lists.append(list(output.for_trigger(1)))
     candidates = interleave(lists)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -18,6 +18,9 @@ from rich.console import Console
 from aigq.errors import AigqError
 from training.cli_train import DEFAULT_CUT, parse_day
 from training.predictors import PredictorConfig
+
+if TYPE_CHECKING:
+    from training.evaluate import EvalRun
 
 console = Console()
 err_console = Console(stderr=True)
@@ -78,28 +81,7 @@ def eval_command(
 
     Writes results.json, results.md and hr_at_k.png into --out, and prints the table.
     """
-    try:
-        _eval(
-            data_dir, users, protocol, heldout_data, cut, heldout, window_days, salt,
-            tuple(model or ()), default_model, zero_shot, prompt,
-            PredictorConfig(batch_size=batch_size, max_tokens=max_tokens, n=n,
-                            temperature=temperature),
-            semantic, threads, registry, out, x2q, x2q_days,
-        )  # fmt: skip
-    except AigqError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(1) from exc
-
-
-def _eval(
-    data_dir: Path, users: int, protocol: str, heldout_data: Path | None, cut: str,
-    heldout: float, window_days: int, salt: str | None,
-    models: tuple[str, ...], default_model: bool, zero_shot: bool, prompt: str,
-    predictor: PredictorConfig, semantic: bool, threads: int, registry: Path | None,
-    out: Path | None, x2q: str = "", x2q_days: int = 7,
-) -> None:  # fmt: skip
-    from training.evaluate import PROTOCOLS, EvalRun, run_eval
-    from training.report import comparison_line, markdown_table, write_report
+    from training.evaluate import PROTOCOLS, EvalRun
     from training.samples import DAY_MS, SampleConfig
     from training.split import DEFAULT_SALT, SplitConfig
 
@@ -107,27 +89,46 @@ def _eval(
         raise typer.BadParameter(f"--prompt must be compressed or verbose, not {prompt!r}")
     if protocol not in PROTOCOLS:
         raise typer.BadParameter(f"--protocol must be one of {', '.join(PROTOCOLS)}")
+    try:
+        split = SplitConfig(
+            cut_ms=parse_day(cut), heldout_fraction=heldout, salt=salt or DEFAULT_SALT,
+            samples=SampleConfig(window_ms=window_days * DAY_MS),
+        )  # fmt: skip
+        run = EvalRun(
+            aol=_aol(data_dir), split=split, users=users, models=tuple(model or ()),
+            default_model=default_model, zero_shot=zero_shot, compressed=prompt == "compressed",
+            predictor=PredictorConfig(batch_size=batch_size, max_tokens=max_tokens, n=n,
+                                      temperature=temperature),
+            semantic=semantic, registry=registry, threads=threads, protocol=protocol,
+            heldout_data=_heldout(heldout_data, protocol), x2q_model=x2q, x2q_days=x2q_days,
+        )  # fmt: skip
+        _eval(run, out)
+    except AigqError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(1) from exc
+
+
+def _aol(data_dir: Path) -> Path:
     aol = data_dir / "aol"
     if not aol.exists():
         raise typer.BadParameter(f"no AOL log at {aol}")
-    heldout_aol = None
-    if heldout_data is not None:
-        if protocol != "last-day":
-            raise typer.BadParameter("--heldout-data needs --protocol last-day")
-        heldout_aol = heldout_data / "aol"
-        if not heldout_aol.exists():
-            raise typer.BadParameter(f"no AOL log at {heldout_aol}")
-    split = SplitConfig(
-        cut_ms=parse_day(cut), heldout_fraction=heldout, salt=salt or DEFAULT_SALT,
-        samples=SampleConfig(window_ms=window_days * DAY_MS),
-    )  # fmt: skip
-    run = EvalRun(
-        aol=aol, split=split, users=users, models=models, default_model=default_model,
-        zero_shot=zero_shot, compressed=prompt == "compressed",
-        predictor=predictor,
-        semantic=semantic, registry=registry, threads=threads,
-        protocol=protocol, heldout_data=heldout_aol, x2q_model=x2q, x2q_days=x2q_days,
-    )  # fmt: skip
+    return aol
+
+
+def _heldout(heldout_data: Path | None, protocol: str) -> Path | None:
+    """``--heldout-data``'s AOL folder (last-day only)."""
+    if heldout_data is None:
+        return None
+    if protocol != "last-day":
+        raise typer.BadParameter("--heldout-data needs --protocol last-day")
+    return _aol(heldout_data)
+
+
+def _eval(run: EvalRun, out: Path | None) -> None:
+    """Run ``run``, write its report into ``out`` and print the table and the notes."""
+    from training.evaluate import run_eval
+    from training.report import comparison_line, markdown_table, write_report
+
     results = run_eval(run, log=lambda line: console.print(line, highlight=False))
     files = write_report(results, out or _default_out())
 

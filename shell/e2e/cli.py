@@ -35,6 +35,10 @@ console = Console()
 DataDir = Annotated[Path, typer.Option(help="holds aol/ (the synthetic shop when absent)")]
 Events = Annotated[int, typer.Option(min=1_000, help="events replayed (the log's first N)")]
 Rate = Annotated[float, typer.Option(min=1, help="fixed replay rate, events/s")]
+X2QTriggers = Annotated[
+    int,
+    typer.Option(min=0, help="x2q index built first: the slice's N most seen triggers (0: none)"),
+]
 Backend = Annotated[
     str, typer.Option(help="auto (vLLM, else transformers), vllm-http, transformers")
 ]
@@ -170,10 +174,12 @@ def demo_command(
             "hot reload, served CTR per model version (transformers backend)"
         ),
     ] = False,
+    x2q_triggers: X2QTriggers = 1_000,
 ) -> None:
     """The whole nearline loop on this machine: model, broker, Redis, session worker,
     generator and read API; a slice of the AOL log replayed through it; what came out."""
     from shell.e2e.run import load_slice, run_arm
+    from shell.e2e.x2q import prebuild
 
     terminate_as_interrupt()
     wall = time.monotonic()
@@ -181,6 +187,9 @@ def demo_command(
     console.print(f"{len(data.events):,} events from {data.source}, replayed at {rate:,.0f}/s")
     if learn:  # a whole model swaps in only in-process (a vLLM server loads LoRA adapters)
         backend = "transformers"
+    index = prebuild(data.events, x2q_triggers, console.print)
+    if index is not None:
+        console.print(index.line(), highlight=False)
     model = _model(data_dir, backend, state_dir, train_steps)
     if learn:
         from shell.e2e.cli_learn import demo_learn
@@ -211,7 +220,7 @@ def demo_command(
 
     try:
         config = _base_config(state_dir, f"demo{os.getpid()}", 0.1, 64, 48)
-        arm = run_arm("demo", config, model, data, rate, say=console.print, inspect=look)
+        arm = run_arm("demo", config, model, data, rate, say=console.print, inspect=look, x2q=index)
     finally:
         model.stop()
     console.print(_arm_table([arm], "aigq demo: the nearline loop, end to end"))
@@ -253,12 +262,14 @@ def bench_e2e_command(
     feedback: Annotated[
         bool, typer.Option(help="log exposures, simulate clicks, print served CTR per arm")
     ] = False,
+    x2q_triggers: X2QTriggers = 1_000,
 ) -> None:
     """Replay the AOL log at a fixed rate through every real part, for each arm (``shared``:
     one budget that follows the generators and priority in the generator; ``fifo``: the loop
     before it; ``every_event``) and each replay length: freshness by stage, lag over time,
     what was deferred and superseded, and the hit rate of the list served at each search."""
     from shell.e2e.run import Slice, load_slice, run_arm
+    from shell.e2e.x2q import prebuild
 
     terminate_as_interrupt()
     unknown = [a for a in arm if a not in ARMS]
@@ -266,6 +277,9 @@ def bench_e2e_command(
         raise typer.BadParameter(f"unknown arm(s) {unknown}; choose from {list(ARMS)}")
     data = load_slice(data_dir, int(max(seconds) * rate))
     console.print(f"{len(data.events):,} events from {data.source} at {rate:,.0f}/s")
+    index = prebuild(data.events, x2q_triggers, console.print)
+    if index is not None:
+        console.print(index.line(), highlight=False)
     model = _model(data_dir, backend, state_dir, train_steps)
     base = _base_config(state_dir, f"e2e{os.getpid()}", flush_interval_s, batch_size, max_tokens)
     base = replace(base, feedback=feedback)
@@ -277,7 +291,8 @@ def bench_e2e_command(
             for name in arm:
                 config = arm_config(base, f"{name}-{length:g}s", **ARMS[name])
                 arms.append(run_arm(f"{name} {length:g}s", config, model, part, rate,
-                                    warmup_s, drain_timeout_s, console.print))  # fmt: skip
+                                    warmup_s, drain_timeout_s, console.print,
+                                    x2q=index))  # fmt: skip
             runs.append((length, arms))
     finally:
         model.stop()

@@ -36,6 +36,7 @@ from shell.e2e.report import (
     stages,
 )
 from shell.e2e.stack import Loop, LoopConfig, ModelServer
+from shell.e2e.x2q import PrebuiltIndex, install
 
 MODEL_NAME = "aigq-direct"
 
@@ -139,16 +140,21 @@ def run_arm(
     drain_timeout_s: float = 120.0,
     say: Callable[[str], None] = print,
     inspect: Callable[[Loop], None] | None = None,
+    x2q: PrebuiltIndex | None = None,
 ) -> ArmResult:
     """Start a loop, replay ``data`` at ``rate`` through it, read everything back, stop it.
 
     Freshness counts only behaviours ingested after ``warmup_s`` (the first seconds fill
-    empty caches and warm the processes). ``inspect`` runs while the loop is still up.
+    empty caches and warm the processes). ``inspect`` runs while the loop is still up. ``x2q``
+    (:mod:`shell.e2e.x2q`) is published under the loop's prefix before anything is replayed.
     """
     started = time.monotonic()
     with Loop(config, model) as loop:
         ready_s = time.monotonic() - started
         say(f"{name}: loop ready in {ready_s:.1f} s (worker, generator, API; {model.name})")
+        if x2q is not None:
+            version = install(x2q, config.redis, loop.cache_prefix)
+            say(f"{name}: x2q index {version} live ({len(x2q.entries):,} triggers)")
         outgoing = prepare(data.events, loop.topics)
         endpoints = Endpoints(loop.api_url, loop.worker_metrics_url, loop.generator_metrics_url)
         result = asyncio.run(
