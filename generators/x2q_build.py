@@ -93,6 +93,7 @@ class BuildReport:
     popular: int = 0
     seconds: float = 0.0
     model_seconds: float = 0.0
+    """of ``seconds``, in the model's calls (the rest: scoring, Redis, the checkpoints)"""
 
     @property
     def coverage(self) -> float:
@@ -161,16 +162,20 @@ async def trigger_lists(
     popularity: Popularity,
     embeddings: Embeddings,
     problems: Counter[str],
-) -> list[list[str]]:
-    """Each trigger's ranked queries (``[]``: none), from one model call over their prompts:
-    the build's step, and what the offline evaluation's in-memory index is made of."""
+) -> tuple[list[list[str]], float]:
+    """Each trigger's ranked queries (``[]``: none), from one model call over their prompts,
+    and the seconds that call took: the build's step, and what the offline evaluation's
+    in-memory index is made of."""
     if not triggers:
-        return []
+        return [], 0.0
+    called = time.perf_counter()
     samples = await backend.complete([trigger_prompt(t, config.k) for t in triggers])
-    return [
+    model_s = time.perf_counter() - called
+    lists = [
         ranked_queries(trigger, texts, config, popularity, embeddings, problems)
         for trigger, texts in zip(triggers, samples, strict=True)
     ]
+    return lists, model_s
 
 
 def fingerprint(triggers: Sequence[SeenTrigger], config: BuildConfig) -> str:
@@ -265,9 +270,10 @@ async def build_index(
         progress(done, len(triggers), report)
     for start in range(done, len(triggers), config.batch_size):
         chunk = triggers[start : start + config.batch_size]
-        called = time.perf_counter()
-        lists = await trigger_lists(chunk, backend, config, popularity, embeddings, problems)
-        report.model_seconds += time.perf_counter() - called
+        lists, model_s = await trigger_lists(
+            chunk, backend, config, popularity, embeddings, problems
+        )
+        report.model_seconds += model_s
         entries: list[tuple[str, str, Sequence[str]]] = []
         for trigger, queries in zip(chunk, lists, strict=True):
             if queries:

@@ -21,6 +21,7 @@ from aigq.settings import KafkaSettings, RedisSettings, TopicSettings, load
 from cache import cli as cache_cli
 from generators import cli as generators_cli
 from shell import deploy
+from shell.bench_x2q import bench_x2q_command
 from shell.e2e.cli import bench_e2e_command, demo_command
 from shell.faults.cli import bench_faults_command
 from streams import cli as streams_cli
@@ -119,6 +120,7 @@ for subsystem in (streams_cli, generators_cli, cache_cli, training_cli):
 app.command("demo")(fails_cleanly(demo_command))
 bench_app.command("e2e")(fails_cleanly(bench_e2e_command))
 bench_app.command("faults")(fails_cleanly(bench_faults_command))
+bench_app.command("x2q")(fails_cleanly(bench_x2q_command))
 deploy.register(app)
 
 

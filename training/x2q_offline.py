@@ -88,7 +88,7 @@ def build_offline(
         async with open_backend(settings.generator(model, version)) as backend:
             for start in range(0, len(triggers), config.batch_size):
                 chunk = triggers[start : start + config.batch_size]
-                lists = await trigger_lists(chunk, backend, config, pop, embeddings, problems)
+                lists, _ = await trigger_lists(chunk, backend, config, pop, embeddings, problems)
                 for trigger, queries in zip(chunk, lists, strict=True):
                     if queries:
                         entries[trigger.member] = tuple(queries)

@@ -3,13 +3,21 @@ test day's), the training users' popularity, and coverage where the read path lo
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
 from aigq.events import ClickEvent, SearchEvent
 from cache.recent import Trigger
+from shell.cli import app
 from training.lastday import DaySample
 from training.samples import DAY_MS, Context
+from training.split import DEFAULT_SALT, is_heldout
 from training.x2q_offline import coverage, heldout_triggers, popularity
 
 T0 = 1_141_171_200_000  # 2006-03-01T00:00:00Z
+THINK = Path(__file__).resolve().parents[2] / "models" / "aigq-think"
 
 
 def _sample(user: str, day: int, triggers: tuple[Trigger, ...]) -> DaySample:
@@ -51,3 +59,48 @@ def test_coverage_is_measured_on_the_looked_up_triggers() -> None:
     assert figures["looked_up_covered"] == 1 / 3
     assert figures["recorded_triggers"] == 4 and figures["recorded_covered"] == 2 / 4
     assert figures["users_with_triggers"] == 2 and figures["users_with_x2q"] == 1 / 2
+
+
+# --- aigq eval --x2q, end to end on a tiny log with the shipped Think model ------------------
+
+
+def _user_ids(held: bool, n: int) -> list[str]:
+    ids = (str(1000 + i) for i in range(10_000))
+    return [u for u in ids if is_heldout(u, 0.1, DEFAULT_SALT) == held][:n]
+
+
+def _write_user(folder: Path, user: str, searches: list[tuple[str, str]]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    blocks = [
+        f"{query}\t{stamp}\nhttp://www.{query.split()[0]}.com/\n" for query, stamp in searches
+    ]
+    (folder / f"{user}.txt").write_text("\n".join(blocks))
+
+
+def test_eval_serves_with_and_without_the_x2q_index(tmp_path: Path) -> None:
+    data = tmp_path / "data" / "aol" / "user_search_logs"
+    for i, user in enumerate(_user_ids(held=False, n=3)):
+        _write_user(data, user, [("weather", f"2006-03-0{i + 1} 10:00:00"),
+                                 (f"news {i}", f"2006-03-0{i + 2} 11:00:00")])  # fmt: skip
+    (a,) = _user_ids(held=True, n=1)
+    _write_user(data, a, [("cheap flights", "2006-03-18 09:00:00"),
+                          ("hotels paris", "2006-03-19 10:00:00"),
+                          ("paris weather", "2006-03-20 10:00:00")])  # fmt: skip
+    out = tmp_path / "report"
+    args = ["eval", "--data-dir", str(tmp_path / "data"), "--protocol", "last-day",
+            "--no-default-model", "--no-zero-shot", "--no-semantic", "--out", str(out),
+            "--x2q", str(THINK), "--x2q-days", "3"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "results.json").read_text())
+    names = [p["name"] for p in record["predictors"]]
+    assert names[-2:] == ["served (no u2q)", "served (no u2q) + x2q"]
+    x2q = record["data"]["x2q"]
+    # a's recent set at its last day: the two searches and their clicks (query, item and
+    # category triggers), all of the 3 days before it
+    assert x2q["triggers"] == 6 and x2q["looked_up_triggers"] == 5
+    assert x2q["indexed"] == round(x2q["recorded_covered"] * 6)
+    with_x2q = next(p for p in record["predictors"] if p["name"].endswith("+ x2q"))
+    sources = with_x2q["model"]["sources"]
+    assert sources.get("x2q", 0) == (10 - sources.get("history", 0) if x2q["indexed"] else 0)
+    assert record["config"]["x2q_model"] == str(THINK)
