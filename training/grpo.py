@@ -14,6 +14,11 @@ that batch (from the second one the ratio moves and the clip acts: tokens at or 
 batch's 80th entropy percentile may move by ``eps_high``, the rest by ``eps_low``), with an
 entropy bonus whose weight decays linearly over the run.
 
+AIGQ-Think prompts (:func:`training.grpo_data.think_grpo_prompt`) run the same loop: their
+query lines are scored as a Direct list, their trigger lines by ROUGE-L against the reference's
+trigger sets, and each trigger token gets its trigger slot's group-normalised advantage
+(:mod:`training.grpo_think`); the curve then also records ``trigger_reward``.
+
 Rollouts are sampled in-process with transformers' ``generate`` (on the CPU here;
 :mod:`training.grpo_rollout`). The result
 is a plain model folder in the registry, kind ``il-grpo``, with the run's curve
@@ -43,11 +48,13 @@ from training.grpo_math import (
     clipped_loss,
     entropy_weight,
     keep_prompts,
+    think_token_advantages,
     token_advantages,
     token_entropy,
 )
 from training.grpo_rewards import RewardConfig, Rollout, score_rollout, slot_queries
 from training.grpo_rollout import Batch, Pieces, Sampling, rollout
+from training.grpo_think import mean_trigger_reward, query_lines, trigger_rows, with_triggers
 
 LOG_FILE = "grpo_log.json"
 RUN_FILE = "grpo_run.json"
@@ -133,11 +140,17 @@ def score_texts(
     """The rewards of each completion text, ``texts[n]`` written for ``owners[n]`` (the CTR
     model scores them all at once). Plain GRPO's reward (:mod:`training.grpo_plain`) too."""
     rc = config.rewards
-    judged = [slot_queries(t, p.shown, rc) for t, p in zip(texts, owners, strict=True)]
+    # a Think rollout's query slots are its query lines only (training.grpo_think)
+    lines = [query_lines(t) if p.is_think else t for t, p in zip(texts, owners, strict=True)]
+    judged = [slot_queries(t, p.shown, rc) for t, p in zip(lines, owners, strict=True)]
     p_ctr = slot_ctr([(p, q) for p, (q, _) in zip(owners, judged, strict=True)], ctr)
-    return [
+    scored = [
         score_rollout(q, v, p.references, c, rc)
         for p, (q, v), c in zip(owners, judged, p_ctr, strict=True)
+    ]
+    return [
+        with_triggers(r, t, p) if p.is_think else r
+        for r, t, p in zip(scored, texts, owners, strict=True)
     ]
 
 
@@ -238,13 +251,15 @@ def prompt_schedule(n: int, config: GRPOConfig) -> list[list[int]]:
 def step_figures(rollouts: Sequence[Rollout], keep: Tensor, config: GRPOConfig) -> dict[str, float]:
     """What one step's curve records (all rollouts, before the filter)."""
     n = max(1, len(rollouts))
-    return {
+    figures = {
         "reward": sum(r.total for r in rollouts) / n,
         "score": sum(r.score(config.rewards) for r in rollouts) / n,
         "query_reward": sum(sum(r.query) / len(r.query) for r in rollouts) / n,
         "sequence_reward": sum(r.sequence for r in rollouts) / n,
         "kept": float(keep.float().mean()),
     }
+    trigger = mean_trigger_reward(rollouts)
+    return figures if trigger is None else figures | {"trigger_reward": trigger}
 
 
 def train(
@@ -261,6 +276,8 @@ def train(
     manifest); ``ctr`` is the CTR model's scorer (None: the CTR reward is 0)."""
     if not prompts:
         raise TrainingError("no prompts to train on")
+    if len({p.is_think for p in prompts}) > 1:  # a step's batch must be one kind
+        raise TrainingError("the prompts mix Direct and Think ones: train them apart")
     torch.manual_seed(config.seed)
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -273,6 +290,26 @@ def train(
         raise
     return save_run(model, tokenizer, target, registry, config, curve, data, parent, ctr_tag,
                     seconds, publish)  # fmt: skip
+
+
+def batch_advantages(
+    batch: Batch,
+    rollouts: Sequence[Rollout],
+    rows: Tensor,
+    slot_adv: Tensor,
+    rest: Tensor,
+    config: GRPOConfig,
+) -> Tensor:
+    """The token advantages ``[len(rows), T]`` of ``rows`` from the slot advantages
+    ``[P, G, K]`` and the sequence part ``[P, G]``; a Think batch's trigger tokens get their
+    trigger slot's own (:func:`training.grpo_think.trigger_rows`)."""
+    slot, sequence = slot_adv.view(-1, slot_adv.shape[-1])[rows], rest.view(-1)[rows]
+    if batch.trigger_slots is None:
+        return token_advantages(slot, sequence, batch.slots[rows])
+    trigger = trigger_rows(rollouts, rest, config.adv_eps, config.reward_clip, config.adv_clip)
+    return think_token_advantages(
+        trigger[rows], slot, sequence, batch.trigger_slots[rows], batch.slots[rows]
+    )
 
 
 def _loop(
@@ -305,8 +342,7 @@ def _loop(
             slot_adv, rest = advantages(query, sequence, config.lam, config.adv_eps,
                                         config.reward_clip, config.adv_clip)  # fmt: skip
             rows = keep.repeat_interleave(g).nonzero().squeeze(1)
-            adv = token_advantages(slot_adv.view(-1, slot_adv.shape[-1])[rows],
-                                   rest.view(-1)[rows], batch.slots[rows])  # fmt: skip
+            adv = batch_advantages(batch, rollouts, rows, slot_adv, rest, config)
             figures |= update(model, optimizer, batch, rows, adv, config, step)
         figures |= {"step": float(step + 1), "seconds": time.perf_counter() - tick}
         curve.append(figures)

@@ -7,6 +7,8 @@ sample's target, copy tokens expanded: what position-wise matching compares slot
 the user's state as the CTR model reads it (:class:`~training.ctr_data.UserContext`, plus how
 often and when the user searched each of their history queries), so that ``p_ctr(q | u)`` of
 a generated query is the same number the feedback loop's CTR model gives a served one.
+An AIGQ-Think prompt (:func:`think_grpo_prompt`) also carries its reference Think target,
+whose trigger sets the rollouts' are scored against (:mod:`training.grpo_think`).
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ from dataclasses import dataclass
 from aigq.events import ShownQuery
 from generators.output import parse_queries
 from generators.prompt import history_queries
+from generators.think import parse_think, render_think, think_prompt_for
 from training import TargetOrder
 from training.ctr_data import HISTORY_N, RECENT_N, CtrExample, UserContext
 from training.samples import Context, Sample, query_key
+from training.think import question, shown_behaviours
 
 CtrScorer = Callable[[Sequence[CtrExample]], list[float]]
 """p(click) of each row: :meth:`training.ctr_model.CtrModel.score`."""
@@ -35,6 +39,16 @@ class GrpoPrompt:
     user: UserContext
     searched: tuple[tuple[str, int, int | None], ...]
     """``(query key, times searched, last searched ms or None)`` per query the user searched"""
+    think_reference: str = ""
+    """AIGQ-Think: the reference Think target (:func:`think_grpo_prompt`) whose trigger sets
+    the rollouts' are scored against; empty for a Direct prompt"""
+    behaviours: int = 0
+    """AIGQ-Think: how many behaviours the prompt shows (a trigger index past it is invalid)"""
+
+    @property
+    def is_think(self) -> bool:
+        """Whether rollouts of this prompt are Think outputs (rationale, then pairs)."""
+        return bool(self.think_reference)
 
 
 def user_context(context: Context) -> UserContext:
@@ -72,6 +86,37 @@ def grpo_prompt(sample: Sample, k: int = 10, order: TargetOrder = "shown") -> Gr
         references=references,
         user=user_context(sample.context),
         searched=searched_stats(sample.context),
+    )
+
+
+REFERENCE_RATIONALE = "the reference"
+"""The rationale line of a reference Think target: never rewarded (only its pairs are read),
+so any words do; the teacher's are not needed to build RL prompts."""
+
+
+def think_grpo_prompt(sample: Sample, k: int = 10) -> GrpoPrompt:
+    """A Think sample (:func:`training.samples.think_samples`) as an RL prompt.
+
+    Its reference is IL-SFT's Think target with a stand-in rationale: the same labels and
+    trigger sets (:func:`training.think.question`, :func:`~training.think.align`), rendered by
+    :func:`~generators.think.render_think`. ``references`` are that target's queries in pair
+    order, one per query line, so query slot ``j`` (the ``j``-th query line, as
+    :func:`training.grpo_math.think_token_slots` numbers them) meets reference query ``j``. A
+    sample that makes no pair gets no reference queries (the CLI counts and drops it).
+    """
+    shown = tuple(history_queries(sample.context.history))
+    asked = question(sample, k)
+    reference = render_think(REFERENCE_RATIONALE, asked.pairs if asked else [], shown, k)
+    behaviours = len(shown_behaviours(sample.context))
+    pairs = parse_think(reference, behaviours, k, shown=shown).pairs
+    return GrpoPrompt(
+        prompt=think_prompt_for(sample.context.request(), k),
+        shown=shown,
+        references=tuple(q for pair in pairs for q in pair.queries),
+        user=user_context(sample.context),
+        searched=searched_stats(sample.context),
+        think_reference=reference,
+        behaviours=behaviours,
     )
 
 

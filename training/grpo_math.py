@@ -14,8 +14,9 @@ Shapes: ``P`` prompts, ``G`` rollouts per prompt, ``K`` query slots, ``T`` compl
 - :func:`clipped_loss`: the PPO-style clipped surrogate, averaged over the batch's tokens.
 - :func:`entropy_weight`: the entropy bonus's weight, decaying linearly to 0.
 - :func:`keep_prompts`: the difficulty filter (mean reward within ``[low, high]``).
-- :func:`trigger_advantages`, :func:`think_token_slots`, :func:`think_token_advantages`:
-  AIGQ-Think's trigger tokens get their own per-trigger-slot advantage.
+- :func:`trigger_advantages`, :func:`think_token_slots` (:func:`think_line_slots`),
+  :func:`think_token_advantages`: AIGQ-Think's trigger tokens get their own per-trigger-slot
+  advantage.
 
 Standard deviations are population ones (divide by ``G``); ``eps`` keeps a group whose
 rewards are all equal at advantage 0.
@@ -168,10 +169,25 @@ def think_token_slots(pieces: Sequence[str], ended: bool = False) -> tuple[list[
     the end-of-sequence token belongs to the query slot it leaves empty (the next one).
     """
     body = list(pieces[:-1] if ended and pieces else pieces)
+    trigger_of, query_of = think_line_slots("".join(body).split("\n"))
+    lines = token_slots(body)
+    out_t = [trigger_of[line] for line in lines]
+    out_q = [query_of[line] for line in lines]
+    if ended and pieces:
+        out_t.append(-1)
+        out_q.append(sum(q >= 0 for q in query_of))
+    return out_t, out_q
+
+
+def think_line_slots(lines: Sequence[str]) -> tuple[list[int], list[int]]:
+    """Each line's trigger slot and query slot (-1: none), as :func:`think_token_slots` tells
+    them: one rule for the tokens' advantages and for the lines the query reward reads
+    (:func:`training.grpo_think.query_lines`), so query slot ``j`` is rewarded on the very
+    line whose tokens carry its advantage."""
     trigger_of: list[int] = []
     query_of: list[int] = []
     triggers = queries = 0
-    for number, line in enumerate("".join(body).split("\n")):
+    for number, line in enumerate(lines):
         trigger, query = -1, -1
         if trigger_line(line) is not None:
             trigger, triggers = triggers, triggers + 1
@@ -179,13 +195,7 @@ def think_token_slots(pieces: Sequence[str], ended: bool = False) -> tuple[list[
             query, queries = queries, queries + 1
         trigger_of.append(trigger)
         query_of.append(query)
-    lines = token_slots(body)
-    out_t = [trigger_of[line] for line in lines]
-    out_q = [query_of[line] for line in lines]
-    if ended and pieces:
-        out_t.append(-1)
-        out_q.append(queries)
-    return out_t, out_q
+    return trigger_of, query_of
 
 
 def think_token_advantages(

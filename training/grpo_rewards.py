@@ -84,14 +84,24 @@ class Rollout:
     sequence: float
     queries: tuple[str | None, ...] = field(default=())
     """the query each slot was judged as (None: no valid query there)"""
+    trigger: tuple[float, ...] | None = None
+    """an AIGQ-Think rollout's trigger rewards, one per trigger slot of its reference
+    (:func:`trigger_rewards`); None for a Direct rollout, which writes no trigger"""
 
     @property
     def total(self) -> float:
-        """Plain GRPO's one scalar: the slot rewards summed, plus the sequence reward."""
-        return sum(self.query) + self.sequence
+        """Plain GRPO's one scalar: every reward summed, the slot rewards, the sequence reward
+        and a Think rollout's trigger rewards (so plain GRPO, the baseline, is paid for
+        everything IL-GRPO is, only as one number)."""
+        return sum(self.query) + self.sequence + sum(self.trigger or ())
 
     def score(self, config: RewardConfig) -> float:
-        """The mean slot reward over its maximum, in 0..1 (the difficulty filter's reward)."""
+        """The mean slot reward over its maximum, in 0..1 (the difficulty filter's reward).
+
+        A Think rollout's trigger rewards are left out on purpose: the score judges the query
+        list, what u2q serves, on the same 0..1 scale for Direct and Think runs (the filter's
+        bounds, the curve's ``score`` and ``aigq train grpo-score`` stay comparable); the
+        triggers are a means to x2q's map, and their own curve is ``trigger_reward``."""
         return sum(self.query) / (len(self.query) * config.query_max)
 
 

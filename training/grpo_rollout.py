@@ -5,6 +5,9 @@ On-policy: sampled from the model being trained, in-process, with transformers' 
 the update needs: the full sequences (prompt left-padded, then completion), the completion's
 mask up to and including its end-of-sequence token, the decoded texts (copy tokens kept: the
 reward expands them) and each completion token's slot (:func:`training.grpo_math.token_slots`).
+For AIGQ-Think prompts each token's query slot and trigger slot instead
+(:func:`training.grpo_math.think_token_slots`, -1 for none); one batch is all Direct or all
+Think, since the two read their tokens' slots differently.
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from training import TrainingError
 from training.grpo_data import GrpoPrompt
-from training.grpo_math import token_slots
+from training.grpo_math import think_token_slots, token_slots
 
 
 @dataclass
@@ -29,7 +33,8 @@ class Batch:
     completion: Tensor  # [N, T] completion token ids
     completion_mask: Tensor  # [N, T] 1 up to and including the end-of-sequence token
     texts: list[str]
-    slots: Tensor  # [N, T] the slot each completion token writes
+    slots: Tensor  # [N, T] the (query) slot each completion token writes; Think: -1 for none
+    trigger_slots: Tensor | None = None  # [N, T] Think: the trigger slot, -1 for none
 
 
 def encode_prompts(tokenizer: Any, prompts: Sequence[str], max_tokens: int) -> list[list[int]]:
@@ -88,6 +93,10 @@ def rollout(
     """``sampling.group`` sampled completions per prompt from the current model; prompt
     ``i`` owns rows ``i*G .. i*G+G-1``."""
     s = sampling
+    kinds = {p.is_think for p in prompts}
+    if len(kinds) > 1:
+        raise TrainingError("a rollout batch mixes Direct and Think prompts")
+    think = kinds == {True}
     pad_id, eos_id = int(tokenizer.pad_token_id), int(tokenizer.eos_token_id)
     rows = encode_prompts(tokenizer, [p.prompt for p in prompts], s.max_prompt_tokens)
     ids, mask = left_pad(rows, pad_id)
@@ -101,11 +110,17 @@ def rollout(
     completion = out[:, width:]
     cmask = completion_mask(completion, eos_id)
     full_mask = torch.cat([mask.repeat_interleave(s.group, dim=0), cmask], dim=1)
-    texts, slots = [], torch.zeros_like(completion)
+    texts: list[str] = []
+    slots = torch.full_like(completion, -1) if think else torch.zeros_like(completion)
+    triggers = torch.full_like(completion, -1) if think else None
     for n in range(completion.shape[0]):
         kept = completion[n][cmask[n].bool()].tolist()
-        text_ids = kept[:-1] if kept and kept[-1] == eos_id else kept
-        texts.append(tokenizer.decode(text_ids, skip_special_tokens=False))
-        row = token_slots(pieces(kept), ended=bool(kept) and kept[-1] == eos_id)
+        ended = bool(kept) and kept[-1] == eos_id
+        texts.append(tokenizer.decode(kept[:-1] if ended else kept, skip_special_tokens=False))
+        if triggers is None:
+            row = token_slots(pieces(kept), ended=ended)
+        else:
+            trigger_row, row = think_token_slots(pieces(kept), ended=ended)
+            triggers[n, : len(row)] = torch.tensor(trigger_row, dtype=torch.long)
         slots[n, : len(row)] = torch.tensor(row, dtype=torch.long)
-    return Batch(out, full_mask, completion, cmask, texts, slots)
+    return Batch(out, full_mask, completion, cmask, texts, slots, triggers)

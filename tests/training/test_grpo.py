@@ -2,7 +2,8 @@
 (training/grpo_data.py).
 
 The loop runs on the shipped model (models/aigq-direct, a 1.9M-parameter Qwen3) for two
-steps: real rollouts, real rewards, real updates, a real registry folder.
+steps: real rollouts, real rewards, real updates, a real registry folder; on Direct prompts
+and on AIGQ-Think ones (the loop runs whatever the model writes, Think format or not).
 """
 
 from __future__ import annotations
@@ -15,15 +16,16 @@ from pathlib import Path
 import pytest
 import torch
 
+from aigq.datasets.synthetic import SyntheticConfig, generate
 from aigq.registry import SHIPPED, Registry
 from generators.prompt import compressed_prompt
 from training import TrainingError
 from training.ctr_data import CtrExample, UserContext
 from training.grpo import LOG_FILE, RUN_FILE, GRPOConfig, prompt_schedule, train
-from training.grpo_data import GrpoPrompt, ctr_rows, grpo_prompt, slot_ctr
+from training.grpo_data import GrpoPrompt, ctr_rows, grpo_prompt, slot_ctr, think_grpo_prompt
 from training.grpo_math import token_slots
 from training.grpo_rollout import completion_mask, left_pad
-from training.samples import Context, Sample
+from training.samples import Context, Sample, think_samples
 
 SHOWN = ("weather", "yahoo mail", "cheap flights")
 
@@ -126,6 +128,41 @@ def test_two_steps_train_and_save_a_model_with_its_curve(tmp_path: Path) -> None
     assert run["kind"] == "il-grpo" and run["config"]["steps"] == 2
 
 
+def _think_prompts(n: int) -> list[GrpoPrompt]:
+    """The first ``n`` Think prompts with a reference of a small synthetic log."""
+    samples = think_samples(generate(SyntheticConfig(users=4, days=2, seed=5)))
+    prompts = [p for p in map(think_grpo_prompt, samples) if p.references]
+    assert len(prompts) >= n
+    return prompts[:n]
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # generate's notes on sampling settings
+def test_two_think_steps_train_and_publish_with_the_trigger_reward(tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "registry", shipped=SHIPPED)
+    config = GRPOConfig(
+        base="aigq-direct", name="grpo-think", steps=2, prompts_per_step=2, group=2,
+        max_new_tokens=12, threads=1, filter_low=0.0, filter_high=1.0,
+    )  # fmt: skip
+    prompts = _think_prompts(2)
+    assert all(p.is_think and p.behaviours > 0 for p in prompts)
+    result = train(prompts, config, registry, {"sample_kind": "think"})
+    assert result.published
+    latest = registry.latest("grpo-think")
+    assert latest is not None and latest.version == result.model.version
+    curve = json.loads((result.model.path / LOG_FILE).read_text())
+    assert [row["step"] for row in curve] == [1.0, 2.0]
+    assert all(0.0 <= row["trigger_reward"] <= 1.0 for row in curve)
+    assert all("loss" in row and math.isfinite(row["loss"]) for row in curve)
+    assert latest.manifest()["data"]["sample_kind"] == "think"
+
+
+def test_direct_and_think_prompts_are_not_trained_together(tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "registry", shipped=SHIPPED)
+    with pytest.raises(TrainingError, match="mix Direct and Think"):
+        train([_prompt("u1"), *_think_prompts(1)], GRPOConfig(), registry, {})
+    assert not (tmp_path / "registry").exists() or not any((tmp_path / "registry").iterdir())
+
+
 def test_a_failed_run_leaves_no_version_behind(tmp_path: Path) -> None:
     registry = Registry(tmp_path / "registry", shipped=SHIPPED)
     config = GRPOConfig(base="aigq-direct", name="grpo-fail", steps=1, prompts_per_step=1,
@@ -173,6 +210,31 @@ def test_the_command_trains_on_a_log_and_a_missing_ctr_model_fails_cleanly(
     latest = Registry(tmp_path / "reg").latest("grpo-cli")
     assert latest is not None and latest.manifest()["kind"] == "il-grpo"
     assert latest.manifest()["data"]["command"].startswith("aigq train grpo --source synthetic")
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # generate's notes on sampling settings
+def test_the_command_trains_think_on_the_think_samples(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from shell.cli import app
+
+    registry = str(tmp_path / "reg")
+    # --base: any model folder will do (models/aigq-think may not be trained yet)
+    result = CliRunner().invoke(app, [
+        "train", "grpo", "--source", "synthetic", "--cut", "2026-01-05", "--registry",
+        registry, "--steps", "1", "--samples", "think", "--base", "aigq-direct", "--ctr",
+        "none", "--prompts-per-step", "2", "--group", "2", "--max-prompts", "4",
+        "--threads", "1",
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "think prompts" in result.output and "trigger" in result.output
+    latest = Registry(tmp_path / "reg").latest("aigq-think")  # the default name for think
+    assert latest is not None
+    data = latest.manifest()["data"]
+    assert data["sample_kind"] == "think" and data["prompts"] == 4
+    # every sample is a prompt (4 of them drawn) or counted as dropped
+    assert data["samples"] >= data["prompts"] + data["dropped_no_reference"]
+    assert "--samples think" in data["command"]
 
 
 def test_the_held_out_score_splits_head_and_tail_slots() -> None:
