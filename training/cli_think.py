@@ -48,6 +48,10 @@ TeacherMax = Annotated[
     int,
     typer.Option(min=0, help="think: samples given to the teacher, spread over the log (0: all)"),
 ]
+TeacherCache = Annotated[
+    Path | None,
+    typer.Option(help="think: a file of the teacher's answers, reused and extended (JSON lines)"),
+]
 TeacherConcurrency = Annotated[
     int, typer.Option(min=1, max=256, help="think: teacher requests in flight")
 ]
@@ -65,7 +69,11 @@ def teacher_config(url: str, model: str, api: TeacherApi, concurrency: int) -> T
 
 
 def think_pairs(
-    samples: Sequence[Sample], config: TeacherConfig, k: int, limit: int
+    samples: Sequence[Sample],
+    config: TeacherConfig,
+    k: int,
+    limit: int,
+    cache_file: Path | None = None,
 ) -> tuple[list[Pair], dict[str, Any]]:
     """The Think training pairs of ``samples`` (at most ``limit`` taken, 0: all) and what the
     manifest records of the teacher: where it is, and the counts."""
@@ -78,13 +86,22 @@ def think_pairs(
         f"asking the teacher ({config.model} at {config.base_url}, {config.api}) for "
         f"{len(taken):,} of {len(samples):,} Think samples' rationales ..."
     )
-    targets, counts = think_targets(taken, Teacher(config), k)
+    cache = _load_answers(cache_file)
+    before = len(cache)
+    try:
+        targets, counts = think_targets(taken, Teacher(config), k, cache)
+    finally:  # what was answered is kept, also when the run fails
+        _save_answers(cache_file, cache)
+    if cache_file is not None:
+        console.print(f"teacher answers cached in {cache_file}: {before:,} reused, "
+                      f"{len(cache) - before:,} new", highlight=False)  # fmt: skip
     reasons = ", ".join(f"{n} {why}" for why, n in sorted(counts.unparsed_reasons.items()))
     console.print(
         f"teacher: {counts.asked:,} taken, {counts.answered:,} answered, "
         f"[bold]{counts.kept:,} kept[/], {counts.unparsed:,} unparsed"
         f"{f' ({reasons})' if reasons else ''}, {counts.unaligned:,} unaligned, "
-        f"{counts.no_pairs:,} without a pair, {counts.errors:,} errors",
+        f"{counts.no_pairs:,} without a pair, {counts.errors:,} errors; "
+        f"{counts.singles:,} one-behaviour pairs derived from the kept ones",
         highlight=False,
     )
     if counts.errors:
@@ -94,6 +111,35 @@ def think_pairs(
         "max_samples": limit, "samples": len(samples), **asdict(counts),
     }  # fmt: skip
     return [Pair(prompt, target) for prompt, target in targets], record
+
+
+def _load_answers(path: Path | None) -> dict[str, str]:
+    """A teacher answer cache (JSON lines of ``[question, answer]``); a line that does not
+    decode is skipped (a run killed mid-write leaves at most its last line torn)."""
+    import orjson
+
+    answers: dict[str, str] = {}
+    if path is None or not path.exists():
+        return answers
+    for line in path.read_bytes().splitlines():
+        try:
+            question, answer = orjson.loads(line)
+        except (orjson.JSONDecodeError, ValueError, TypeError):
+            continue
+        if isinstance(question, str) and isinstance(answer, str):
+            answers[question] = answer
+    return answers
+
+
+def _save_answers(path: Path | None, answers: dict[str, str]) -> None:
+    import orjson
+
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_bytes(b"".join(orjson.dumps([q, a]) + b"\n" for q, a in answers.items()))
+    tmp.replace(path)
 
 
 def start_teacher_server(

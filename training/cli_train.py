@@ -22,6 +22,7 @@ from training import TargetOrder, TrainingError
 from training.cli_think import (
     TEACHER_MODEL,
     TeacherApiOption,
+    TeacherCache,
     TeacherConcurrency,
     TeacherMax,
     TeacherModel,
@@ -102,6 +103,7 @@ def sft(
     teacher_api: TeacherApiOption = "chat",
     teacher_max: TeacherMax = 0,
     teacher_concurrency: TeacherConcurrency = 4,
+    teacher_cache: TeacherCache = None,
 ) -> None:
     """IL-SFT: train on the log's samples and publish the model in the registry."""
     from transformers.utils import logging as hf_logging
@@ -127,7 +129,7 @@ def sft(
     )
     taught: dict[str, Any] | None = None
     if teacher is not None:  # Think: a teacher's rationale, then (trigger set -> queries)
-        pairs, taught = think_pairs(samples, teacher, config.k, teacher_max)
+        pairs, taught = think_pairs(samples, teacher, config.k, teacher_max, teacher_cache)
     else:
         pairs = [Pair(s.prompt(config.k), s.target(config.k, target_order)) for s in samples]
     pairs = [p for p in pairs if p.target]

@@ -35,6 +35,7 @@ import torch
 from aigq.registry import DEFAULT_NAME, ModelRef, Registry
 from generators.output import expand_copies
 from generators.prompt import SPECIAL_TOKENS, TOKEN_WORDS, compressed_prompt, shown_history
+from generators.think import trigger_line
 from generators.tokens import add_special_tokens
 from training import TrainingError
 from training.tiny import EOS, TinyConfig, new_tiny_model, new_tokenizer
@@ -131,13 +132,21 @@ def encode(tokenizer: Any, pair: Pair, config: SFTConfig) -> tuple[list[int], li
 
 
 def _known_lines(tokenizer: Any, target: str) -> str:
-    """``target``'s lines (queries) without the ones holding an unknown word."""
+    """``target``'s lines (queries) without the ones holding an unknown word; in a Think
+    target (:mod:`generators.think`), a trigger line left with no query line under it goes
+    too, so the model never learns to open a pair and write nothing in it."""
     unk = tokenizer.unk_token_id
     if unk is None:
         return target
     lines = target.split("\n")
     ids = tokenizer(lines, add_special_tokens=False).input_ids
-    return "\n".join(line for line, line_ids in zip(lines, ids, strict=True) if unk not in line_ids)
+    kept = [line for line, line_ids in zip(lines, ids, strict=True) if unk not in line_ids]
+    return "\n".join(
+        line
+        for i, line in enumerate(kept)
+        if trigger_line(line) is None
+        or (i + 1 < len(kept) and kept[i + 1].strip() and trigger_line(kept[i + 1]) is None)
+    )
 
 
 def vocabulary_texts(pairs: Sequence[Pair], kind: str) -> list[str]:

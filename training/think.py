@@ -31,11 +31,18 @@ from generators.prompt import (
     KIND_TOKENS,
     MAX_INDEX,
     TOKEN_WORDS,
+    Behaviour,
     _rows,  # the prompt's own numbering of the behaviours it shows
     clean_text,
     history_queries,
 )
-from generators.think import MAX_RATIONALE_CHARS, ThinkPair, render_think, think_prompt_for
+from generators.think import (
+    MAX_RATIONALE_CHARS,
+    ThinkPair,
+    render_think,
+    think_prompt,
+    think_prompt_for,
+)
 from training import TrainingError
 from training.samples import Context, Sample
 from training.teacher import Teacher, TeacherError
@@ -76,6 +83,8 @@ class Shown:
     index: int
     line: str
     words: frozenset[str]
+    behaviour: Behaviour = (0, "search", "", "")
+    """the behaviour itself, as the session holds it (what a one-behaviour prompt shows)"""
 
 
 def shown_behaviours(context: Context, max_behaviours: int = MAX_INDEX) -> list[Shown]:
@@ -85,12 +94,14 @@ def shown_behaviours(context: Context, max_behaviours: int = MAX_INDEX) -> list[
     rows = _rows(context.recent, context.now_ms, None, max_behaviours)
     raw = list(reversed(context.recent))
     out = []
-    for (index, time, kind, text), (_, kind_name, raw_text, _) in zip(rows, raw, strict=False):
+    for (index, time, kind, text), behaviour in zip(rows, raw, strict=False):
+        _, kind_name, raw_text, _ = behaviour
         words = content_words(text)
         if kind_name == "click" and looks_like_url(raw_text):
             words |= content_words(" ".join(url_words(raw_text)))
         verb = _VERBS[KIND_TOKENS[kind]]
-        out.append(Shown(index, f"{index}. {TOKEN_WORDS[time]}, {verb} {text}", frozenset(words)))
+        line = f"{index}. {TOKEN_WORDS[time]}, {verb} {text}"
+        out.append(Shown(index, line, frozenset(words), behaviour))
     return out
 
 
@@ -147,6 +158,7 @@ _PREFIX = re.compile(
     r"\s*[:,!.\-]+\s*",
     re.IGNORECASE,
 )
+_PLAIN_WORD = re.compile(r"[^\W_]+")
 _QUOTES = "\"'`* \u201c\u201d\u2018\u2019\u00ab\u00bb"  # straight, curly and angle quotes
 _REFUSAL = re.compile(
     r"\b(?:i'?m sorry|i am sorry|i can'?t|i cannot|i can not|as an ai|i'?m unable|i am unable|"
@@ -165,7 +177,8 @@ def check_rationale(
 ) -> tuple[str, RationaleVerdict]:
     """The rationale of a teacher's answer and whether it is kept: its first non-empty line,
     quotes and a ``Rationale:``/``Answer:``-style prefix stripped, cleaned
-    (:func:`~generators.prompt.clean_text`). Refused as ``markup`` when the line holds angle
+    (:func:`~generators.prompt.clean_text`), and a kept one as :func:`plain_words`. Refused
+    as ``markup`` when the line holds angle
     brackets or braces (a chat marker, a template: not plain words), ``length`` outside
     4..40 words, ``refusal``, ``echo`` (the question or its behaviour list said back),
     ``unaligned`` when it names none of ``content`` (the behaviours' and labels' content
@@ -190,7 +203,15 @@ def check_rationale(
         return line, "echo"
     if not content_words(line) & content:
         return line, "unaligned"
-    return line, "kept"
+    return plain_words(line), "kept"
+
+
+def plain_words(line: str) -> str:
+    """A kept rationale as the model will write it: lowercase words, single spaces, no
+    punctuation. Queries are written that way, so a word-level model's vocabulary (lowercase
+    query words) holds these words, where ``The`` or ``shoes.`` would be unknown and IL-SFT
+    would leave the whole line out of the target (:func:`training.sft.encode`)."""
+    return " ".join(_PLAIN_WORD.findall(line.lower().replace("'", "").replace("\u2019", "")))
 
 
 @dataclass(slots=True)
@@ -214,6 +235,8 @@ class ThinkCounts:
     errors: int = 0
     unparsed_reasons: dict[str, int] = field(default_factory=dict)
     first_error: str = ""
+    singles: int = 0
+    """one-behaviour pairs derived from the kept samples (:func:`singles`); not samples"""
 
     def add(self, verdict: RationaleVerdict) -> None:
         """Count one answer's verdict."""
@@ -238,6 +261,8 @@ class Question:
     shown: list[str]
     content: frozenset[str]
     text: str
+    behaviours: tuple[Behaviour, ...] = ()
+    """the shown behaviours, ``behaviours[i - 1]`` being the prompt's ``<i>``"""
 
 
 def question(
@@ -260,6 +285,7 @@ def question(
         history_queries(context.history),
         content,
         teacher_prompt(shown, labels, api),
+        tuple(b.behaviour for b in shown),
     )
 
 
@@ -282,30 +308,73 @@ def targets_from_answers(
         counts.add(verdict)
         if verdict == "kept":
             out.append((item.prompt, render_think(rationale, item.pairs, item.shown, k)))
+            for single in singles(item, rationale, k):
+                out.append(single)
+                counts.singles += 1
     return out, counts
 
 
+def singles(item: Question, rationale: str, k: int = 10) -> list[tuple[str, str]]:
+    """One-behaviour Think pairs from a kept sample: for each of its pairs, the prompt that
+    shows only the pair's newest behaviour (as ``<1>``, today) and the target
+    ``rationale, <1>, the pair's queries``.
+
+    The x2q builder asks the model exactly that (:func:`generators.x2q_build.trigger_prompt`:
+    one trigger's behaviour, alone), a prompt no whole-session sample looks like; these teach
+    its shape from the same aligned labels, at no extra teacher call. The queries are written
+    out (the one-behaviour prompt shows no history, so no copy token)."""
+    out = []
+    for pair in item.pairs:
+        index = min(pair.triggers)
+        if not 1 <= index <= len(item.behaviours):
+            continue
+        behaviour = item.behaviours[index - 1]
+        prompt = think_prompt((), (behaviour,), behaviour[0], k)
+        target = render_think(rationale, [ThinkPair((1,), pair.queries)], (), k)
+        if "\n" in target:  # at least one query survived rendering
+            out.append((prompt, target))
+    return out
+
+
 async def think_targets_async(
-    samples: Sequence[Sample], teacher: Teacher, k: int = 10
+    samples: Sequence[Sample],
+    teacher: Teacher,
+    k: int = 10,
+    cache: dict[str, str] | None = None,
 ) -> tuple[list[tuple[str, str]], ThinkCounts]:
     """``(prompt, target)`` of each sample whose rationale is kept, in sample order, and the
     counts of what became of every sample (module doc). Raises :class:`TeacherError` when the
-    teacher answered none of the questions it was asked (it is not there)."""
+    teacher answered none of the questions it was asked (it is not there).
+
+    ``cache`` (question text -> answer) holds answers already given: those questions are not
+    asked again, and every new answer is added to it (a teacher's answers cost about a second
+    each on a CPU: a second run with other training settings should not pay them again)."""
     if k < 1:
         raise TrainingError(f"k must be >= 1, got {k}")
+    cache = {} if cache is None else cache
     questions = [question(sample, k, teacher.config.api) for sample in samples]
-    answers = await teacher.ask_all([q.text for q in questions if q is not None])
+    texts = [q.text for q in questions if q is not None]
+    missing = list(dict.fromkeys(t for t in texts if t not in cache))
+    fresh = await teacher.ask_all(missing)
+    for text, answer in zip(missing, fresh, strict=True):
+        if isinstance(answer, str):
+            cache[text] = answer
+    given = dict(zip(missing, fresh, strict=True))
+    answers = [cache[t] if t in cache else given[t] for t in texts]
     out, counts = targets_from_answers(questions, answers, k)
-    if answers and counts.errors == len(answers):
-        raise TeacherError(f"the teacher answered none of {len(answers)}: {counts.first_error}")
+    if fresh and sum(isinstance(a, TeacherError) for a in fresh) == len(fresh):
+        raise TeacherError(f"the teacher answered none of {len(fresh)}: {counts.first_error}")
     return out, counts
 
 
 def think_targets(
-    samples: Sequence[Sample], teacher: Teacher, k: int = 10
+    samples: Sequence[Sample],
+    teacher: Teacher,
+    k: int = 10,
+    cache: dict[str, str] | None = None,
 ) -> tuple[list[tuple[str, str]], ThinkCounts]:
     """:func:`think_targets_async` from synchronous code (the CLI)."""
-    return asyncio.run(think_targets_async(samples, teacher, k))
+    return asyncio.run(think_targets_async(samples, teacher, k, cache))
 
 
 def spread(samples: Sequence[T], limit: int) -> list[T]:

@@ -171,3 +171,17 @@ def test_the_target_window_loss_equals_the_full_causal_lm_loss(tmp_path: Path) -
             out = model(input_ids=ids, labels=torch.tensor([labels]))
             total += out.loss.item() * sum(label != IGNORE for label in labels)
     assert loss.item() == pytest.approx(total / count, rel=1e-4)
+
+
+def test_unknown_words_drop_their_line_and_an_emptied_think_pair() -> None:
+    from training.sft import _known_lines
+    from training.tiny import train_word_tokenizer
+
+    tok = train_word_tokenizer(["the user wants red shoes", "red shoes sale", "jazz"], 50)
+    target = (
+        "the user wants red shoes\n<1><2>\nzyzzyva records\n<3>\nred shoes sale\n"
+        "<h1>\n<4>\nqwxz\n<5>"
+    )
+    # <1><2> and <4> lost their one query (an unknown word), <5> never had one: all three go
+    assert _known_lines(tok, target) == "the user wants red shoes\n<3>\nred shoes sale\n<h1>"
+    assert _known_lines(tok, "red shoes sale\nqwxz") == "red shoes sale"  # a Direct target

@@ -11,7 +11,7 @@ import pytest
 from aigq.datasets.synthetic import SyntheticConfig, generate
 from aigq.dev.probe import free_port
 from generators.prompt import MAX_INDEX, history_queries
-from generators.think import ThinkPair, parse_think, think_prompt_for
+from generators.think import ThinkPair, parse_think, think_prompt, think_prompt_for
 from training import TrainingError
 from training.cli_think import teacher_config
 from training.samples import Context, Sample, think_samples
@@ -105,9 +105,9 @@ CONTENT = frozenset({"paris", "hotels", "running", "shoes", "trip"})
     [
         (
             "Rationale: The user plans a trip to Paris and compares hotels.\nmore text",
-            ("The user plans a trip to Paris and compares hotels.", "kept"),
+            ("the user plans a trip to paris and compares hotels", "kept"),  # plain words
         ),
-        ('"They want running shoes for a race."', ("They want running shoes for a race.", "kept")),
+        ('"They want running shoes for a race."', ("they want running shoes for a race", "kept")),
         (
             "**Answer:** Sure, the user wants running shoes for trail runs",
             ("the user wants running shoes for trail runs", "kept"),
@@ -215,13 +215,20 @@ def test_answers_become_targets_and_every_sample_is_counted() -> None:
         "ok",  # one word: unparsed
     ]
     pairs, counts = targets_from_answers([trip, nothing, trip, trip, trip], answers)
-    assert pairs == [
-        (
-            trip.prompt,
-            "the user books a Paris trip and runs.\n<3><4>\nparis hotels\n"
-            "<1><2>\nh1\n<h1>\ntrail running shoes",
-        )
+    rationale = "the user books a paris trip and runs"  # as plain words
+    assert pairs[0] == (
+        trip.prompt,
+        f"{rationale}\n<3><4>\nparis hotels\n<1><2>\nh1\n<h1>\ntrail running shoes",
+    )
+    # and one one-behaviour pair per pair, the prompt showing only its newest behaviour (the
+    # x2q builder's prompt), queries written out (no history is shown there)
+    expedia = think_prompt((), (TRIP_AND_SHOES.recent[1],), TRIP_AND_SHOES.recent[1][0], 10)
+    nike = think_prompt((), (TRIP_AND_SHOES.recent[3],), TRIP_AND_SHOES.recent[3][0], 10)
+    assert pairs[1:] == [
+        (expedia, f"{rationale}\n<1>\nparis hotels"),
+        (nike, f"{rationale}\n<1>\nh1\nyahoo mail\ntrail running shoes"),
     ]
+    assert counts.singles == 2
     assert (counts.asked, counts.no_pairs, counts.errors, counts.answered) == (5, 1, 1, 3)
     assert (counts.kept, counts.unaligned, counts.unparsed) == (1, 1, 1)
     assert counts.unparsed_reasons == {"length": 1}
