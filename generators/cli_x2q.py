@@ -7,6 +7,7 @@ them) and ``AIGQ_REDIS_*``. The work is :func:`generators.x2q_build.build_index`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -138,12 +139,17 @@ async def _build(
     store = X2QStore(redis, prefix, ttl_s=settings.ttl_s, max_queries=settings.keep,
                      grace_s=settings.grace_s)  # fmt: skip
     try:
-        async with open_backend(settings.generator(folder, version)) as backend:
+        async with contextlib.AsyncExitStack() as stack:
+            backend = await stack.enter_async_context(
+                open_backend(settings.generator(folder, version))
+            )
+            again = settings.retry_generator(folder, version)
+            retry = await stack.enter_async_context(open_backend(again)) if again else None
             with Progress(*_COLUMNS, console=console) as bar:
                 return await build_index(
                     triggers, popularity, backend, store, Checkpoint(redis, prefix),
                     settings.build_config(version), popular=PopularQueries(redis, prefix),
-                    progress=_progress(bar),
+                    progress=_progress(bar), retry=retry,
                 )  # fmt: skip
     finally:
         await redis.aclose()
@@ -179,6 +185,7 @@ def _summary(figures: dict[str, Any]) -> str:
         f"{figures['previous'] or 'none'}): "
         f"{figures['covered']:,} of {figures['triggers']:,} triggers covered "
         f"({figures['coverage']:.1%}), {figures['queries']:,} queries{resumed}; "
+        f"{figures['rescued']:,} of them on a second, sampled try; "
         f"{figures['triggers_per_s']:.1f} triggers/s ({figures['seconds']:.1f} s, model "
         f"{figures['model_seconds']:.1f} s); popular set {figures['popular']} queries; "
         f"Think-output problems: {figures['problems'] or 'none'}"

@@ -29,6 +29,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import NamedTuple
 
 import orjson
 from redis.asyncio import Redis
@@ -60,6 +61,9 @@ class BuildConfig:
     popular: int = 100
     """queries in the popular set (0: leave it alone)"""
     popular_ttl_s: int = 2 * 86_400
+    retry_n: int = 4
+    """answers sampled for a trigger the first (greedy) one gave nothing for (0: no retry)"""
+    retry_temperature: float = 0.8
     model_version: str = ""
     """the Think model's name@version (a changed model is a new build)"""
 
@@ -85,6 +89,10 @@ class BuildReport:
     """triggers a resumed build found already done (0: a fresh build)"""
     covered: int = 0
     no_queries: int = 0
+    retried: int = 0
+    """triggers the first answer gave nothing for, asked again with sampling"""
+    rescued: int = 0
+    """of those, the ones the second try covered"""
     queries: int = 0
     problems: dict[str, int] = field(default_factory=dict)
     """Think-output problems by reason, over every sample parsed"""
@@ -155,6 +163,16 @@ def ranked_queries(
     ]
 
 
+class Step(NamedTuple):
+    """One batch of triggers: their ranked queries (``[]``: none), the seconds in the model's
+    calls, how many were asked again (``retried``) and got queries then (``rescued``)."""
+
+    lists: list[list[str]]
+    model_seconds: float
+    retried: int = 0
+    rescued: int = 0
+
+
 async def trigger_lists(
     triggers: Sequence[SeenTrigger],
     backend: Backend,
@@ -162,20 +180,31 @@ async def trigger_lists(
     popularity: Popularity,
     embeddings: Embeddings,
     problems: Counter[str],
-) -> tuple[list[list[str]], float]:
-    """Each trigger's ranked queries (``[]``: none), from one model call over their prompts,
-    and the seconds that call took: the build's step, and what the offline evaluation's
-    in-memory index is made of."""
+    retry: Backend | None = None,
+) -> Step:
+    """Each trigger's ranked queries, from one model call over their prompts (the build's
+    step, and what the offline evaluation's in-memory index is made of); the triggers it gave
+    nothing for are asked once more of ``retry`` (the same model, sampling several answers:
+    :attr:`BuildConfig.retry_n`), when given."""
     if not triggers:
-        return [], 0.0
+        return Step([], 0.0)
+    prompts = [trigger_prompt(t, config.k) for t in triggers]
     called = time.perf_counter()
-    samples = await backend.complete([trigger_prompt(t, config.k) for t in triggers])
+    samples = await backend.complete(prompts)
     model_s = time.perf_counter() - called
     lists = [
         ranked_queries(trigger, texts, config, popularity, embeddings, problems)
         for trigger, texts in zip(triggers, samples, strict=True)
     ]
-    return lists, model_s
+    empty = [i for i, queries in enumerate(lists) if not queries]
+    if retry is None or not empty:
+        return Step(lists, model_s)
+    called = time.perf_counter()
+    again = await retry.complete([prompts[i] for i in empty])
+    model_s += time.perf_counter() - called
+    for i, texts in zip(empty, again, strict=True):
+        lists[i] = ranked_queries(triggers[i], texts, config, popularity, embeddings, problems)
+    return Step(lists, model_s, len(empty), sum(bool(lists[i]) for i in empty))
 
 
 def fingerprint(triggers: Sequence[SeenTrigger], config: BuildConfig) -> str:
@@ -254,9 +283,12 @@ async def build_index(
     embeddings: Embeddings | None = None,
     popular: PopularQueries | None = None,
     progress: Progress | None = None,
+    retry: Backend | None = None,
 ) -> BuildReport:
     """Generate, score and write every trigger's queries, then switch the index (module
-    docstring). Raises the backend's and the cache's errors; the checkpoint survives them."""
+    docstring); ``retry`` asks again for the triggers a batch gave nothing for
+    (:func:`trigger_lists`). Raises the backend's and the cache's errors; the checkpoint
+    survives them."""
     embeddings = embeddings or Embeddings()
     started = time.perf_counter()
     print_ = fingerprint(triggers, config)
@@ -270,12 +302,12 @@ async def build_index(
         progress(done, len(triggers), report)
     for start in range(done, len(triggers), config.batch_size):
         chunk = triggers[start : start + config.batch_size]
-        lists, model_s = await trigger_lists(
-            chunk, backend, config, popularity, embeddings, problems
-        )
-        report.model_seconds += model_s
+        step = await trigger_lists(chunk, backend, config, popularity, embeddings, problems, retry)
+        report.model_seconds += step.model_seconds
+        report.retried += step.retried
+        report.rescued += step.rescued
         entries: list[tuple[str, str, Sequence[str]]] = []
-        for trigger, queries in zip(chunk, lists, strict=True):
+        for trigger, queries in zip(chunk, step.lists, strict=True):
             if queries:
                 report.covered += 1
                 report.queries += len(queries)

@@ -33,6 +33,10 @@ class X2QSettings(BaseSettings):
     alpha: float = Field(0.7, ge=0.0, le=1.0, description="S = alpha*relevance + (1-alpha)*eff.")
     n: int = Field(1, ge=1, le=16, description="samples per trigger, merged in rank order")
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="0: greedy")
+    retry_n: int = Field(
+        4, ge=0, le=16, description="a trigger left without queries: answers sampled (0: none)"
+    )
+    retry_temperature: float = Field(0.8, gt=0.0, le=2.0, description="their temperature")
     max_tokens: int = Field(96, ge=8, le=1024, description="generated tokens per sample")
     batch_size: int = Field(32, ge=1, le=1024, description="triggers per model call")
     max_triggers: int = Field(0, ge=0, description="most seen triggers only (0: all)")
@@ -44,7 +48,8 @@ class X2QSettings(BaseSettings):
     def build_config(self, model_version: str) -> BuildConfig:
         return BuildConfig(
             k=self.k, keep=self.keep, alpha=self.alpha, batch_size=self.batch_size,
-            popular=self.popular, popular_ttl_s=self.ttl_s, model_version=model_version,
+            popular=self.popular, popular_ttl_s=self.ttl_s, retry_n=self.retry_n,
+            retry_temperature=self.retry_temperature, model_version=model_version,
         )  # fmt: skip
 
     def generator(self, model: str, model_version: str) -> GeneratorSettings:
@@ -56,3 +61,10 @@ class X2QSettings(BaseSettings):
             max_tokens=self.max_tokens, temperature=self.temperature, structured=False,
             batch_size=self.batch_size, timeout_s=self.timeout_s, reload=False,
         )  # fmt: skip
+
+    def retry_generator(self, model: str, model_version: str) -> GeneratorSettings | None:
+        """The second try's settings (``retry_n`` sampled answers), or None without one."""
+        if not self.retry_n:
+            return None
+        first = self.generator(model, model_version)
+        return first.model_copy(update={"n": self.retry_n, "temperature": self.retry_temperature})

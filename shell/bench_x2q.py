@@ -17,6 +17,7 @@ trigger's list is tagged with the build that wrote it): the figure the issue ask
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from dataclasses import dataclass
@@ -56,10 +57,13 @@ async def _build(backend_name: str, base_url: str, folder: str, tag: str, trigge
     model = tag if backend_name == "vllm-http" else folder
     client = open_redis(redis)
     try:
-        async with open_backend(settings.generator(model, tag)) as backend:
+        async with contextlib.AsyncExitStack() as stack:
+            backend = await stack.enter_async_context(open_backend(settings.generator(model, tag)))
+            again = settings.retry_generator(model, tag)
+            retry = await stack.enter_async_context(open_backend(again)) if again else None
             report = await build_index(
                 triggers, popularity, backend, X2QStore(client, prefix), Checkpoint(client, prefix),
-                settings.build_config(tag),
+                settings.build_config(tag), retry=retry,
             )  # fmt: skip
     finally:
         await client.aclose()

@@ -282,7 +282,8 @@ def _x2q(
     data["x2q"] = {
         "model": ref.tag, "days": run.x2q_days, "triggers": index.triggers,
         "indexed": len(index.entries), "triggers_per_s": index.triggers_per_s,
-        "seconds": index.seconds, "problems": index.problems, **figures,
+        "seconds": index.seconds, "problems": index.problems, "rescued": index.rescued,
+        **figures,
     }  # fmt: skip
     log(
         f"x2q: {len(index.entries):,} of {index.triggers:,} triggers indexed "

@@ -15,6 +15,7 @@ each held-out user's recent set at the start of the day (:class:`training.lastda
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -39,6 +40,8 @@ class OfflineIndex:
     triggers: int
     seconds: float
     problems: dict[str, int] = field(default_factory=dict)
+    rescued: int = 0
+    """triggers covered only by the second, sampled try"""
 
     @property
     def triggers_per_s(self) -> float:
@@ -83,13 +86,20 @@ def build_offline(
     embeddings = Embeddings()
     problems: Counter[str] = Counter()
     entries: dict[str, tuple[str, ...]] = {}
+    rescued = [0]
 
     async def run() -> None:
-        async with open_backend(settings.generator(model, version)) as backend:
+        async with contextlib.AsyncExitStack() as stack:
+            backend = await stack.enter_async_context(
+                open_backend(settings.generator(model, version))
+            )
+            again = settings.retry_generator(model, version)
+            retry = await stack.enter_async_context(open_backend(again)) if again else None
             for start in range(0, len(triggers), config.batch_size):
                 chunk = triggers[start : start + config.batch_size]
-                lists, _ = await trigger_lists(chunk, backend, config, pop, embeddings, problems)
-                for trigger, queries in zip(chunk, lists, strict=True):
+                step = await trigger_lists(chunk, backend, config, pop, embeddings, problems, retry)
+                rescued[0] += step.rescued
+                for trigger, queries in zip(chunk, step.lists, strict=True):
                     if queries:
                         entries[trigger.member] = tuple(queries)
                 if (start // config.batch_size) % 10 == 0:
@@ -97,7 +107,8 @@ def build_offline(
 
     started = time.perf_counter()
     asyncio.run(run())
-    return OfflineIndex(entries, len(triggers), time.perf_counter() - started, dict(problems))
+    seconds = time.perf_counter() - started
+    return OfflineIndex(entries, len(triggers), seconds, dict(problems), rescued[0])
 
 
 def coverage(

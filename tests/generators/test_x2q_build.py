@@ -43,10 +43,10 @@ def _events() -> list[Any]:
     return [i for i in generate(WORLD) if not isinstance(i, Malformed)]
 
 
-def _backend() -> TransformersBackend:
+def _backend(n: int = 1, temperature: float = 0.0) -> TransformersBackend:
     settings = GeneratorSettings(
         backend="transformers", model=str(THINK), model_version="aigq-think@test", k=10,
-        max_tokens=64, temperature=0.0, structured=False, reload=False,
+        max_tokens=64, n=n, temperature=temperature, structured=False, reload=False,
     )  # fmt: skip
     return TransformersBackend(settings)
 
@@ -70,19 +70,21 @@ async def test_a_build_resumes_switches_atomically_and_serves_fresh_triggers(
         if done >= 16:
             raise Stop
 
-    async with _backend() as backend:
+    async with _backend() as backend, _backend(4, 0.8) as retry:
         with pytest.raises(Stop):
             await build_index(triggers, popularity, backend, store, checkpoint, config,
-                              progress=stop_after_two)  # fmt: skip
+                              progress=stop_after_two, retry=retry)  # fmt: skip
         assert seen == [0, 8, 16]
         assert await store.current() is None  # half a build is never served
         state = await checkpoint.load()
         assert state is not None and state["done"] == 16
 
         report = await build_index(triggers, popularity, backend, store, checkpoint, config,
-                                   popular=PopularQueries(client, prefix))  # fmt: skip
+                                   popular=PopularQueries(client, prefix),
+                                   retry=retry)  # fmt: skip
     assert report.resumed_at == 16 and report.version == state["version"]
     assert report.covered + report.no_queries == 8  # only the rest was generated
+    assert report.rescued <= report.retried <= 8
     assert await store.current() == report.version and report.previous is None
     assert await checkpoint.load() is None
     assert report.popular == min(20, len(popularity.counts))
