@@ -52,6 +52,12 @@ TeacherCache = Annotated[
     Path | None,
     typer.Option(help="think: a file of the teacher's answers, reused and extended (JSON lines)"),
 ]
+SinglesMax = Annotated[
+    int,
+    typer.Option(
+        min=0, help="think: samples giving one-behaviour pairs, spread over the log (0: all)"
+    ),
+]
 TeacherConcurrency = Annotated[
     int, typer.Option(min=1, max=256, help="think: teacher requests in flight")
 ]
@@ -74,12 +80,15 @@ def think_pairs(
     k: int,
     limit: int,
     cache_file: Path | None = None,
+    singles_limit: int = 0,
 ) -> tuple[list[Pair], dict[str, Any]]:
-    """The Think training pairs of ``samples`` (at most ``limit`` taken, 0: all) and what the
-    manifest records of the teacher: where it is, and the counts."""
+    """The Think training pairs of ``samples`` and what the manifest records of the teacher
+    (where it is, the counts): the whole-session targets of the ``limit`` samples the teacher
+    is asked about (0: all), then the one-behaviour pairs (:func:`training.think.singles`) of
+    ``singles_limit`` samples (0: all; no teacher needed), spread over the log."""
     from training.sft import Pair
     from training.teacher import Teacher
-    from training.think import spread, think_targets
+    from training.think import single_pairs, spread, think_targets
 
     taken = spread(samples, limit)
     console.print(
@@ -100,17 +109,21 @@ def think_pairs(
         f"teacher: {counts.asked:,} taken, {counts.answered:,} answered, "
         f"[bold]{counts.kept:,} kept[/], {counts.unparsed:,} unparsed"
         f"{f' ({reasons})' if reasons else ''}, {counts.unaligned:,} unaligned, "
-        f"{counts.no_pairs:,} without a pair, {counts.errors:,} errors; "
-        f"{counts.singles:,} one-behaviour pairs derived from the kept ones",
+        f"{counts.no_pairs:,} without a pair, {counts.errors:,} errors",
         highlight=False,
     )
     if counts.errors:
         console.print(f"first teacher error: {counts.first_error}", highlight=False)
+    ones = single_pairs(spread(samples, singles_limit), k)
+    console.print(f"{len(ones):,} one-behaviour pairs (the x2q builder's prompt) from "
+                  f"{min(singles_limit or len(samples), len(samples)):,} samples",
+                  highlight=False)  # fmt: skip
     record = {
         "url": config.base_url, "model": config.model, "api": config.api,
         "max_samples": limit, "samples": len(samples), **asdict(counts),
+        "singles": len(ones), "singles_max_samples": singles_limit,
     }  # fmt: skip
-    return [Pair(prompt, target) for prompt, target in targets], record
+    return [Pair(prompt, target) for prompt, target in [*targets, *ones]], record
 
 
 def _load_answers(path: Path | None) -> dict[str, str]:

@@ -21,6 +21,7 @@ from aigq.datasets.base import SourceItem
 from training import TargetOrder, TrainingError
 from training.cli_think import (
     TEACHER_MODEL,
+    SinglesMax,
     TeacherApiOption,
     TeacherCache,
     TeacherConcurrency,
@@ -104,6 +105,7 @@ def sft(
     teacher_max: TeacherMax = 0,
     teacher_concurrency: TeacherConcurrency = 4,
     teacher_cache: TeacherCache = None,
+    singles_max: SinglesMax = 0,
 ) -> None:
     """IL-SFT: train on the log's samples and publish the model in the registry."""
     from transformers.utils import logging as hf_logging
@@ -129,7 +131,9 @@ def sft(
     )
     taught: dict[str, Any] | None = None
     if teacher is not None:  # Think: a teacher's rationale, then (trigger set -> queries)
-        pairs, taught = think_pairs(samples, teacher, config.k, teacher_max, teacher_cache)
+        pairs, taught = think_pairs(
+            samples, teacher, config.k, teacher_max, teacher_cache, singles_max
+        )
     else:
         pairs = [Pair(s.prompt(config.k), s.target(config.k, target_order)) for s in samples]
     pairs = [p for p in pairs if p.target]

@@ -235,8 +235,6 @@ class ThinkCounts:
     errors: int = 0
     unparsed_reasons: dict[str, int] = field(default_factory=dict)
     first_error: str = ""
-    singles: int = 0
-    """one-behaviour pairs derived from the kept samples (:func:`singles`); not samples"""
 
     def add(self, verdict: RationaleVerdict) -> None:
         """Count one answer's verdict."""
@@ -308,21 +306,21 @@ def targets_from_answers(
         counts.add(verdict)
         if verdict == "kept":
             out.append((item.prompt, render_think(rationale, item.pairs, item.shown, k)))
-            for single in singles(item, rationale, k):
-                out.append(single)
-                counts.singles += 1
     return out, counts
 
 
-def singles(item: Question, rationale: str, k: int = 10) -> list[tuple[str, str]]:
-    """One-behaviour Think pairs from a kept sample: for each of its pairs, the prompt that
-    shows only the pair's newest behaviour (as ``<1>``, today) and the target
-    ``rationale, <1>, the pair's queries``.
+def singles(item: Question, k: int = 10) -> list[tuple[str, str]]:
+    """One-behaviour Think pairs of a sample: for each of its pairs, the prompt that shows
+    only the pair's newest behaviour (as ``<1>``, today) and the target ``<1>`` then the pair's
+    queries, with no rationale line.
 
     The x2q builder asks the model exactly that (:func:`generators.x2q_build.trigger_prompt`:
-    one trigger's behaviour, alone), a prompt no whole-session sample looks like; these teach
-    its shape from the same aligned labels, at no extra teacher call. The queries are written
-    out (the one-behaviour prompt shows no history, so no copy token)."""
+    one trigger's behaviour, alone), a prompt no whole-session sample looks like, and reads
+    only the pairs of the answer. The labels are the day's searches that share a word with that
+    behaviour (:func:`align`): what the trigger led to. No teacher is asked (its rationales
+    are about whole sessions), so every Think sample gives them, not only the ones the
+    teacher's budget reaches. The queries are written out (the prompt shows no history, so no
+    copy token)."""
     out = []
     for pair in item.pairs:
         index = min(pair.triggers)
@@ -330,9 +328,20 @@ def singles(item: Question, rationale: str, k: int = 10) -> list[tuple[str, str]
             continue
         behaviour = item.behaviours[index - 1]
         prompt = think_prompt((), (behaviour,), behaviour[0], k)
-        target = render_think(rationale, [ThinkPair((1,), pair.queries)], (), k)
-        if "\n" in target:  # at least one query survived rendering
+        rendered = render_think("-", [ThinkPair((1,), pair.queries)], (), k)
+        target = rendered.split("\n", 1)[1] if "\n" in rendered else ""
+        if target:  # at least one query survived rendering
             out.append((prompt, target))
+    return out
+
+
+def single_pairs(samples: Sequence[Sample], k: int = 10) -> list[tuple[str, str]]:
+    """:func:`singles` of every sample (no teacher involved)."""
+    out: list[tuple[str, str]] = []
+    for sample in samples:
+        item = question(sample, k)
+        if item is not None:
+            out.extend(singles(item, k))
     return out
 
 

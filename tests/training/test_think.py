@@ -24,6 +24,8 @@ from training.think import (
     content_words,
     question,
     shown_behaviours,
+    single_pairs,
+    singles,
     spread,
     targets_from_answers,
     teacher_prompt,
@@ -220,15 +222,21 @@ def test_answers_become_targets_and_every_sample_is_counted() -> None:
         trip.prompt,
         f"{rationale}\n<3><4>\nparis hotels\n<1><2>\nh1\n<h1>\ntrail running shoes",
     )
-    # and one one-behaviour pair per pair, the prompt showing only its newest behaviour (the
-    # x2q builder's prompt), queries written out (no history is shown there)
+    assert len(pairs) == 1
+    # one one-behaviour pair per pair, the prompt showing only its newest behaviour (the x2q
+    # builder's prompt), no rationale, queries written out (no history is shown there)
     expedia = think_prompt((), (TRIP_AND_SHOES.recent[1],), TRIP_AND_SHOES.recent[1][0], 10)
     nike = think_prompt((), (TRIP_AND_SHOES.recent[3],), TRIP_AND_SHOES.recent[3][0], 10)
-    assert pairs[1:] == [
-        (expedia, f"{rationale}\n<1>\nparis hotels"),
-        (nike, f"{rationale}\n<1>\nh1\nyahoo mail\ntrail running shoes"),
+    assert singles(trip) == [
+        (expedia, "<1>\nparis hotels"),
+        (nike, "<1>\nh1\nyahoo mail\ntrail running shoes"),
     ]
-    assert counts.singles == 2
+    assert single_pairs([Sample("think", TRIP_AND_SHOES, labels, None)]) == singles(trip)
+    assert parse_think(singles(trip)[1][1], 1).for_trigger(1) == (
+        "h1",
+        "yahoo mail",
+        "trail running shoes",
+    )
     assert (counts.asked, counts.no_pairs, counts.errors, counts.answered) == (5, 1, 1, 3)
     assert (counts.kept, counts.unaligned, counts.unparsed) == (1, 1, 1)
     assert counts.unparsed_reasons == {"length": 1}
