@@ -151,7 +151,8 @@ def ranked_queries(
         # prompt does not have. Such a pair is still about behaviour 1, so it is kept for it;
         # a pair that does not name 1 is about nothing shown and is not used.
         output = parse_think(sample, len(INDEX_TOKENS), k=config.k)
-        problems.update(output.problems)
+        # a one-behaviour answer has no rationale by design (training.think.singles)
+        problems.update(p for p in output.problems if p != "no_rationale")
         lists.append(list(output.for_trigger(1)))
     candidates = interleave(lists)
     if not candidates:

@@ -4,7 +4,10 @@ read path then serves x2q for a fresh trigger, and the topics source counts ever
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +18,7 @@ from redis.asyncio import Redis
 from aigq.datasets import Malformed
 from aigq.datasets.synthetic import DAY_MS, SyntheticConfig, generate
 from aigq.events import ClickEvent, HintClickEvent, SearchEvent
+from aigq.redis_clients import open_redis
 from aigq.settings import KafkaSettings, RedisSettings, TopicSettings
 from cache.hints import HintClient
 from cache.popular import PopularQueries
@@ -132,3 +136,49 @@ def test_the_topics_source_reads_its_window_and_counts_what_it_skips(
     assert counts["undecodable"] == 1
     assert counts["outside"] > 0  # read from the start (the local broker), filtered by time
     assert sorted(e.ts for e in events) == [e.ts for e in events]
+
+
+def test_the_command_builds_from_a_log_and_reports(
+    tmp_path: Path, redis_settings: RedisSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from shell.cli import app
+
+    prefix = f"test:{uuid.uuid4().hex}:"
+    monkeypatch.setenv("AIGQ_REDIS_URL", redis_settings.url)
+    monkeypatch.setenv("AIGQ_REDIS_KEY_PREFIX", prefix)
+    report = tmp_path / "x2q.json"
+    args = ["x2q", "build", "--source", "synthetic", "--days", "2", "--max-triggers", "16",
+            "--model", str(THINK), "--report", str(report)]  # fmt: skip
+    try:
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        figures = json.loads(report.read_text())
+        assert figures["triggers"] == 16 and figures["version"] == "v000001"
+        assert figures["covered"] + figures["no_queries"] == 16
+        assert figures["read"]["kept"] > 0 and figures["popular"] > 0
+        assert "is live" in result.output
+        assert asyncio.run(_current(redis_settings, prefix)) == "v000001"
+    finally:
+        asyncio.run(_delete(redis_settings, prefix))
+
+
+async def _current(settings: RedisSettings, prefix: str) -> str | None:
+    from cache.x2q import X2QStore
+
+    client = open_redis(settings)
+    try:
+        return await X2QStore(client, prefix).current()
+    finally:
+        await client.aclose()
+
+
+async def _delete(settings: RedisSettings, prefix: str) -> None:
+    client = open_redis(settings)
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
