@@ -19,7 +19,10 @@ Order (each query at most once, by :func:`cache.text.normalize`, so "Running  Sh
    out of the list;
 3. the rest of whichever of the two is longer;
 4. the x2q queries of triggers the run has already seen;
-5. only when all of that is empty: the popular queries (the fallback).
+5. the popular queries: the whole list when all of that is empty (the fallback), and the rest
+   of a list that x2q alone began (no history, no u2q run: a user whose fresh triggers are
+   indexed but whose list was never generated), so that user still gets ``k`` hints. A list
+   with history or a u2q run is never padded with popular queries.
 
 Several x2q lists are merged round-robin, newest trigger first, so each trigger contributes
 its best query before any contributes its second.
@@ -109,9 +112,12 @@ def compose(
             candidates = chain(candidates, _round_robin(seen, k))
     if history:
         candidates = chain(((query, "history", None) for query in history), candidates)
+    populars = ((query, "popular", None) for query in popular)
+    if not history and (u2q is None or not u2q.queries):  # x2q alone: top it up (rule 5)
+        candidates = chain(candidates, populars)
     out = _take(candidates, k)
     if not out:
-        out = _take(((query, "popular", None) for query in popular), k)
+        out = _take(populars, k)
     return out
 
 

@@ -9,9 +9,11 @@ newest u2q run (``LINDEX <prefix>u2q:<user> 0``), their newest recent triggers
 (``ZREVRANGE <prefix>recent:<user>``), the current x2q version (``GET <prefix>x2q:current``)
 and its entry for each trigger (``GET <prefix>x2q:<version>:<kind>:<text>``, keys built from
 the triggers), their search history (``GET <prefix>history:<user>``, when
-``AIGQ_HINTS_HISTORY`` > 0), and, only when all of those give nothing, the popular queries
-(``ZREVRANGE <prefix>popular``). A script runs atomically, so a request sees one version of
-the x2q index even while the offline builder switches to the next. The x2q keys
+``AIGQ_HINTS_HISTORY`` > 0), and, when there is no history and no u2q run with queries, the
+popular queries (``ZREVRANGE <prefix>popular``: the whole list when x2q gives nothing either,
+else the rest of an x2q-only list, :mod:`cache.compose` rule 5). A script runs atomically,
+so a request sees one version of the x2q index even while the offline builder switches to
+the next. The x2q keys
 depend on what the triggers are, so a pipeline would need two round trips; the script needs
 one. It reads keys it was not given in KEYS, which a single Redis (or a primary with
 replicas) allows and Redis Cluster does not. The command goes over one pipelined connection
@@ -54,10 +56,10 @@ log = get_logger(__name__)
 # read once; no pointer means no index, so every entry is nil.
 # Returns {u2q head or nil, {member, score, ...}, {x2q entry or nil per trigger}, {popular},
 # errors, 1 if popular was read, history or nil}; a key of the wrong type counts as an error
-# and reads as empty. Popular is read only when no x2q entry exists, the head is absent or has
-# no queries and there is no history: the script does not decode JSON, so a head, entries or
-# a history that turn out undecodable leave it unread, and :meth:`HintClient.hints` reads it
-# in a second command.
+# and reads as empty. Popular is read only when the head is absent or has no queries and there
+# is no history (it then fills or tops up the list): the script does not decode JSON, so a head
+# or a history that turns out undecodable leaves it unread, and :meth:`HintClient.hints`
+# reads it in a second command.
 READ_LUA = """
 local errors = 0
 local head = redis.pcall('LINDEX', KEYS[1], 0)
@@ -69,7 +71,6 @@ if n > 0 then
   if triggers.err then errors = errors + 1; triggers = {} end
 end
 local entries = {}
-local found = false
 local version = false
 if #triggers > 0 then
   version = redis.pcall('GET', ARGV[1] .. 'current')
@@ -81,7 +82,6 @@ for i = 1, #triggers, 2 do
     entry = redis.pcall('GET', ARGV[1] .. version .. ':' .. triggers[i])
     if type(entry) == 'table' then errors = errors + 1; entry = false end
   end
-  if entry then found = true end
   entries[#entries + 1] = entry
 end
 local history = false
@@ -92,7 +92,7 @@ if ARGV[4] == '1' then
 end
 local popular = {}
 local read_popular = 0
-if not found and not history and (not head or string.find(head, '"q":[]', 1, true)) then
+if not history and (not head or string.find(head, '"q":[]', 1, true)) then
   read_popular = 1
   popular = redis.pcall('ZREVRANGE', KEYS[3], 0, tonumber(ARGV[3]) - 1)
   if popular.err then errors = errors + 1; popular = {} end

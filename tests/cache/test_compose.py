@@ -56,9 +56,19 @@ def test_several_triggers_merge_round_robin_newest_first() -> None:
     assert queries(result) == ["a1", "b1", "c1", "a2", "c2", "a3"]
 
 
-def test_without_a_run_every_trigger_is_fresh() -> None:
-    result = compose(None, [hits("query", "q", 1, "x")], ["pop"], k=5)
-    assert result == [Hint("x", "x2q", "query:q")]
+def test_without_a_run_every_trigger_is_fresh_and_popular_fills_the_rest() -> None:
+    result = compose(None, [hits("query", "q", 1, "x", "y")], ["pop", "X", "pop2"], k=4)
+    # a user whose fresh trigger is indexed but whose list was never generated: the x2q
+    # queries, then popular ones (never a near-duplicate of them) up to k
+    assert result == [
+        Hint("x", "x2q", "query:q"), Hint("y", "x2q", "query:q"),
+        Hint("pop", "popular"), Hint("pop2", "popular"),
+    ]  # fmt: skip
+    assert queries(compose(None, [hits("query", "q", 1, "x")], ["pop"], k=1)) == ["x"]
+    # with history or a u2q run, x2q is never followed by popular queries
+    assert queries(compose(run("a"), [hits("query", "q", 1, "x")], ["pop"], k=5)) == ["a", "x"]
+    only_history = compose(None, [hits("query", "q", 1, "x")], ["pop"], k=5, history=["h"])
+    assert queries(only_history) == ["h", "x"]
 
 
 def test_near_duplicates_are_dropped_first_spelling_kept() -> None:
@@ -79,7 +89,7 @@ def test_blank_queries_are_skipped_and_kept_ones_are_stripped() -> None:
     assert result == [Hint("padded", "u2q")]
 
 
-def test_popular_only_when_everything_else_is_empty() -> None:
+def test_popular_alone_when_everything_else_is_empty() -> None:
     assert compose(None, [], ["p1", "P1", "p2", "p3"], k=2) == [
         Hint("p1", "popular"),
         Hint("p2", "popular"),

@@ -16,6 +16,7 @@ from aigq.errors import ServiceError
 from aigq.redis_clients import open_redis
 from aigq.settings import RedisSettings
 from cache.hints import HintClient
+from cache.popular import PopularQueries
 from cache.recent import RecentTriggers
 from cache.settings import HintSettings
 from cache.x2q import X2QStore
@@ -148,6 +149,25 @@ async def test_the_hint_read_uses_the_current_version_only(
         await client.rpush(store.pointer_key, newer)  # a pointer of the wrong type
         wrong = await hints.hints("u1")
         assert wrong.corrupt and [h for h in wrong.hints if h.source == "x2q"] == []
+
+
+async def test_an_x2q_only_list_is_topped_up_with_popular_queries(
+    redis: tuple[Redis, str], redis_settings: RedisSettings
+) -> None:
+    """A user whose fresh trigger is indexed but who has no u2q run and no history gets the
+    trigger's queries, then popular ones up to k, in the one read."""
+    client, prefix = redis
+    await X2QStore(client, prefix=prefix).publish(index("a", 2))
+    await PopularQueries(client, prefix=prefix).write(
+        [("pop one", 3), ("a-1-1", 2), ("pop two", 1)]
+    )
+    await RecentTriggers(client, prefix=prefix).record_many([("u1", "item", "sku-1", NOW)])
+    async with client_for(redis_settings, prefix, history=0) as hints:
+        got = await hints.hints("u1", k=4)
+    assert [(h.query, h.source) for h in got.hints] == [
+        ("a-1-0", "x2q"), ("a-1-1", "x2q"), ("pop one", "popular"), ("pop two", "popular"),
+    ]  # fmt: skip
+    assert got.fallback is None and not got.corrupt
 
 
 async def test_readers_never_see_a_mix_of_two_versions(
