@@ -53,3 +53,27 @@ async def server_version(settings: RedisSettings) -> str:
     except (RedisError, OSError) as exc:
         raise ServiceError(f"Redis at {settings.redacted_url()} does not answer: {exc}") from exc
     return str(info.get("redis_version", "unknown"))
+
+
+async def delete_prefix(settings: RedisSettings, prefix: str, batch: int = 1_000) -> int:
+    """Delete every key that starts with ``prefix`` (a run's, a test's, a benchmark's own keys),
+    found with ``SCAN`` and deleted ``batch`` at a time; how many were deleted. ``prefix`` is
+    matched as a glob, so it must hold none of ``*?[]\\``."""
+    if not prefix or any(ch in prefix for ch in "*?[]\\"):
+        raise ValueError(f"a key prefix to delete must be plain, non-empty text: {prefix!r}")
+    client = open_redis(settings)
+    deleted = 0
+    try:
+        keys: list[bytes] = []
+        async for key in client.scan_iter(match=f"{prefix}*", count=batch):
+            keys.append(key)
+            if len(keys) >= batch:
+                deleted += await client.delete(*keys)
+                keys.clear()
+        if keys:
+            deleted += await client.delete(*keys)
+    except (RedisError, OSError) as exc:
+        raise ServiceError(f"deleting the {prefix!r} keys failed: {exc}") from exc
+    finally:
+        await client.aclose()
+    return deleted

@@ -112,7 +112,9 @@ def compose(
             candidates = chain(candidates, _round_robin(seen, k))
     if history:
         candidates = chain(((query, "history", None) for query in history), candidates)
-    populars = ((query, "popular", None) for query in popular)
+    populars: Iterator[tuple[str, Source, str | None]] = (
+        (query, "popular", None) for query in popular
+    )
     if not history and (u2q is None or not u2q.queries):  # x2q alone: top it up (rule 5)
         candidates = chain(candidates, populars)
     out = _take(candidates, k)

@@ -28,7 +28,7 @@ import typer
 from rich.table import Table
 
 from aigq.cli_kit import console
-from aigq.redis_clients import open_redis
+from aigq.redis_clients import delete_prefix, open_redis
 from aigq.settings import RedisSettings, load
 
 
@@ -113,10 +113,8 @@ async def _switch_reads(redis: RedisSettings, prefix: str, switches: int) -> tup
         stop.set()
         await asyncio.gather(*tasks)
     finally:
-        keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
-        if keys:
-            await client.delete(*keys)
         await client.aclose()
+        await delete_prefix(redis, prefix)
     return reads, mixed, switches
 
 
@@ -159,7 +157,7 @@ def bench_x2q_command(
     else:
         arms.append(Arm("vllm-http", skipped="no vLLM environment (or --no-vllm)"))
     reads, mixed, done = asyncio.run(_switch_reads(redis, prefix + "s:", switches))
-    asyncio.run(_cleanup(redis, prefix))
+    asyncio.run(delete_prefix(redis, prefix))
     table = Table(title=f"aigq bench x2q: {len(chosen):,} triggers, {ref.tag}")
     for column in ("backend", "covered", "seconds", "triggers/s", "model calls", "vs transformers"):
         table.add_column(column, justify="right")
@@ -176,13 +174,3 @@ def bench_x2q_command(
     console.print(table)
     console.print(f"switch under reads: {done} switches, {reads:,} reads by 8 readers, "
                   f"{mixed} mixed (goal 0)", highlight=False)  # fmt: skip
-
-
-async def _cleanup(redis: RedisSettings, prefix: str) -> None:
-    client = open_redis(redis)
-    try:
-        keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()

@@ -29,6 +29,7 @@ from aigq.dev.process import ManagedProcess
 from aigq.dev.stack import DevSettings, DevStack
 from aigq.errors import ServiceError
 from aigq.events import RegenerationRequest
+from aigq.redis_clients import delete_prefix
 from aigq.settings import KafkaSettings, RedisSettings, TopicSettings
 
 CANARY_USER = "__aigq_e2e_canary__"
@@ -302,7 +303,7 @@ class Loop:
         for proc in self.procs.values():
             proc.stop(timeout_s=15)
         with contextlib.suppress(ServiceError, OSError):
-            asyncio.run(_delete_prefix(self.config.redis, self.cache_prefix))
+            asyncio.run(delete_prefix(self.config.redis, self.cache_prefix))
         self.dev.down()
 
 
@@ -333,24 +334,6 @@ async def _exists(redis: RedisSettings, key: str) -> bool:
     client = open_redis(redis)
     try:
         return bool(await client.exists(key))
-    finally:
-        await client.aclose()
-
-
-async def _delete_prefix(redis: RedisSettings, prefix: str) -> None:
-    """Remove the run's keys (its prefix is its own)."""
-    from aigq.redis_clients import open_redis
-
-    client = open_redis(redis)
-    try:
-        batch: list[bytes] = []
-        async for key in client.scan_iter(match=f"{prefix}*", count=1000):
-            batch.append(key)
-            if len(batch) >= 1000:
-                await client.delete(*batch)
-                batch.clear()
-        if batch:
-            await client.delete(*batch)
     finally:
         await client.aclose()
 

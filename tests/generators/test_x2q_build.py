@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from aigq.datasets import Malformed
 from aigq.datasets.synthetic import DAY_MS, SyntheticConfig, generate
 from aigq.events import ClickEvent, HintClickEvent, SearchEvent
-from aigq.redis_clients import open_redis
+from aigq.redis_clients import delete_prefix, open_redis
 from aigq.settings import KafkaSettings, RedisSettings, TopicSettings
 from cache.hints import HintClient
 from cache.popular import PopularQueries
@@ -161,7 +161,7 @@ def test_the_command_builds_from_a_log_and_reports(
         assert "is live" in result.output
         assert asyncio.run(_current(redis_settings, prefix)) == "v000001"
     finally:
-        asyncio.run(_delete(redis_settings, prefix))
+        asyncio.run(delete_prefix(redis_settings, prefix))
 
 
 async def _current(settings: RedisSettings, prefix: str) -> str | None:
@@ -170,15 +170,5 @@ async def _current(settings: RedisSettings, prefix: str) -> str | None:
     client = open_redis(settings)
     try:
         return await X2QStore(client, prefix).current()
-    finally:
-        await client.aclose()
-
-
-async def _delete(settings: RedisSettings, prefix: str) -> None:
-    client = open_redis(settings)
-    try:
-        keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
-        if keys:
-            await client.delete(*keys)
     finally:
         await client.aclose()

@@ -14,11 +14,11 @@ from cache.recent import Trigger
 from cache.settings import HintSettings
 from cache.u2q import U2QRun
 from shell.cli import app
+from tests.training.aol_files import split_users, write_user
 from training.daymetrics import any_hit, day_metrics, hit_curve, real_words, recall, vocabulary
 from training.lastday import DaySample, last_day_samples, recorded_triggers
 from training.samples import DAY_MS, Context
 from training.served import popular_queries, served_at, served_list
-from training.split import DEFAULT_SALT, is_heldout
 
 T0 = 1_141_171_200_000  # 2006-03-01T00:00:00Z
 HOUR = 3_600_000
@@ -170,35 +170,21 @@ def test_popular_queries_count_searches() -> None:
 # --- aigq eval --protocol last-day, end to end ----------------------------------------------
 
 
-def _users(held: bool, n: int) -> list[str]:
-    """``n`` user ids that the default split holds out (or keeps for training)."""
-    ids = (str(1000 + i) for i in range(10_000))
-    return [u for u in ids if is_heldout(u, 0.1, DEFAULT_SALT) == held][:n]
-
-
-def _write_user(folder: Path, user: str, searches: list[tuple[str, str]]) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    blocks = [
-        f"{query}\t{stamp}\nhttp://www.{query.split()[0]}.com/\n" for query, stamp in searches
-    ]
-    (folder / f"{user}.txt").write_text("\n".join(blocks))
-
-
 def test_eval_last_day_end_to_end(tmp_path: Path) -> None:
     data = tmp_path / "data" / "aol" / "user_search_logs"
-    for i, user in enumerate(_users(held=False, n=4)):  # training users, before the cut
-        _write_user(data, user, [("weather", f"2006-03-0{i + 1} 10:00:00"),
+    for i, user in enumerate(split_users(held=False, n=4)):  # training users, before the cut
+        write_user(data, user, [("weather", f"2006-03-0{i + 1} 10:00:00"),
                                  ("weather", f"2006-03-0{i + 2} 10:00:00"),
                                  (f"news {i}", f"2006-03-0{i + 2} 11:00:00")])  # fmt: skip
-    a, b = _users(held=True, n=2)
+    a, b = split_users(held=True, n=2)
     # a's last day repeats an old query (cheap flights) and adds a new one (weather)
-    _write_user(data, a, [("cheap flights", "2006-03-01 09:00:00"),
+    write_user(data, a, [("cheap flights", "2006-03-01 09:00:00"),
                           ("hotels paris", "2006-03-01 10:00:00"),
                           ("cheap flights", "2006-03-01 11:00:00"),
                           ("cheap flights", "2006-03-20 09:00:00"),
                           ("weather", "2006-03-20 10:00:00")])  # fmt: skip
     # b's last day is new only
-    _write_user(data, b, [("pizza", "2006-03-02 09:00:00"),
+    write_user(data, b, [("pizza", "2006-03-02 09:00:00"),
                           ("pizza recipe", "2006-03-03 09:00:00")])  # fmt: skip
     out = tmp_path / "report"
     args = ["eval", "--data-dir", str(tmp_path / "data"), "--protocol", "last-day",
@@ -234,7 +220,7 @@ def test_eval_last_day_end_to_end(tmp_path: Path) -> None:
 
     # --heldout-data: every user of that folder is held out, whatever the split says
     other = tmp_path / "other" / "aol" / "user_search_logs"
-    _write_user(other, "x", [("cheap flights", "2006-04-01 09:00:00"),
+    write_user(other, "x", [("cheap flights", "2006-04-01 09:00:00"),
                              ("weather", "2006-04-02 09:00:00")])  # fmt: skip
     args += ["--heldout-data", str(tmp_path / "other"), "--out", str(tmp_path / "r2")]
     result = CliRunner().invoke(app, args)
