@@ -16,8 +16,9 @@ generated list on held-out users, offline:
 - the score is any-hit@k (:func:`training.metrics.hit_rate`): the share of users whose day
   contains one of the served list's first ``k`` queries.
 
-There is no x2q index offline, so the rules place history against the generated list as a
-whole; :func:`cache.compose.compose` applies the chosen rule to u2q and x2q merged (its
+The rules place history against the generated list as a whole, without an x2q index (the
+served list with one is measured by ``aigq eval --x2q``, :mod:`training.x2q_offline`);
+:func:`cache.compose.compose` applies the chosen rule to u2q and x2q merged (its
 ``HISTORY_LEAD`` is the measured choice; ``tests/training/test_history_rules.py`` holds the
 two equal). ``aigq bench history`` prints the comparison.
 """
