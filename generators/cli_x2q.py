@@ -7,7 +7,6 @@ them) and ``AIGQ_REDIS_*``. The work is :func:`generators.x2q_build.build_index`
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 from pathlib import Path
@@ -131,7 +130,6 @@ async def _build(
 ) -> BuildReport:
     from cache.popular import PopularQueries
     from cache.x2q import X2QStore
-    from generators.backends import open_backend
 
     folder, version = _model(settings)
     redis = open_redis(redis_settings)
@@ -139,12 +137,7 @@ async def _build(
     store = X2QStore(redis, prefix, ttl_s=settings.ttl_s, max_queries=settings.keep,
                      grace_s=settings.grace_s)  # fmt: skip
     try:
-        async with contextlib.AsyncExitStack() as stack:
-            backend = await stack.enter_async_context(
-                open_backend(settings.generator(folder, version))
-            )
-            again = settings.retry_generator(folder, version)
-            retry = await stack.enter_async_context(open_backend(again)) if again else None
+        async with settings.open_backends(folder, version) as (backend, retry):
             with Progress(*_COLUMNS, console=console) as bar:
                 return await build_index(
                     triggers, popularity, backend, store, Checkpoint(redis, prefix),

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from generators.backends import open_backend
+from generators.backends.base import Backend
 from generators.settings import BackendName, GeneratorSettings
 from generators.x2q_build import BuildConfig
 
@@ -61,6 +66,19 @@ class X2QSettings(BaseSettings):
             max_tokens=self.max_tokens, temperature=self.temperature, structured=False,
             batch_size=self.batch_size, timeout_s=self.timeout_s, reload=False,
         )  # fmt: skip
+
+    @contextlib.asynccontextmanager
+    async def open_backends(
+        self, model: str, model_version: str
+    ) -> AsyncIterator[tuple[Backend, Backend | None]]:
+        """The build's backend and its retry backend (None without retries), both open."""
+        async with contextlib.AsyncExitStack() as stack:
+            backend = await stack.enter_async_context(
+                open_backend(self.generator(model, model_version))
+            )
+            again = self.retry_generator(model, model_version)
+            retry = await stack.enter_async_context(open_backend(again)) if again else None
+            yield backend, retry
 
     def retry_generator(self, model: str, model_version: str) -> GeneratorSettings | None:
         """The second try's settings (``retry_n`` sampled answers), or None without one."""

@@ -64,6 +64,18 @@ class Popularity:
         return [(query, float(count)) for query, count in ranked]
 
 
+def popularity_of(events: Iterable[object]) -> Popularity:
+    """The query popularity of ``events`` whatever their times: searches and clicked hints
+    (the window's is :func:`collect`'s)."""
+    counts: Counter[str] = Counter()
+    for event in events:
+        if isinstance(event, SearchEvent | HintClickEvent):
+            key = normalize(event.query)
+            if key:
+                counts[key] += 1
+    return Popularity(dict(counts))
+
+
 def _triggers_of(
     event: SearchEvent | ClickEvent | HintClickEvent,
 ) -> list[tuple[TriggerKind, str, Behaviour]]:

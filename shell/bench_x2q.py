@@ -17,7 +17,6 @@ trigger's list is tagged with the build that wrote it): the figure the issue ask
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
 from dataclasses import dataclass
@@ -49,7 +48,6 @@ class Arm:
 async def _build(backend_name: str, base_url: str, folder: str, tag: str, triggers: list[Any],
                  popularity: Any, redis: RedisSettings, prefix: str) -> Arm:  # fmt: skip
     from cache.x2q import X2QStore
-    from generators.backends import open_backend
     from generators.x2q_build import Checkpoint, build_index
     from generators.x2q_settings import X2QSettings
 
@@ -57,10 +55,7 @@ async def _build(backend_name: str, base_url: str, folder: str, tag: str, trigge
     model = tag if backend_name == "vllm-http" else folder
     client = open_redis(redis)
     try:
-        async with contextlib.AsyncExitStack() as stack:
-            backend = await stack.enter_async_context(open_backend(settings.generator(model, tag)))
-            again = settings.retry_generator(model, tag)
-            retry = await stack.enter_async_context(open_backend(again)) if again else None
+        async with settings.open_backends(model, tag) as (backend, retry):
             report = await build_index(
                 triggers, popularity, backend, X2QStore(client, prefix), Checkpoint(client, prefix),
                 settings.build_config(tag), retry=retry,

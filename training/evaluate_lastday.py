@@ -271,12 +271,13 @@ def _x2q(
     if not run.x2q_model:
         return None
     from aigq.registry import Registry
-    from training.x2q_offline import build_offline, coverage, heldout_triggers, popularity
+    from generators.x2q_triggers import popularity_of
+    from training.x2q_offline import build_offline, coverage, heldout_triggers
 
     ref = Registry(run.registry).resolve(run.x2q_model)
     triggers = heldout_triggers(test, held, run.x2q_days)
     log(f"x2q: {len(triggers):,} triggers; generating with {ref.tag} ...")
-    index = build_offline(triggers, popularity(train), str(ref.path), ref.tag, log=log)
+    index = build_offline(triggers, popularity_of(train), str(ref.path), ref.tag, log=log)
     timings["x2q_build_s"] = index.seconds
     figures = coverage(test, index.entries, settings.triggers)
     data["x2q"] = {

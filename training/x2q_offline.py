@@ -15,15 +15,12 @@ each held-out user's recent set at the start of the day (:class:`training.lastda
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from aigq.events import ClickEvent, HintClickEvent, SearchEvent
-from generators.backends import open_backend
 from generators.embeddings import Embeddings
 from generators.x2q_build import trigger_lists
 from generators.x2q_settings import X2QSettings
@@ -64,14 +61,6 @@ def heldout_triggers(
     return collect(window, min(e.ts for e in window), max(e.ts for e in window) + 1)[0]
 
 
-def popularity(events: Sequence[AnyEvent]) -> Popularity:
-    """The query popularity of ``events`` (searches and clicked hints)."""
-    relevant = [e for e in events if isinstance(e, SearchEvent | HintClickEvent | ClickEvent)]
-    if not relevant:
-        return Popularity({})
-    return collect(relevant, min(e.ts for e in relevant), max(e.ts for e in relevant) + 1)[1]
-
-
 def build_offline(
     triggers: Sequence[SeenTrigger],
     pop: Popularity,
@@ -89,12 +78,7 @@ def build_offline(
     rescued = [0]
 
     async def run() -> None:
-        async with contextlib.AsyncExitStack() as stack:
-            backend = await stack.enter_async_context(
-                open_backend(settings.generator(model, version))
-            )
-            again = settings.retry_generator(model, version)
-            retry = await stack.enter_async_context(open_backend(again)) if again else None
+        async with settings.open_backends(model, version) as (backend, retry):
             for start in range(0, len(triggers), config.batch_size):
                 chunk = triggers[start : start + config.batch_size]
                 step = await trigger_lists(chunk, backend, config, pop, embeddings, problems, retry)

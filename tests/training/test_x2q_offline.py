@@ -10,11 +10,12 @@ from typer.testing import CliRunner
 
 from aigq.events import ClickEvent, SearchEvent
 from cache.recent import Trigger
+from generators.x2q_triggers import popularity_of
 from shell.cli import app
 from tests.training.aol_files import split_users, write_user
 from training.lastday import DaySample
 from training.samples import DAY_MS, Context
-from training.x2q_offline import coverage, heldout_triggers, popularity
+from training.x2q_offline import coverage, heldout_triggers
 
 T0 = 1_141_171_200_000  # 2006-03-01T00:00:00Z
 THINK = Path(__file__).resolve().parents[2] / "models" / "aigq-think"
@@ -44,9 +45,9 @@ def test_triggers_come_from_each_users_days_before_their_test_day() -> None:
 
 def test_popularity_counts_searches_only_of_the_events_given() -> None:
     events = [SearchEvent(user_id="u", ts=T0 + i, query=q) for i, q in enumerate("aab")]
-    pop = popularity(events)
+    pop = popularity_of(events)
     assert pop.counts == {"a": 2, "b": 1}
-    assert popularity([]).counts == {}
+    assert popularity_of([]).counts == {}
 
 
 def test_coverage_is_measured_on_the_looked_up_triggers() -> None:
